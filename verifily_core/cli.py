@@ -1,0 +1,145 @@
+"""The ``verifily`` command line: the group, global flags and error handling.
+
+Subcommands live in :mod:`verifily_core.commands` (one small module each) and are
+imported only when invoked, so ``verifily --help`` imports no plugin and no heavy
+library. Errors derived from :class:`~verifily_core.errors.VerifilyTrainError` become
+one ``Error: ...`` line on stderr and their exit code; ``--verbose`` (or
+``--log-level DEBUG``) adds the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from importlib import import_module
+from typing import Any
+
+import click
+
+from verifily_core import __version__
+from verifily_core.errors import ManagedModeUnavailable, VerifilyTrainError
+
+# command name -> (module, attribute, one-line help shown by `verifily --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("verifily_core.commands.train", "train", "Fine-tune a model on a dataset version (LoRA/QLoRA)."),
+    "eval": ("verifily_core.commands.eval", "eval_cmd", "Evaluate a run with tag-sliced metrics and hard examples."),
+    "compare": ("verifily_core.commands.compare", "compare", "Compare metrics across runs, per tag slice."),
+    "reproduce": ("verifily_core.commands.reproduce", "reproduce", "Verify a run's hashes or re-create it."),
+    "runs": ("verifily_core.commands.runs", "runs", "List runs in an output directory."),
+    "dataset": ("verifily_core.commands.dataset", "dataset", "Create, inspect, verify and diff dataset versions."),
+    "plugins": ("verifily_core.commands.plugins", "plugins", "List installed plugins and what they register."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (module, _, _) in COMMANDS.items() if _module_exists(module)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _module_exists(COMMANDS[name][0]):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ManagedModeUnavailable as exc:
+            click.echo(str(exc), err=True)
+            ctx.exit(exc.exit_code)
+        except VerifilyTrainError as exc:
+            _report(ctx, f"Error: {exc}", exc)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # an unexpected bug: still one line unless --verbose
+            _report(ctx, f"Error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", exc)
+            ctx.exit(1)
+
+
+def _module_exists(module: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(module) is not None
+
+
+def _report(ctx: click.Context, line: str, exc: BaseException) -> None:
+    state = ctx.find_object(GlobalState)
+    if state is not None and state.verbose:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    click.echo(line, err=True)
+
+
+class GlobalState:
+    """Global flags shared with every subcommand through ``ctx.obj``."""
+
+    def __init__(self, hf_token: str | None, verifily_token: str | None, log_level: str, color: bool) -> None:
+        self.hf_token = hf_token
+        self.verifily_token = verifily_token
+        self.log_level = log_level
+        self.color = color
+        self.verbose = log_level == "DEBUG"
+
+    def set_verbose(self) -> None:
+        """Turn on DEBUG logging and tracebacks (the per-command ``--verbose``)."""
+        self.verbose = True
+        self.log_level = "DEBUG"
+        logging.getLogger("verifily").setLevel(logging.DEBUG)
+
+
+def _verbose_callback(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        state = ctx.find_object(GlobalState)
+        if state is not None:
+            state.set_verbose()
+
+
+verbose_option = click.option(
+    "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_verbose_callback,
+    help="Enable DEBUG logging and show tracebacks.",
+)
+"""Decorator adding ``--verbose`` to a subcommand."""
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="verifily")
+@click.option("--hf-token", envvar="HF_TOKEN", default=None, help="HuggingFace API token [env: HF_TOKEN].")
+@click.option("--verifily-token", envvar="VERIFILY_TOKEN", default=None,
+              help="Verifily API token, for managed mode [env: VERIFILY_TOKEN].")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="INFO", show_default=True, help="Logging verbosity (logs go to stderr).")
+@click.option("--no-color", is_flag=True, help="Disable colored output (also honours NO_COLOR).")
+@click.pass_context
+def cli(ctx: click.Context, hf_token: str | None, verifily_token: str | None, log_level: str, no_color: bool) -> None:
+    """Verifily Train: fine-tune open models on versioned, tagged datasets and see which data helped.
+
+    \b
+    Typical flow:
+      verifily train --config train.yaml
+      verifily eval --run runs/<run_id>/ --slice-by source
+      verifily compare --runs runs/<a>/,runs/<b>/ --slice-by source
+      verifily reproduce --run runs/<run_id>/ --verify-only
+    """
+    color = not no_color and "NO_COLOR" not in os.environ
+    ctx.obj = GlobalState(hf_token, verifily_token, log_level.upper(), color)
+    ctx.color = color if not color else None
+    logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("verifily").setLevel(log_level.upper())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="verifily")

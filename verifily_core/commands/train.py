@@ -1,0 +1,117 @@
+"""``verifily train``: flags, dry-run plan and the success summary."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from verifily_core.cli import GlobalState, verbose_option
+from verifily_core.console import fmt_duration, out, style
+
+# CLI flag -> dotted config path. Flags win over overrides, which win over the file.
+FLAG_PATHS = {
+    "dataset": "dataset_version",
+    "base_model": "base_model",
+    "task": "task",
+    "output_dir": "output.dir",
+    "device": "compute.device",
+    "mode": "compute.mode",
+    "epochs": "training.num_epochs",
+    "batch_size": "training.batch_size",
+    "lr": "training.learning_rate",
+    "lora_r": "lora.r",
+    "quantization": "lora.quantization",
+    "seed": "seed",
+    "name": "output.name",
+}
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("--config", "config_path", default="train.yaml", show_default=True, help="Path to the train.yaml config.")
+@click.option("--dataset", help="Dataset version ref, e.g. ds_abc123@v3 (overrides the config).")
+@click.option("--base-model", help="HuggingFace model id or local path (overrides the config).")
+@click.option("--task", help="sft or classification (overrides the config).")
+@click.option("--output-dir", help="Directory to write run artifacts [config default: runs/].")
+@click.option("--device", help="auto, cuda, cuda:0, mps or cpu [config default: auto].")
+@click.option("--mode", help="local or managed [config default: local].")
+@click.option("--epochs", type=int, help="Override training.num_epochs.")
+@click.option("--batch-size", type=int, help="Override training.batch_size.")
+@click.option("--lr", type=float, help="Override training.learning_rate.")
+@click.option("--lora-r", type=int, help="Override lora.r.")
+@click.option("--quantization", type=click.Choice(["none", "4bit", "8bit"]), help="Override lora.quantization.")
+@click.option("--seed", type=int, help="Random seed [config default: 42].")
+@click.option("--name", help="Human-readable run name.")
+@click.option("--dry-run", is_flag=True, help="Validate the config and print the plan; do not train.")
+@click.option("--resume", "resume", metavar="RUN_PATH", help="Continue an interrupted run from its latest checkpoint.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format of the plan and summary.")
+@verbose_option
+@click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
+@click.pass_obj
+def train(state: GlobalState, config_path: str, dry_run: bool, resume: str | None, fmt: str,
+          overrides: tuple[str, ...], **flag_values: Any) -> None:
+    """Fine-tune a model with LoRA/QLoRA on a dataset version.
+
+    Extra SECTION.KEY=VALUE arguments override the config file, e.g.
+    `training.num_epochs=5 lora.target_modules=[q_proj,v_proj]`. Precedence:
+    CLI flags > overrides > config file > defaults.
+    """
+    from verifily_core.training import execute_plan, plan_training
+
+    flags = {FLAG_PATHS[k]: v for k, v in flag_values.items()}
+    plan = plan_training(config_path, overrides=overrides, flags=flags)
+    if dry_run:
+        _print_plan(plan.describe(), fmt)
+        return
+    run = execute_plan(plan, resume_from=resume, hf_token=state.hf_token)
+    _print_summary(run, fmt)
+
+
+def _print_plan(plan: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        out(json.dumps(plan, indent=2, sort_keys=True))
+        return
+    t, lo = plan["training"], plan["lora"]
+    dataset = plan["dataset"]
+    if isinstance(dataset, dict):
+        dataset = ", ".join(f"{k}={v}" for k, v in dataset.items() if v)
+    quant = f", quantization {lo['quantization']}" if lo["quantization"] != "none" else ""
+    lora = f"r={lo['r']} alpha={lo['alpha']} dropout={lo['dropout']} targets={lo['target_modules']}{quant}"
+    lines = [
+        style("Plan (dry run, nothing trained)", bold=True),
+        f"  Task:         {plan['task']}",
+        f"  Base model:   {plan['base_model']} (loader: {plan['model_loader']})",
+        f"  Dataset:      {dataset}",
+        f"  Compute:      {plan['mode']} on {plan['device']}",
+        f"  Epochs:       {t['num_epochs']}" + (f" (max_steps {t['max_steps']})" if t["max_steps"] > 0 else ""),
+        f"  Batch size:   {t['batch_size']} x {t['gradient_accumulation_steps']} accumulation",
+        f"  LR:           {t['learning_rate']:g} ({t['lr_scheduler']}, warmup {t['warmup_ratio']})",
+        f"  Max seq len:  {t['max_seq_length']}",
+        f"  LoRA:         {lora}" if lo["enabled"] else "  LoRA:         off (full fine-tuning)",
+        f"  Seed:         {plan['seed']}",
+        f"  Output:       {plan['output_dir']}" + (f" (name {plan['name']})" if plan["name"] else ""),
+        f"  Config hash:  {plan['config_hash']}",
+    ]
+    out("\n".join(lines))
+
+
+def _print_summary(run: Any, fmt: str) -> None:
+    if fmt == "json":
+        out(json.dumps(run.to_meta(), indent=2, sort_keys=True))
+        return
+    m = run.metrics
+    lines = [f"Run completed: {run.run_id}", f"  Duration:    {fmt_duration(run.duration_seconds or 0)}"]
+    for key, label in (("train_loss", "Train loss"), ("eval_loss", "Eval loss")):
+        if isinstance(m.get(key), (int, float)):
+            lines.append(f"  {label + ':':<12} {m[key]:.3f}")
+    lines += [
+        f"  Artifacts:   {run.artifact_path.rstrip('/')}/",
+        f"  Config hash: {run.config_hash}",
+        f"  Data hash:   {run.data_hash}",
+        f"  Repro hash:  {run.reproducibility_hash}",
+        "",
+        f"Run `verifily eval --run {run.artifact_path.rstrip('/')}/` for full evaluation.",
+    ]
+    out("\n".join(lines))

@@ -1,0 +1,138 @@
+"""Hook specifications: the whole contract between the core and its plugins.
+
+Conventions (see ``docs/plugins.md``):
+
+* hooks are always called with keyword arguments; an implementation may accept
+  fewer arguments than the spec lists, so specs can grow without breaking plugins;
+* the ``verifily_register_*`` hooks are called once per plugin with a typed
+  registry; a name registered twice is an error naming both plugins;
+* ``firstresult`` hooks answer a one-answer question; built-ins implement them with
+  ``trylast=True`` so a third-party plugin's answer wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "verifily"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+@hookspec
+def verifily_register_tasks(registry: Any) -> None:
+    """Register task objects (:class:`verifily_core.interfaces.Task`).
+
+    :param registry: call ``registry.add(TaskInstance())``; the name comes from ``.name``.
+    """
+
+
+@hookspec
+def verifily_register_model_loaders(registry: Any) -> None:
+    """Register model loaders (:class:`verifily_core.interfaces.ModelLoader`).
+
+    :param registry: call ``registry.add(LoaderInstance())``.
+    """
+
+
+@hookspec
+def verifily_register_metrics(registry: Any) -> None:
+    """Register metrics (:class:`verifily_core.interfaces.Metric`), selectable by name in
+    ``eval.metrics`` and ``verifily eval --metrics``.
+
+    :param registry: call ``registry.add(MetricInstance())``.
+    """
+
+
+@hookspec
+def verifily_register_slicers(registry: Any) -> None:
+    """Register slicers (:class:`verifily_core.interfaces.Slicer`).
+
+    :param registry: call ``registry.add(SlicerInstance())``.
+    """
+
+
+@hookspec
+def verifily_register_backends(registry: Any) -> None:
+    """Register compute backends (:class:`verifily_core.interfaces.ComputeBackend`),
+    selected by ``compute.mode``.
+
+    :param registry: call ``registry.add(BackendInstance())``.
+    """
+
+
+# -- decisions (firstresult) ----------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def verifily_select_model_loader(task: str, model_config: Any, config: Any) -> str | None:
+    """Name the model loader for a base model, or return ``None`` to pass.
+
+    Called only when ``model.loader`` is ``auto``. The first non-``None`` answer wins;
+    built-in answers are ``trylast``.
+
+    :param task: the task name (``sft``, ``classification``, ...).
+    :param model_config: the ``transformers.PretrainedConfig`` of the base model.
+    :param config: the resolved :class:`verifily_core.config.TrainConfig`.
+    :returns: a registered model-loader name, or ``None``.
+    """
+
+
+# -- validation and model preparation -------------------------------------------------------
+
+
+@hookspec
+def verifily_validate_config(config: Any) -> list[str] | None:
+    """Check a resolved config beyond its schema, without importing heavy libraries.
+
+    :param config: the resolved :class:`verifily_core.config.TrainConfig`.
+    :returns: problems as ``"$.path.to.field: what is wrong and what to do"`` lines,
+        or ``None``/``[]`` when the config is fine. Any problem fails with exit code 1.
+    """
+
+
+@hookspec
+def verifily_model_init_kwargs(config: Any, device: str) -> dict[str, Any] | None:
+    """Contribute keyword arguments to ``from_pretrained`` of the base model
+    (e.g. ``quantization_config``). Results of all plugins are merged; a key given by
+    two plugins is an error.
+
+    :param config: the resolved :class:`verifily_core.config.TrainConfig`.
+    :param device: the resolved device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+    """
+
+
+@hookspec
+def verifily_prepare_model(model: Any, config: Any) -> None:
+    """Prepare a freshly loaded base model before LoRA is applied (e.g.
+    ``prepare_model_for_kbit_training``). Called on every plugin, in place.
+
+    :param model: the loaded ``transformers.PreTrainedModel``.
+    :param config: the resolved :class:`verifily_core.config.TrainConfig`.
+    """
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+@hookspec
+def verifily_trainer_callbacks(config: Any, run_dir: Any) -> list[Any] | None:
+    """Return extra ``transformers.TrainerCallback`` objects (trackers, custom logging).
+
+    :param config: the resolved :class:`verifily_core.config.TrainConfig`.
+    :param run_dir: the directory the run is being written to (a ``pathlib.Path``).
+    """
+
+
+@hookspec
+def verifily_run_written(run: Any) -> None:
+    """Called after a completed run directory is written and sealed, e.g. to upload or
+    index it. Must not modify the directory.
+
+    :param run: the finished :class:`verifily_core.runs.Run`.
+    """

@@ -1,0 +1,115 @@
+"""The five kinds of plugin object: task, model loader, metric, slicer, compute backend.
+
+Plugins register instances of these classes through the registration hooks of
+:mod:`verifily_core.hookspecs`. The base classes are deliberately small: a ``name``
+and the few methods the core calls. Heavy libraries (torch, transformers, peft)
+are only ever imported inside method bodies, so discovering plugins stays cheap.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from verifily_core.jobs import TrainJob
+    from verifily_core.runs import Run
+
+
+class Task(ABC):
+    """A learning task (``sft``, ``classification``): row schema, data preparation, prediction.
+
+    ``required_fields``/``optional_fields`` are the row fields besides ``tags``;
+    ``default_metrics`` are used when ``eval.metrics`` is not set.
+    """
+
+    name: ClassVar[str]
+    required_fields: ClassVar[tuple[str, ...]] = ()
+    optional_fields: ClassVar[tuple[str, ...]] = ()
+    default_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def validate_row(self, row: Mapping[str, Any]) -> str | None:
+        """Return the first problem with one data row as a short phrase, or ``None``.
+
+        The default checks that required fields are present and are non-empty strings
+        and optional fields, when present, are strings or null. Tasks extend it.
+        """
+        for field in self.required_fields:
+            if field not in row:
+                return f"missing required field '{field}'"
+            if not isinstance(row[field], str) or not row[field].strip():
+                return f"field '{field}' must be a non-empty string"
+        for field in self.optional_fields:
+            if field in row and row[field] is not None and not isinstance(row[field], str):
+                return f"field '{field}' must be a string or null"
+        allowed = set(self.required_fields) | set(self.optional_fields) | {"tags", "id"}
+        unknown = sorted(set(row) - allowed)
+        if unknown:
+            return f"unknown field '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})"
+        return None
+
+    def reference(self, row: Mapping[str, Any]) -> Any:
+        """The gold answer of a row (the SFT ``output``, the classification ``label``)."""
+        raise NotImplementedError(f"task '{self.name}' does not define reference()")
+
+
+class ModelLoader(ABC):
+    """Loads a base model and its tokenizer (``causal_lm``, ``seq2seq``, ...)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def load(self, job: "TrainJob", **kwargs: Any) -> Any:
+        """Load the base model (and tokenizer) for ``job``; extra keyword arguments
+        (e.g. ``quantization_config``) come from the ``verifily_model_init_kwargs`` hook."""
+
+
+class Metric(ABC):
+    """A metric computed over per-example evaluation records.
+
+    ``tasks`` lists the task names it applies to (empty: any task).
+    ``higher_is_better`` tells compare and hard-example ranking which way is good.
+    """
+
+    name: ClassVar[str]
+    tasks: ClassVar[tuple[str, ...]] = ()
+    higher_is_better: ClassVar[bool] = True
+
+    @abstractmethod
+    def compute(
+        self,
+        predictions: Sequence[Any],
+        references: Sequence[Any],
+        rows: Sequence[Mapping[str, Any]],
+        **kwargs: Any,
+    ) -> float | Mapping[str, Any]:
+        """Return the metric value over the given examples."""
+
+
+class Slicer(ABC):
+    """Partitions evaluation rows into named slices (``source=human``, ...)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def slices(self, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[int]]:
+        """Map slice names to the indices of the rows in each slice."""
+
+
+class ComputeBackend(ABC):
+    """Runs a :class:`~verifily_core.jobs.TrainJob` somewhere and returns a finished run."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, job: "TrainJob") -> "Run":
+        """Execute the job and return the completed :class:`~verifily_core.runs.Run`."""
+
+
+KINDS: dict[str, type] = {
+    "task": Task,
+    "model_loader": ModelLoader,
+    "metric": Metric,
+    "slicer": Slicer,
+    "backend": ComputeBackend,
+}

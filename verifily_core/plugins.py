@@ -1,0 +1,207 @@
+"""Plugin discovery: a fresh pluggy manager, typed registries and plugin listings.
+
+Nothing here runs at import time. ``make_plugin_manager()`` loads the ``verifily``
+entry-point group (built-ins are registered there exactly like third-party plugins);
+``load_registries(pm)`` asks every plugin to fill the five typed registries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any, Generic, Iterable, Iterator, TypeVar
+
+import attrs
+import pluggy
+
+from verifily_core import hookspecs
+from verifily_core.errors import ConfigError
+from verifily_core.interfaces import KINDS, ComputeBackend, Metric, ModelLoader, Slicer, Task
+
+ENTRYPOINT_GROUP = "verifily"
+BLOCK_ENV = "VERIFILY_BLOCK_PLUGINS"
+"""Comma-separated plugin names (entry-point names) that must not be loaded."""
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named objects of one plugin kind. Rejects duplicates and wrong types.
+
+    :param kind: the kind's display name (``"metric"``).
+    :param base: the class every registered object must be an instance of.
+    """
+
+    def __init__(self, kind: str, base: type[T]) -> None:
+        self.kind = kind
+        self.base = base
+        self._items: dict[str, T] = {}
+        self._owners: dict[str, str] = {}
+        self._current_plugin = "<direct>"
+
+    def add(self, obj: T, name: str | None = None) -> None:
+        """Register ``obj`` under ``name`` (default: ``obj.name``)."""
+        if not isinstance(obj, self.base):
+            raise ConfigError(
+                f"plugin '{self._current_plugin}' registered {obj!r} as a {self.kind}, "
+                f"but it is not a {self.base.__module__}.{self.base.__qualname__}"
+            )
+        name = name or getattr(obj, "name", None)
+        if not name:
+            raise ConfigError(f"plugin '{self._current_plugin}' registered a {self.kind} without a name")
+        if name in self._items:
+            raise ConfigError(
+                f"{self.kind} '{name}' is registered twice: by plugin '{self._owners[name]}' "
+                f"and by plugin '{self._current_plugin}'; block one with {BLOCK_ENV}"
+            )
+        self._items[name] = obj
+        self._owners[name] = self._current_plugin
+
+    def get(self, name: str) -> T:
+        """Return the object named ``name`` or raise a ConfigError listing what exists."""
+        try:
+            return self._items[name]
+        except KeyError:
+            raise ConfigError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        """``unknown metric 'bleuu'; available: ...`` with a close match when there is one."""
+        available = ", ".join(sorted(self._items)) or "(none installed)"
+        close = difflib.get_close_matches(name, list(self._items), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown {self.kind} '{name}'{hint}; available: {available}"
+
+    def owner(self, name: str) -> str:
+        """The plugin that registered ``name``."""
+        return self._owners[name]
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def by_plugin(self, plugin: str) -> list[str]:
+        """Names registered by one plugin, sorted."""
+        return sorted(n for n, p in self._owners.items() if p == plugin)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@attrs.frozen
+class Registries:
+    """The five registries filled by all loaded plugins, plus the manager that filled them."""
+
+    pm: pluggy.PluginManager
+    tasks: Registry[Task]
+    model_loaders: Registry[ModelLoader]
+    metrics: Registry[Metric]
+    slicers: Registry[Slicer]
+    backends: Registry[ComputeBackend]
+
+    @property
+    def hook(self) -> Any:
+        """The manager's hook relay, for lifecycle hooks."""
+        return self.pm.hook
+
+    def all(self) -> dict[str, Registry[Any]]:
+        """Registries by kind name (``task``, ``model_loader``, ...)."""
+        return {
+            "task": self.tasks,
+            "model_loader": self.model_loaders,
+            "metric": self.metrics,
+            "slicer": self.slicers,
+            "backend": self.backends,
+        }
+
+
+def blocked_plugins() -> list[str]:
+    """Plugin names blocked through the ``VERIFILY_BLOCK_PLUGINS`` environment variable."""
+    return [n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()]
+
+
+def make_plugin_manager(entrypoints: bool = True, plugins: Iterable[Any] = ()) -> pluggy.PluginManager:
+    """Build a fresh plugin manager.
+
+    :param entrypoints: load every plugin of the ``verifily`` entry-point group
+        (built-ins included), except those named in ``VERIFILY_BLOCK_PLUGINS``.
+    :param plugins: extra plugin objects (modules or class instances) to register,
+        e.g. throwaway plugins in tests.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in blocked_plugins():
+        pm.set_blocked(name)
+    if entrypoints:
+        pm.load_setuptools_entrypoints(ENTRYPOINT_GROUP)
+    for plugin in plugins:
+        name = getattr(plugin, "plugin_name", None) or getattr(plugin, "__name__", None)
+        if name in blocked_plugins():
+            continue
+        pm.register(plugin, name=name)
+    pm.check_pending()
+    return pm
+
+
+_REGISTER_HOOKS = {
+    "task": "verifily_register_tasks",
+    "model_loader": "verifily_register_model_loaders",
+    "metric": "verifily_register_metrics",
+    "slicer": "verifily_register_slicers",
+    "backend": "verifily_register_backends",
+}
+
+
+def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
+    """Ask every plugin to register its objects and return the filled registries.
+
+    Each registration hook implementation is called on its own, so a duplicate name
+    error can name both plugins.
+    """
+    pm = pm or make_plugin_manager()
+    regs: dict[str, Registry[Any]] = {kind: Registry(kind.replace("_", " "), base) for kind, base in KINDS.items()}
+    for kind, hook_name in _REGISTER_HOOKS.items():
+        registry = regs[kind]
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            registry._current_plugin = impl.plugin_name
+            impl.function(**{arg: registry for arg in impl.argnames if arg == "registry"})
+        registry._current_plugin = "<direct>"
+    return Registries(
+        pm=pm,
+        tasks=regs["task"],
+        model_loaders=regs["model_loader"],
+        metrics=regs["metric"],
+        slicers=regs["slicer"],
+        backends=regs["backend"],
+    )
+
+
+def describe_plugins(regs: Registries) -> list[dict[str, Any]]:
+    """One record per loaded plugin: name, distribution, version and what it registers."""
+    dists = {id(plugin): dist for plugin, dist in regs.pm.list_plugin_distinfo()}
+    out = []
+    for name, plugin in sorted(regs.pm.list_name_plugin(), key=lambda item: item[0]):
+        if plugin is None:  # blocked
+            continue
+        dist = dists.get(id(plugin))
+        registers = {kind: reg.by_plugin(name) for kind, reg in regs.all().items() if reg.by_plugin(name)}
+        hooks = sorted(
+            h.name
+            for h in regs.pm.get_hookcallers(plugin) or []
+            if not h.name.startswith("verifily_register_")
+        )
+        out.append(
+            {
+                "name": name,
+                "distribution": dist.project_name if dist else None,
+                "version": dist.version if dist else None,
+                "registers": registers,
+                "hooks": hooks,
+            }
+        )
+    return out

@@ -1,0 +1,97 @@
+"""``Run``: the record of a training run and its directory (the contract other tools read).
+
+Layout (``docs/run-directory.md``)::
+
+    <output.dir>/<run_id>/
+      run_meta.json  config.yaml  hashes.json  environment.json  train_log.jsonl
+      adapter/  tokenizer/  eval/
+
+``run_meta.json`` carries ``format_version``; readers refuse versions they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from verifily_core.errors import DataError
+
+RUN_FORMAT_VERSION = 1
+RUN_META = "run_meta.json"
+STATUS_COMPLETED = "completed"
+STATUS_FAILED = "failed"
+STATUS_RUNNING = "running"
+
+
+@attrs.frozen
+class Run:
+    """An immutable record of a training run, read from or written to its directory."""
+
+    run_id: str
+    name: str | None
+    status: str
+    task: str
+    base_model: str
+    dataset: dict[str, Any]
+    started_at: str
+    completed_at: str | None
+    duration_seconds: float | None
+    metrics: dict[str, Any]
+    artifact_path: str
+    config_hash: str
+    data_hash: str
+    env_hash: str
+    reproducibility_hash: str
+    error: str | None = None
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return Path(self.artifact_path)
+
+    def to_meta(self) -> dict[str, Any]:
+        """The ``run_meta.json`` document."""
+        meta = {"format_version": RUN_FORMAT_VERSION}
+        meta.update(attrs.asdict(self))
+        meta["hashes"] = {
+            k: meta.pop(k) for k in ("config_hash", "data_hash", "env_hash", "reproducibility_hash")
+        }
+        return meta
+
+
+def find_run_dir(ref: str | Path, search_dirs: tuple[str | Path, ...] = ("runs",)) -> Path:
+    """Resolve a run path or run id (looked up in ``search_dirs``) to its directory."""
+    p = Path(ref)
+    if (p / RUN_META).is_file():
+        return p
+    for base in search_dirs:
+        candidate = Path(base) / str(ref)
+        if (candidate / RUN_META).is_file():
+            return candidate
+    raise DataError(f"{ref}: not a run directory (no {RUN_META}); pass a run path or an id found in "
+                    f"{', '.join(map(str, search_dirs))}")
+
+
+def load_run(ref: str | Path, search_dirs: tuple[str | Path, ...] = ("runs",)) -> Run:
+    """Read a run directory's ``run_meta.json`` into a :class:`Run`."""
+    path = find_run_dir(ref, search_dirs)
+    try:
+        meta = json.loads((path / RUN_META).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path / RUN_META}: unreadable ({exc})") from None
+    version = meta.get("format_version")
+    if version != RUN_FORMAT_VERSION:
+        raise DataError(f"{path / RUN_META}: format_version {version!r} is not supported "
+                        f"(this verifily reads {RUN_FORMAT_VERSION})")
+    hashes = meta.get("hashes", {})
+    fields = {a.name for a in attrs.fields(Run)}
+    values = {k: v for k, v in meta.items() if k in fields}
+    values.update({k: hashes.get(k, "") for k in ("config_hash", "data_hash", "env_hash", "reproducibility_hash")})
+    values["artifact_path"] = str(path)
+    try:
+        return Run(**values)
+    except TypeError as exc:
+        raise DataError(f"{path / RUN_META}: missing fields ({exc})") from None

@@ -1,0 +1,103 @@
+"""Training orchestration: config -> plan (validated, hashed) -> backend -> Run.
+
+``plan_training`` does everything that needs no heavy library (it is what
+``verifily train --dry-run`` prints); ``execute_plan`` resolves the dataset, builds
+the :class:`~verifily_core.jobs.TrainJob` and hands it to the compute backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import attrs
+
+from verifily_core.config import TrainConfig, resolve_config
+from verifily_core.errors import ConfigError
+from verifily_core.plugins import Registries, load_registries
+
+
+@attrs.frozen
+class TrainPlan:
+    """A validated training request: the resolved config, its hash and the plugins chosen."""
+
+    config: TrainConfig
+    config_hash: str
+    registries: Registries = attrs.field(repr=False, eq=False)
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as plain data (what ``--dry-run`` prints)."""
+        cfg = self.config
+        dataset = attrs.asdict(cfg.data_paths) if cfg.data_paths else cfg.dataset_version
+        return {
+            "task": cfg.task,
+            "base_model": cfg.base_model,
+            "model_loader": cfg.model.loader,
+            "dataset": dataset,
+            "mode": cfg.compute.mode,
+            "device": cfg.compute.device,
+            "training": attrs.asdict(cfg.training),
+            "lora": attrs.asdict(cfg.lora),
+            "eval": attrs.asdict(cfg.eval),
+            "output_dir": cfg.output.dir,
+            "name": cfg.output.name,
+            "seed": cfg.seed,
+            "config_hash": self.config_hash,
+        }
+
+
+def plan_training(
+    config: str | Path | Mapping[str, Any] | TrainConfig | None = None,
+    overrides: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    registries: Registries | None = None,
+) -> TrainPlan:
+    """Resolve and validate a config (file path, dict or TrainConfig) into a plan.
+
+    :param overrides: ``section.key=value`` strings, applied over the file.
+    :param flags: dotted config paths to CLI flag values, applied last; ``None`` is ignored.
+    """
+    regs = registries or load_registries()
+    if isinstance(config, TrainConfig):
+        data: Mapping[str, Any] | None = config.to_dict()
+        path = None
+    elif isinstance(config, Mapping):
+        data, path = config, None
+    else:
+        data, path = None, config
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"{path}: config file not found; pass --config PATH")
+    cfg = resolve_config(path=path, data=data, overrides=overrides, flags=flags)
+    cfg.validate(regs)
+    return TrainPlan(config=cfg, config_hash=cfg.to_hash(), registries=regs)
+
+
+def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None) -> Any:
+    """Resolve the dataset, build the job and run it on the configured backend."""
+    from verifily_core.jobs import TrainJob, new_run_id, utc_now
+
+    cfg = plan.config
+    backend = plan.registries.backends.get(cfg.compute.mode)
+    dataset = _resolve_dataset(plan)
+    job = TrainJob(
+        job_id=new_run_id(),
+        config=cfg,
+        dataset=dataset,
+        config_hash=plan.config_hash,
+        data_hash=getattr(dataset, "content_hash", ""),
+        created_at=utc_now(),
+        registries=plan.registries,
+        hf_token=hf_token,
+        resume_from=resume_from,
+    )
+    return backend.run(job)
+
+
+def _resolve_dataset(plan: TrainPlan) -> Any:
+    if plan.config.compute.mode == "managed":
+        return None  # the managed stub never reads data
+    try:
+        from verifily_core.datasets import resolve_dataset
+    except ImportError:
+        raise ConfigError("dataset resolution is not implemented yet in this build") from None
+    return resolve_dataset(plan.config, plan.registries)
