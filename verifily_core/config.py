@@ -35,7 +35,7 @@ Mode = Literal["local", "managed"]
 LeakagePolicy = Literal["warn", "error", "off"]
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-SECRET_KEY_RE = re.compile(r"(token|secret|password|api_key)", re.IGNORECASE)
+SECRET_KEY_RE = re.compile(r"(^|_)(token|secret|password|passwd|api_key|apikey)$", re.IGNORECASE)
 
 
 @define

@@ -1,0 +1,170 @@
+"""Config schema: defaults, strict structuring, path-precise errors, overrides, hashing."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from verifily_core.config import TrainConfig, parse_override, redact, resolve_config
+from verifily_core.errors import ConfigError
+
+BASE = {"task": "sft", "base_model": "org/model", "data_paths": {"train": "train.jsonl"}}
+
+
+def with_(**sections):
+    data = dict(BASE)
+    data.update(sections)
+    return data
+
+
+def test_defaults_match_core_spec_section_8():
+    cfg = TrainConfig.from_dict(BASE)
+    t, lo, c, o = cfg.training, cfg.lora, cfg.compute, cfg.output
+    assert (t.num_epochs, t.batch_size, t.gradient_accumulation_steps) == (3, 8, 4)
+    assert (t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.weight_decay) == (2e-4, "cosine", 0.03, 0.01)
+    assert (t.max_grad_norm, t.max_seq_length, t.eval_steps, t.save_steps, t.logging_steps) == (1.0, 2048, 500, 500, 10)
+    assert (lo.enabled, lo.r, lo.alpha, lo.dropout, lo.target_modules) == (True, 16, 32, 0.05, "auto")
+    assert (lo.quantization, lo.bnb_4bit_compute_dtype) == ("none", "bfloat16")
+    assert (c.mode, c.device, c.fp16, c.bf16) == ("local", "auto", False, True)
+    assert cfg.eval.enabled is True and cfg.eval.gold_set is None
+    assert (o.dir, o.save_adapter_only, o.push_to_hub) == ("runs/", True, False)
+    assert cfg.seed == 42
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (with_(training={"learning_rate": "fast"}), "$.training.learning_rate: expected float, got string 'fast'"),
+        (with_(training={"epocs": 3}), "$.training.epocs: unknown key (did you mean 'num_epochs'?)"),
+        (with_(training={"batch_size": 2.5}), "$.training.batch_size: expected int"),
+        (with_(training={"num_epochs": True}), "$.training.num_epochs: expected int, got boolean True"),
+        (with_(lora={"quantization": "3bit"}), "$.lora.quantization: expected one of none, 4bit, 8bit, got '3bit'"),
+        (with_(eval={"slice_by_tags": ["source", 3]}), "$.eval.slice_by_tags[1]: expected string, got int 3"),
+        (with_(training=5), "$.training: expected mapping, got int 5"),
+        (with_(data_paths={"val": "v.jsonl"}), "$.data_paths.train: required field is missing"),
+        (with_(lora={"target_modules": ["q_proj", 1]}), "$.lora.target_modules: expected string or list of strings"),
+        (with_(seeed=1), "$.seeed: unknown key (did you mean 'seed'?)"),
+    ],
+)
+def test_schema_errors_name_the_field(data, message):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict(data)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_required_top_level_field():
+    with pytest.raises(ConfigError, match=r"\$\.base_model: required field is missing"):
+        resolve_config(data={"task": "sft"})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (with_(task="regression"), "$.task: unknown task 'regression'"),
+        ({"task": "sft", "base_model": "org/model"}, "$.dataset_version: set either dataset_version"),
+        (with_(dataset_version="nover"), "$.dataset_version: expected 'id@version'"),
+        (with_(compute={"device": "gpu"}), "$.compute.device: expected auto, cpu, mps, cuda or cuda:N"),
+        (with_(base_model="./no/such/dir"), "$.base_model: local path './no/such/dir' does not exist"),
+        (with_(lora={"dropout": 1.5}), "$.lora.dropout: must be in [0, 1)"),
+        (with_(compute={"fp16": True}), "$.compute.fp16: fp16 and bf16 cannot both be true"),
+        (with_(lora={"enabled": False, "quantization": "8bit"}), "$.lora.quantization: quantized training needs LoRA"),
+    ],
+)
+def test_validation_rules(data, message):
+    cfg = TrainConfig.from_dict(data)
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    assert message in str(err.value)
+
+
+def test_quantization_requires_bitsandbytes(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    cfg = TrainConfig.from_dict(with_(lora={"quantization": "4bit"}))
+    with pytest.raises(ConfigError, match=r"\$\.lora\.quantization: '4bit' needs bitsandbytes"):
+        cfg.validate()
+
+
+def test_precedence_flags_over_overrides_over_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("task: sft\nbase_model: org/model\ndata_paths: {train: t.jsonl}\n"
+                    "training: {learning_rate: 0.001, num_epochs: 2, batch_size: 4}\n")
+    cfg = resolve_config(
+        path=path,
+        overrides=["training.learning_rate=5e-4", "training.num_epochs=5", "lora.target_modules=[q_proj,v_proj]"],
+        flags={"training.learning_rate": 1e-4, "training.batch_size": None},
+    )
+    assert cfg.training.learning_rate == 1e-4  # flag beats override and file
+    assert cfg.training.num_epochs == 5  # override beats file
+    assert cfg.training.batch_size == 4  # file beats default; a None flag is ignored
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"]
+
+
+def test_dataset_flag_replaces_data_paths():
+    cfg = resolve_config(data=BASE, flags={"dataset_version": "ds_x@v2"})
+    assert cfg.dataset_version == "ds_x@v2" and cfg.data_paths is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("training.learning_rate=1e-4", ("training.learning_rate", 1e-4)),
+    ("eval.enabled=false", ("eval.enabled", False)),
+    ("model.head=[512, 256]", ("model.head", [512, 256])),
+    ("base_model=org/name", ("base_model", "org/name")),
+])
+def test_parse_override(text, expected):
+    assert parse_override(text) == expected
+
+
+@pytest.mark.parametrize("text", ["no_equals", "=3", "a..b=1", "1abc=2"])
+def test_bad_override(text):
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        parse_override(text)
+
+
+def test_unknown_override_key_is_rejected():
+    with pytest.raises(ConfigError, match=r"\$\.training\.lerning_rate: unknown key \(did you mean 'learning_rate'\?\)"):
+        resolve_config(data=BASE, overrides=["training.lerning_rate=0.1"])
+
+
+def test_hash_ignores_output_location_and_name_but_not_hyperparameters():
+    base = TrainConfig.from_dict(BASE)
+    moved = resolve_config(data=BASE, flags={"output.dir": "elsewhere/", "output.name": "nice"})
+    changed = resolve_config(data=BASE, flags={"training.learning_rate": 1e-3})
+    assert base.to_hash() == moved.to_hash()
+    assert base.to_hash() != changed.to_hash()
+    assert base.to_hash().startswith("sha256:") and len(base.to_hash()) == 71
+
+
+def test_hash_is_independent_of_key_order():
+    a = TrainConfig.from_dict({"task": "sft", "base_model": "m", "data_paths": {"train": "t"}, "seed": 1})
+    b = TrainConfig.from_dict({"seed": 1, "data_paths": {"train": "t"}, "base_model": "m", "task": "sft"})
+    assert a.to_hash() == b.to_hash()
+
+
+def test_secrets_are_redacted_and_never_hashed():
+    a = TrainConfig.from_dict(with_(task_options={"hub_token": "hf_secret1"}))
+    b = TrainConfig.from_dict(with_(task_options={"hub_token": "hf_secret2"}))
+    assert "hf_secret1" not in a.to_yaml()
+    assert a.to_hash() == b.to_hash()
+    assert redact({"x": {"api_key": "k", "n": 1}}) == {"x": {"api_key": "***", "n": 1}}
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = resolve_config(data=BASE, overrides=["lora.target_modules=[q_proj]", "training.max_steps=7"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    again = TrainConfig.from_yaml(path)
+    assert attrs.asdict(again) == attrs.asdict(cfg)
+    assert again.to_hash() == cfg.to_hash()
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("task: sft\n  base_model: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        resolve_config(path=path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        resolve_config(path=tmp_path / "missing.yaml")

@@ -1,0 +1,147 @@
+"""Plugin manager, typed registries, blocking, and a real pip-installed third-party plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from verifily_core import hookimpl
+from verifily_core.errors import ConfigError
+from verifily_core.interfaces import Metric, Task
+from verifily_core.plugins import load_registries, make_plugin_manager
+
+BUILTINS = {"sft", "classification", "causal_lm", "seq2seq", "qlora", "local", "managed"}
+EXAMPLE = Path(__file__).parent / "example_plugin"
+
+
+class _Echo(Metric):
+    name = "echo"
+
+    def compute(self, predictions, references, rows, **kwargs):
+        return 1.0
+
+
+class EchoPlugin:
+    plugin_name = "echo-plugin"
+
+    @hookimpl
+    def verifily_register_metrics(self, registry):
+        registry.add(_Echo())
+
+
+class ClashingPlugin:
+    plugin_name = "clashing-plugin"
+
+    @hookimpl
+    def verifily_register_tasks(self, registry):
+        class Fake(Task):
+            name = "sft"
+
+        registry.add(Fake())
+
+
+def test_builtins_are_entry_point_plugins():
+    regs = load_registries(make_plugin_manager())
+    names = {name for name, plugin in regs.pm.list_name_plugin() if plugin is not None}
+    assert BUILTINS <= names
+    assert {"sft", "classification"} <= set(regs.tasks.names())
+    assert {"causal_lm", "seq2seq"} <= set(regs.model_loaders.names())
+    assert {"local", "managed"} <= set(regs.backends.names())
+    assert regs.tasks.owner("sft") == "sft"
+
+
+def test_throwaway_plugin_class_registers_a_metric():
+    regs = load_registries(make_plugin_manager(entrypoints=False, plugins=[EchoPlugin()]))
+    assert regs.metrics.names() == ["echo"]
+    assert regs.metrics.owner("echo") == "echo-plugin"
+
+
+def test_duplicate_names_are_rejected_naming_both_plugins():
+    with pytest.raises(ConfigError, match="task 'sft' is registered twice: by plugin 'sft' and by plugin 'clashing-plugin'"):
+        load_registries(make_plugin_manager(plugins=[ClashingPlugin()]))
+
+
+def test_wrong_type_is_rejected():
+    class Bad:
+        plugin_name = "bad"
+
+        @hookimpl
+        def verifily_register_metrics(self, registry):
+            registry.add(object())
+
+    with pytest.raises(ConfigError, match="plugin 'bad' registered .* as a metric, but it is not"):
+        load_registries(make_plugin_manager(entrypoints=False, plugins=[Bad()]))
+
+
+def test_unknown_name_lists_the_available_ones():
+    regs = load_registries(make_plugin_manager(entrypoints=False, plugins=[EchoPlugin()]))
+    with pytest.raises(ConfigError, match=r"unknown metric 'echoo' \(did you mean 'echo'\?\); available: echo"):
+        regs.metrics.get("echoo")
+
+
+def test_block_env_var(monkeypatch):
+    monkeypatch.setenv("VERIFILY_BLOCK_PLUGINS", "managed, echo-plugin")
+    regs = load_registries(make_plugin_manager(plugins=[EchoPlugin()]))
+    assert "managed" not in regs.backends and "local" in regs.backends
+    assert "echo" not in regs.metrics
+
+
+def test_hook_implementations_may_take_fewer_arguments():
+    class Partial:
+        plugin_name = "partial"
+        seen = []
+
+        @hookimpl
+        def verifily_validate_config(self):
+            return ["$.x: from a plugin"]
+
+    from verifily_core.config import TrainConfig
+
+    regs = load_registries(make_plugin_manager(plugins=[Partial()]))
+    cfg = TrainConfig.from_dict({"task": "sft", "base_model": "org/m", "data_paths": {"train": "t"}})
+    with pytest.raises(ConfigError, match=r"\$\.x: from a plugin"):
+        cfg.validate(regs)
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory):
+    """pip-install tests/example_plugin into a private target directory."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True, text=True,
+    )
+    env = dict(os.environ, PYTHONPATH=str(target))
+    return env
+
+
+def _verifily(env, *args, cwd=None):
+    return subprocess.run([sys.executable, "-c", "from verifily_core.cli import main; main()", *args],
+                          env=env, cwd=cwd, capture_output=True, text=True)
+
+
+def test_pip_installed_plugin_is_listed_with_its_distribution(installed_example):
+    res = _verifily(installed_example, "plugins", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    records = {r["name"]: r for r in json.loads(res.stdout)}
+    assert records["example"]["distribution"] == "verifily-example-plugin"
+    assert records["example"]["version"] == "0.2.0"
+    assert records["example"]["registers"] == {"metric": ["response_length"], "slicer": ["first_letter"]}
+    for name in BUILTINS:
+        assert records[name]["distribution"] == "verifily-train"
+
+
+def test_pip_installed_plugin_metric_is_usable_in_a_config(installed_example, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: sft\nbase_model: org/m\ndata_paths: {train: t.jsonl}\neval: {metrics: [response_length]}\n")
+    with_plugin = _verifily(installed_example, "train", "--config", str(cfg), "--dry-run")
+    assert with_plugin.returncode == 0, with_plugin.stderr
+    without = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "train", "--config", str(cfg), "--dry-run")
+    assert without.returncode == 1
+    assert "$.eval.metrics[0]: unknown metric 'response_length'" in without.stderr
