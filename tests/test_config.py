@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 import pytest
 
@@ -168,3 +170,27 @@ def test_yaml_errors_are_one_line(tmp_path):
         resolve_config(path=path)
     with pytest.raises(ConfigError, match="config file not found"):
         resolve_config(path=tmp_path / "missing.yaml")
+
+
+@attrs.define
+class Head:
+    num_layers: int = 1
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    hidden_dims: list[int] = attrs.field(factory=list)
+
+
+@attrs.define
+class Options:
+    head: Head = attrs.field(factory=Head)
+
+
+def test_plugins_structure_their_options_with_paths():
+    from verifily_core.structuring import structure
+
+    assert structure({"head": {"num_layers": 2, "hidden_dims": [8, 4]}}, Options).head.hidden_dims == [8, 4]
+    with pytest.raises(ConfigError, match=r"^\$\.task_options\.head\.activation: expected one of relu, gelu, tanh, got 'swish'$"):
+        structure({"head": {"activation": "swish"}}, Options, root="$.task_options")
+    with pytest.raises(ConfigError, match=r"^\$\.task_options\.head\.hidden_dims\[1\]: expected int"):
+        structure({"head": {"hidden_dims": [8, "x"]}}, Options, root="$.task_options")
+    with pytest.raises(ConfigError, match=r"^\$\.task_options\.hed: unknown key \(did you mean 'head'\?\)$"):
+        structure({"hed": {}}, Options, root="$.task_options")

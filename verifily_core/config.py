@@ -11,21 +11,17 @@ Every field is documented in ``docs/config.md``; a test keeps the two in step.
 from __future__ import annotations
 
 import copy
-import difflib
-import hashlib
 import importlib.util
-import json
 import re
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Union, get_args
+from typing import Any, Iterable, Literal, Mapping, Union
 
-import attrs
-import cattrs
 import yaml
 from attrs import define, field
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from verifily_core.errors import ConfigError
+from verifily_core.hashing import sha256_json
+from verifily_core.structuring import structure, type_name, unstructure
 
 TASKS_BUILTIN = ("sft", "classification")
 LrScheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -163,11 +159,8 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "TrainConfig":
         """Structure and schema-check a plain dict (no plugin validation)."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping at the top level, got {_type_name(data)}")
-        try:
-            return _converter.structure(dict(data), cls)
-        except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
-            raise ConfigError(f"{source}: {format_structure_error(exc, cls)}") from None
+            raise ConfigError(f"{source}: expected a mapping at the top level, got {type_name(data)}")
+        return structure(dict(data), cls, source=source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -176,7 +169,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (the shape of ``train.yaml``)."""
-        return _converter.unstructure(self)
+        return unstructure(self)
 
     def merge_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
         """Return a new config with dotted-path overrides (``training.learning_rate``) applied."""
@@ -238,8 +231,7 @@ class TrainConfig:
 
     def to_hash(self) -> str:
         """``sha256:<hex>`` of the canonical JSON of :meth:`hashable_dict`."""
-        canonical = json.dumps(self.hashable_dict(), sort_keys=True, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+        return sha256_json(self.hashable_dict())
 
     def to_yaml(self) -> str:
         """The resolved config as YAML, secrets redacted."""
@@ -267,7 +259,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level, got {_type_name(data)}")
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type_name(data)}")
     return data
 
 
@@ -398,146 +390,3 @@ def _registry_problems(cfg: TrainConfig, regs: Any) -> list[str]:
         if name not in regs.metrics:
             out.append(f"$.eval.metrics[{i}]: {regs.metrics.unknown_message(name)}")
     return out
-
-
-# -- strict structuring -------------------------------------------------------------------------
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "mapping", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
-
-
-class _TypeMismatch(ValueError):
-    def __init__(self, expected: str, value: Any) -> None:
-        super().__init__(f"expected {expected}, got {_type_name(value)} {value!r}")
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
-
-    def _int(value: Any, _: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise _TypeMismatch("int", value)
-        return value
-
-    def _float(value: Any, _: Any) -> float:
-        if isinstance(value, bool):
-            raise _TypeMismatch("float", value)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _TypeMismatch("float", value)
-
-    def _bool(value: Any, _: Any) -> bool:
-        if not isinstance(value, bool):
-            raise _TypeMismatch("boolean (true/false)", value)
-        return value
-
-    def _str(value: Any, _: Any) -> str:
-        if not isinstance(value, str):
-            raise _TypeMismatch("string", value)
-        return value
-
-    def _dict(value: Any, _: Any) -> dict:
-        if not isinstance(value, dict):
-            raise _TypeMismatch("mapping", value)
-        return dict(value)
-
-    def _str_or_list(value: Any, _: Any) -> Union[str, list[str]]:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise _TypeMismatch("string or list of strings", value)
-
-    def _literal(value: Any, typ: Any) -> Any:
-        allowed = get_args(typ)
-        if value not in allowed:
-            raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-
-    conv.register_structure_hook(int, _int)
-    conv.register_structure_hook(float, _float)
-    conv.register_structure_hook(bool, _bool)
-    conv.register_structure_hook(str, _str)
-    conv.register_structure_hook_func(lambda t: t == dict[str, Any], _dict)
-    conv.register_structure_hook_func(lambda t: t == Union[str, list[str]], _str_or_list)
-    literals = (LrScheduler, Quantization, ComputeDtype, Mode, LeakagePolicy)
-    conv.register_structure_hook_func(lambda t: t in literals, _literal)
-
-    def _list_of_str(value: Any, _: Any) -> list[str]:
-        if not isinstance(value, list):
-            raise _TypeMismatch("list of strings", value)
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ValueError(f"[{i}]: expected string, got {_type_name(item)} {item!r}")
-        return list(value)
-
-    conv.register_structure_hook_func(lambda t: t == list[str], _list_of_str)
-
-    def _section(cls: type) -> Any:
-        inner = cattrs.gen.make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
-
-        def structure(value: Any, _: Any) -> Any:
-            if not isinstance(value, dict):
-                raise _TypeMismatch("mapping", value)
-            return inner(value, cls)
-
-        return structure
-
-    for cls in (DataPaths, ModelParams, TrainingParams, LoraParams, ComputeParams, EvalParams, DataChecks, OutputParams):
-        conv.register_structure_hook(cls, _section(cls))
-    return conv
-
-
-_converter = _make_converter()
-
-
-def format_structure_error(exc: BaseException, cls: type) -> str:
-    """Turn a cattrs validation error into ``$.path: message`` lines (the first one, plus a count)."""
-    lines = _walk(exc, "$", cls)
-    if not lines:
-        return str(exc)
-    more = f" (and {len(lines) - 1} more problem(s))" if len(lines) > 1 else ""
-    return lines[0] + more
-
-
-def _walk(exc: BaseException, path: str, cls: Any) -> list[str]:
-    if isinstance(exc, ForbiddenExtraKeysError):
-        known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
-        out = []
-        for key in sorted(exc.extra_fields):
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
-            out.append(f"{path}.{key}: unknown key{hint}")
-        return out
-    if isinstance(exc, (ClassValidationError, IterableValidationError)):
-        out = []
-        for sub in exc.exceptions:
-            note = next((n for n in getattr(sub, "__notes__", []) if hasattr(n, "name") or hasattr(n, "index")), None)
-            if note is not None and hasattr(note, "name"):
-                sub_path = f"{path}.{note.name}"
-            elif note is not None and hasattr(note, "index"):
-                sub_path = f"{path}[{note.index}]"
-            else:
-                sub_path = path
-            out.extend(_walk(sub, sub_path, None))
-        return out
-    if isinstance(exc, KeyError):
-        return [f"{path}: required field is missing"]
-    msg = str(exc)
-    if msg.startswith("["):  # list item message from _list_of_str
-        idx, _, rest = msg.partition(": ")
-        return [f"{path}{idx}: {rest}"]
-    if isinstance(exc, TypeError) and "missing" in msg and "required" in msg:
-        m = re.search(r"'(\w+)'", msg)
-        return [f"{path}.{m.group(1) if m else '?'}: required field is missing"]
-    return [f"{path}: {msg}"]
