@@ -1,0 +1,58 @@
+"""Shared fixtures: offline environment, one torch thread, tiny models built once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Thread oversubscription on small machines is catastrophic: one torch thread per test."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    yield
+
+
+def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Path:
+    from verifily_core.testing.tiny_models import build_tiny_model
+
+    import torch
+
+    torch.set_num_threads(1)
+    return build_tiny_model(kind, tmp_path_factory.mktemp(f"tiny-{kind}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A tiny Llama (CausalLM) with its tokenizer."""
+    return _tiny(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    """A tiny T5 (Seq2SeqLM) with its tokenizer."""
+    return _tiny(tmp_path_factory, "t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny BERT (sequence classification) with its tokenizer."""
+    return _tiny(tmp_path_factory, "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_deberta_dir(tmp_path_factory) -> Path:
+    """A tiny DeBERTa-v2 (sequence classification) with its tokenizer."""
+    return _tiny(tmp_path_factory, "deberta-v2")

@@ -1,0 +1,97 @@
+"""Deterministic synthetic datasets with tags, learnable by tiny models in a few steps.
+
+Rows carry ``tags: {source: human|synthetic|ai_contaminated, difficulty: easy|medium|hard}``.
+``corrupt_source`` / ``flip_source`` damage one source's rows (wrong outputs, flipped
+labels), so tests and the demo can show a bad slice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+SOURCES = ("human", "synthetic", "ai_contaminated")
+DIFFICULTIES = ("easy", "medium", "hard")
+WORDS = (
+    "apple", "river", "stone", "cloud", "green", "light", "music", "paper", "table", "water",
+    "house", "bread", "chair", "dream", "field", "glass", "horse", "lemon", "night", "ocean",
+)
+POSITIVE = ("great", "good", "excellent", "happy", "love", "wonderful")
+NEGATIVE = ("bad", "awful", "terrible", "sad", "hate", "poor")
+NEUTRAL = ("the", "movie", "food", "service", "day", "book", "was", "really", "quite", "very")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write rows as JSON Lines (UTF-8, one object per line); returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return p
+
+
+def _tags(rng: random.Random, i: int) -> dict[str, str]:
+    return {"source": SOURCES[i % len(SOURCES)], "difficulty": rng.choice(DIFFICULTIES)}
+
+
+def make_sft_rows(n: int, seed: int = 0, corrupt_source: str | None = None) -> list[dict[str, Any]]:
+    """SFT rows: "Repeat the word" -> the word, "Uppercase" -> the word in capitals.
+
+    With ``corrupt_source`` the rows of that source get a wrong output (another word).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        word = rng.choice(WORDS)
+        tags = _tags(rng, i)
+        if rng.random() < 0.5:
+            instruction, output = "Repeat the word.", word
+        else:
+            instruction, output = "Write the word in uppercase.", word.upper()
+        if tags["source"] == corrupt_source:
+            output = WORDS[(WORDS.index(word) + 7) % len(WORDS)]  # a wrong word, no RNG draw
+        rows.append({"instruction": instruction, "input": word, "output": output, "tags": tags})
+    return rows
+
+
+def make_classification_rows(n: int, seed: int = 0, flip_source: str | None = None,
+                             pair: bool = False) -> list[dict[str, Any]]:
+    """Sentiment rows labelled ``pos``/``neg`` by a clearly positive or negative word.
+
+    With ``flip_source`` that source's labels are flipped; with ``pair`` each row also gets a
+    ``text_pair`` (a neutral criterion sentence).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = rng.random() < 0.5
+        cue = rng.choice(POSITIVE if positive else NEGATIVE)
+        words = rng.sample(NEUTRAL, 4)
+        words.insert(rng.randrange(len(words) + 1), cue)
+        label = "pos" if positive else "neg"
+        tags = _tags(rng, i)
+        if tags["source"] == flip_source:
+            label = "neg" if positive else "pos"
+        row: dict[str, Any] = {"text": " ".join(words), "label": label, "tags": tags}
+        if pair:
+            row["text_pair"] = "the review is " + rng.choice(("short", "long", "clear"))
+        rows.append(row)
+    return rows
+
+
+def corpus() -> list[str]:
+    """Texts covering every word the generators use, for training tiny tokenizers."""
+    texts = [" ".join(WORDS), " ".join(w.upper() for w in WORDS), " ".join(POSITIVE + NEGATIVE + NEUTRAL)]
+    texts += [
+        "Repeat the word. Write the word in uppercase.",
+        "### Instruction: ### Input: ### Response: user assistant system",
+        "the review is short long clear human synthetic ai_contaminated easy medium hard",
+        '{"answer": "yes", "value": 42} [1, 2, 3] 0 1 2 3 4 5 6 7 8 9 : ; , . ! ? - _ ( ) < > / = +',
+        "The quick brown fox jumps over the lazy dog. A model learns from data that people write.",
+    ]
+    for a in ("Repeat the word.", "Write the word in uppercase."):
+        texts += [f"### Instruction:\n{a}\n\n### Input:\n{w}\n\n### Response:\n{w} {w.upper()}" for w in WORDS]
+    return texts
