@@ -20,12 +20,14 @@ class Task(ABC):
     """A learning task (``sft``, ``classification``): row schema, data preparation, prediction.
 
     ``required_fields``/``optional_fields`` are the row fields besides ``tags``;
-    ``default_metrics`` are used when ``eval.metrics`` is not set.
+    ``reference_field`` is the gold answer's field (the rest is the input, used by leakage
+    checks and dataset diffs); ``default_metrics`` are used when ``eval.metrics`` is not set.
     """
 
     name: ClassVar[str]
     required_fields: ClassVar[tuple[str, ...]] = ()
     optional_fields: ClassVar[tuple[str, ...]] = ()
+    reference_field: ClassVar[str] = ""
     default_metrics: ClassVar[tuple[str, ...]] = ()
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
@@ -50,7 +52,11 @@ class Task(ABC):
 
     def reference(self, row: Mapping[str, Any]) -> Any:
         """The gold answer of a row (the SFT ``output``, the classification ``label``)."""
-        raise NotImplementedError(f"task '{self.name}' does not define reference()")
+        return row[self.reference_field]
+
+    def input_fields(self) -> tuple[str, ...]:
+        """The row fields that make up the model input (all fields but the reference)."""
+        return tuple(f for f in (*self.required_fields, *self.optional_fields) if f != self.reference_field)
 
 
 class ModelLoader(ABC):

@@ -13,6 +13,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     required_fields = ("text", "label")
+    reference_field = "label"
     optional_fields = ("text_pair",)
     default_metrics = ("accuracy", "macro_f1")
 
@@ -27,10 +28,6 @@ class ClassificationTask(Task):
         if "label" in probe:
             probe["label"] = str(label)
         return super().validate_row(probe)
-
-    def reference(self, row: Mapping[str, Any]) -> Any:
-        """The gold ``label``."""
-        return row["label"]
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from verifily_core import hookimpl
 from verifily_core.interfaces import Task
@@ -13,12 +13,9 @@ class SFTTask(Task):
 
     name = "sft"
     required_fields = ("instruction", "output")
+    reference_field = "output"
     optional_fields = ("input",)
     default_metrics = ("loss", "perplexity")
-
-    def reference(self, row: Mapping[str, Any]) -> Any:
-        """The gold ``output``."""
-        return row["output"]
 
 
 @hookimpl
