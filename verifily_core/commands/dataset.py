@@ -1,0 +1,143 @@
+"""``verifily dataset``: create, list, show, verify and diff dataset versions in the local store."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from verifily_core.console import out, style
+
+store_option = click.option("--store", "store", default=None, metavar="DIR",
+                            help="Dataset store directory [env: VERIFILY_DATASETS_DIR; default ~/.verifily/datasets].")
+format_option = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+
+
+def _store(store: str | None) -> Any:
+    from verifily_core.datasets import DatasetStore, store_path
+
+    return DatasetStore(store_path(store))
+
+
+def _task(name: str) -> Any:
+    from verifily_core.plugins import load_registries
+
+    return load_registries().tasks.get(name)
+
+
+@click.group()
+def dataset() -> None:
+    """Create, inspect, verify and diff dataset versions (id@version) in the local store."""
+
+
+@dataset.command()
+@click.option("--id", "dataset_id", required=True, help="Dataset id, e.g. ds_demo.")
+@click.option("--version", "version", required=True, help="Version name, e.g. v2 (immutable once created).")
+@click.option("--task", required=True, help="Task whose row schema every row must follow (sft, classification).")
+@click.option("--train", type=click.Path(dir_okay=False), help="Training split (JSONL).")
+@click.option("--val", type=click.Path(dir_okay=False), help="Validation split (JSONL).")
+@click.option("--test", type=click.Path(dir_okay=False), help="Test split (JSONL).")
+@click.option("--from-dir", type=click.Path(file_okay=False), help="Take train/val/test.jsonl from this folder.")
+@click.option("--tag-schema", type=click.Path(dir_okay=False),
+              help="JSON file with the tag schema to enforce (default: inferred from the rows).")
+@store_option
+def create(dataset_id: str, version: str, task: str, train: str | None, val: str | None, test: str | None,
+           from_dir: str | None, tag_schema: str | None, store: str | None) -> None:
+    """Validate rows, copy the files into the store and seal a new version."""
+    from verifily_core.errors import DataError
+
+    paths = {s: p for s, p in (("train", train), ("val", val), ("test", test)) if p}
+    if from_dir:
+        for split in ("train", "val", "test"):
+            candidate = Path(from_dir) / f"{split}.jsonl"
+            if candidate.is_file():
+                paths.setdefault(split, str(candidate))
+    if not paths:
+        raise DataError("no data files: pass --train FILE (and --val/--test) or --from-dir DIR")
+    schema = json.loads(Path(tag_schema).read_text()) if tag_schema else None
+    dv = _store(store).create(dataset_id, version, task, paths, _task(task).validate_row, schema)
+    out(f"Created {dv.ref}: {dv.num_rows} rows ({', '.join(f'{f.split} {f.num_rows}' for f in dv.files)})")
+    out(f"  Tag keys:     {', '.join(dv.tag_keys) or '(none)'}")
+    out(f"  Content hash: {dv.content_hash}")
+    out(f"  Location:     {dv.root}")
+
+
+@dataset.command(name="list")
+@store_option
+@format_option
+def list_cmd(store: str | None, fmt: str) -> None:
+    """List every dataset version in the store."""
+    versions = _store(store).list()
+    if fmt == "json":
+        out(json.dumps([{"ref": v.ref, "task": v.task, "num_rows": v.num_rows, "created_at": v.created_at,
+                         "content_hash": v.content_hash} for v in versions], indent=2))
+        return
+    if not versions:
+        out("No dataset versions in the store.")
+    for v in versions:
+        out(f"{v.ref:<28} {v.task:<15} {v.num_rows:>8} rows  {v.created_at}")
+
+
+@dataset.command()
+@click.argument("ref")
+@store_option
+@format_option
+def show(ref: str, store: str | None, fmt: str) -> None:
+    """Rows per split and per tag value of one version."""
+    dv = _store(store).get(ref)
+    counts: dict[str, dict[str, int]] = {}
+    for f in dv.files:
+        c: Counter[str] = Counter()
+        for row in dv.iter_rows(f.split):
+            c.update(f"{k}={v}" for k, v in (row.get("tags") or {}).items())
+        counts[f.split] = dict(sorted(c.items()))
+    if fmt == "json":
+        out(json.dumps({**dv.to_manifest(), "rows_by_tag": counts}, indent=2))
+        return
+    out(style(f"{dv.ref}", bold=True) + f"  task {dv.task}, created {dv.created_at}")
+    out(f"  Content hash: {dv.content_hash}")
+    for f in dv.files:
+        out(f"  {f.split:<6} {f.num_rows:>7} rows  {f.path}")
+        for label, n in counts[f.split].items():
+            out(f"           {label:<32} {n:>7}")
+
+
+@dataset.command(name="verify")
+@click.argument("ref")
+@store_option
+def verify_cmd(ref: str, store: str | None) -> None:
+    """Recompute every file hash of a version; exit 2 on any mismatch."""
+    from verifily_core.datasets import verify
+
+    dv = _store(store).get(ref)
+    verify(dv)
+    out(f"{dv.ref}: OK ({len(dv.files)} file(s), content hash {dv.content_hash})")
+
+
+@dataset.command()
+@click.argument("ref_a")
+@click.argument("ref_b")
+@store_option
+@format_option
+def diff(ref_a: str, ref_b: str, store: str | None, fmt: str) -> None:
+    """Rows added, removed, changed and retagged from REF_A to REF_B, per split and tag value."""
+    from verifily_core.datasets import diff_versions, verify
+
+    s = _store(store)
+    a, b = s.get(ref_a), s.get(ref_b)
+    verify(a)
+    verify(b)
+    result = diff_versions(a, b, _task(b.task).input_fields())
+    if fmt == "json":
+        out(json.dumps(result, indent=2))
+        return
+    out(style(f"{a.ref} -> {b.ref}", bold=True))
+    for split, c in result["splits"].items():
+        out(f"  {split:<6} +{c['added']} added  -{c['removed']} removed  ~{c['changed']} changed  "
+            f"{c['retagged']} retagged")
+        for label, t in result["by_tag"][split].items():
+            if any(t.values()):
+                out(f"           {label:<32} +{t['added']} -{t['removed']} ~{t['changed']} r{t['retagged']}")

@@ -1,0 +1,181 @@
+"""``DatasetVersion`` and its ``manifest.json``: reading, writing, path safety, verification."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import attrs
+
+from verifily_core.datasets.rows import iter_jsonl
+from verifily_core.errors import DataError
+from verifily_core.hashing import sha256_bytes, sha256_file
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+ROW_SCHEMA = {"sft": ["instruction", "input", "output"], "classification": ["text", "text_pair", "label"]}
+
+
+@attrs.frozen
+class DataFile:
+    """One data file of a version: its split, path (relative to the version root), rows, hash."""
+
+    split: str
+    path: str
+    num_rows: int
+    sha256: str
+
+
+def content_hash(files: list[DataFile]) -> str:
+    """``sha256:`` over the sorted ``split<TAB>sha256`` lines of the files.
+
+    It changes exactly when a file's bytes, or the split it serves, change.
+    """
+    lines = "".join(f"{f.split}\t{f.sha256}\n" for f in sorted(files, key=lambda f: (f.split, f.path)))
+    return sha256_bytes(lines.encode("utf-8"))
+
+
+@attrs.frozen
+class DatasetVersion:
+    """An immutable, verified snapshot of a dataset: files per split, hashes, tag keys and schema.
+
+    ``ref`` is ``id@version`` for versions from the store, ``None`` for explicit ``data_paths``.
+    """
+
+    dataset_id: str
+    version: str
+    task: str
+    files: tuple[DataFile, ...]
+    content_hash: str
+    tag_keys: tuple[str, ...]
+    tag_schema: dict[str, Any]
+    created_at: str
+    root: str
+    ref: str | None = None
+    format: str = "jsonl"
+    manifest_path: str | None = None
+
+    @property
+    def num_rows(self) -> int:
+        """Rows over all splits."""
+        return sum(f.num_rows for f in self.files)
+
+    def file(self, split: str) -> DataFile | None:
+        """The file of a split, or ``None``."""
+        return next((f for f in self.files if f.split == split), None)
+
+    def has_split(self, split: str) -> bool:
+        """Whether the version has a file for ``split``."""
+        return self.file(split) is not None
+
+    def split_path(self, split: str) -> Path | None:
+        """Absolute path of a split's file, or ``None``."""
+        f = self.file(split)
+        return (Path(self.root) / f.path) if f else None
+
+    def iter_rows(self, split: str) -> Iterator[dict[str, Any]]:
+        """Stream the rows of a split."""
+        path = self.split_path(split)
+        if path is None:
+            raise DataError(f"dataset {self.ref or self.root} has no '{split}' split")
+        for _, row in iter_jsonl(path):
+            yield row
+
+    def read_rows(self, split: str) -> list[dict[str, Any]]:
+        """All rows of a split."""
+        return list(self.iter_rows(split))
+
+    def to_ref_dict(self) -> dict[str, Any]:
+        """The ``dataset`` section of ``run_meta.json``."""
+        return {
+            "ref": self.ref,
+            "dataset_id": self.dataset_id,
+            "version": self.version,
+            "content_hash": self.content_hash,
+            "files": {f.split: str(Path(self.root) / f.path) for f in self.files},
+        }
+
+    def data_files(self) -> dict[str, dict[str, str]]:
+        """The ``data_files`` section of ``hashes.json``."""
+        return {f.split: {"path": str(Path(self.root) / f.path), "sha256": f.sha256} for f in self.files}
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The ``manifest.json`` document (core-spec.md section 7.1)."""
+        return {
+            "dataset_id": self.dataset_id,
+            "version": self.version,
+            "format": self.format,
+            "task": self.task,
+            "num_rows": self.num_rows,
+            "content_hash": self.content_hash,
+            "created_at": self.created_at,
+            "tag_keys": list(self.tag_keys),
+            "files": [attrs.asdict(f) for f in self.files],
+            "row_schema": {self.task: ROW_SCHEMA.get(self.task, [])},
+            "tag_schema": self.tag_schema,
+        }
+
+
+def safe_member(root: Path, rel: str, manifest: Path) -> Path:
+    """Resolve a manifest file path inside ``root``; refuse absolute paths, ``..`` and symlinks out."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or Path(rel).drive:
+        raise DataError(f"{manifest}: file path {rel!r} must be relative to the version directory")
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise DataError(f"{manifest}: file path {rel!r} escapes the version directory; refusing to read it")
+    return target
+
+
+def read_manifest(path: str | Path) -> DatasetVersion:
+    """Read and check a ``manifest.json`` (paths and structure; hashes are checked by :func:`verify`)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: manifest not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc})") from None
+    root = path.parent
+    try:
+        files = tuple(DataFile(split=f["split"], path=f["path"], num_rows=int(f["num_rows"]), sha256=f["sha256"])
+                      for f in doc["files"])
+        for f in files:
+            if f.split not in SPLITS:
+                raise DataError(f"{path}: file {f.path!r} has split {f.split!r}; expected one of {', '.join(SPLITS)}")
+            safe_member(root, f.path, path)
+        return DatasetVersion(
+            dataset_id=doc["dataset_id"], version=doc["version"], task=doc["task"], files=files,
+            content_hash=doc["content_hash"], tag_keys=tuple(doc.get("tag_keys", [])),
+            tag_schema=doc.get("tag_schema") or {}, created_at=doc.get("created_at", ""), root=str(root),
+            ref=f"{doc['dataset_id']}@{doc['version']}", format=doc.get("format", "jsonl"), manifest_path=str(path),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: malformed manifest (missing or bad field {exc})") from None
+
+
+def verify(version: DatasetVersion) -> None:
+    """Recompute every file's sha256 and the content hash; raise DataError on any difference."""
+    root = Path(version.root)
+    manifest = version.manifest_path or "data_paths"
+    for f in version.files:
+        target = safe_member(root, f.path, Path(manifest)) if version.manifest_path else root / f.path
+        if not target.is_file():
+            raise DataError(f"{target}: listed in {manifest} but missing")
+        actual = sha256_file(target)
+        if actual != f.sha256:
+            raise DataError(f"{target}: sha256 mismatch: manifest says {f.sha256}, file has {actual}; "
+                            "the dataset was modified after it was created")
+    if content_hash(list(version.files)) != version.content_hash:
+        raise DataError(f"{manifest}: content_hash does not match its files; the manifest was edited")
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and an atomic rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,153 @@
+"""The local dataset store: ``<store>/<dataset_id>/<version>/{manifest.json, train.jsonl, ...}``.
+
+Location, highest first: an explicit path (``--store``), ``$VERIFILY_DATASETS_DIR``, the
+config's ``dataset_store``, then ``~/.verifily/datasets``. Versions are immutable: created
+once, made read-only, never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from verifily_core.datasets.manifest import MANIFEST, SPLITS, DataFile, DatasetVersion, content_hash, read_manifest, write_json_atomic
+from verifily_core.datasets.rows import infer_tag_schema, scan_file
+from verifily_core.errors import DataError
+
+STORE_ENV = "VERIFILY_DATASETS_DIR"
+DEFAULT_STORE = "~/.verifily/datasets"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+
+
+def store_path(explicit: str | Path | None = None, config_store: str | None = None) -> Path:
+    """Where the store is: explicit > ``$VERIFILY_DATASETS_DIR`` > config ``dataset_store`` > default."""
+    chosen = explicit or os.environ.get(STORE_ENV) or config_store or DEFAULT_STORE
+    return Path(chosen).expanduser()
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``id@version`` into its parts."""
+    dataset_id, sep, version = ref.partition("@")
+    if not sep or not _NAME_RE.match(dataset_id) or not _NAME_RE.match(version):
+        raise DataError(f"dataset ref {ref!r}: expected id@version, e.g. ds_demo@v2 or ds_demo@latest")
+    return dataset_id, version
+
+
+def _natural_key(text: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def scan_splits(
+    paths: Mapping[str, str | Path],
+    validate_row: Callable[[Mapping[str, Any]], str | None] | None,
+    tag_schema: Mapping[str, Any] | None = None,
+) -> tuple[list[DataFile], dict[str, Any]]:
+    """Validate and hash each split's file; return the files and the inferred tag schema.
+
+    :raises DataError: naming file, line and field of the first bad rows (nothing is written).
+    """
+    files, tag_values = [], {}
+    for split, path in paths.items():
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"{p}: {split} file not found")
+        scan = scan_file(p, validate_row, tag_schema, progress_label=f"{split} ({p.name})")
+        scan.raise_if_invalid()
+        if scan.num_rows == 0:
+            raise DataError(f"{p}: the {split} split has no rows")
+        files.append(DataFile(split=split, path=str(p), num_rows=scan.num_rows, sha256=scan.sha256))
+        for key, values in scan.tag_values.items():
+            tag_values.setdefault(key, set()).update(values)
+    return files, dict(tag_schema) if tag_schema else infer_tag_schema(tag_values)
+
+
+class DatasetStore:
+    """A directory of immutable dataset versions."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def versions(self, dataset_id: str) -> list[DatasetVersion]:
+        """The versions of one dataset, oldest first (by creation time, then version name)."""
+        base = self.root / dataset_id
+        found = [read_manifest(p) for p in sorted(base.glob(f"*/{MANIFEST}"))] if base.is_dir() else []
+        return sorted(found, key=lambda v: (v.created_at, _natural_key(v.version)))
+
+    def list(self) -> list[DatasetVersion]:
+        """Every version in the store."""
+        if not self.root.is_dir():
+            return []
+        return [v for d in sorted(p.name for p in self.root.iterdir() if p.is_dir()) for v in self.versions(d)]
+
+    def get(self, ref: str) -> DatasetVersion:
+        """The version named by ``id@version`` (``id@latest``: the newest), unverified."""
+        dataset_id, version = parse_ref(ref)
+        versions = self.versions(dataset_id)
+        if version == "latest" and versions:
+            return versions[-1]
+        match = next((v for v in versions if v.version == version), None)
+        if match is None:
+            available = ", ".join(v.version for v in versions) or "none"
+            others = "" if versions else f"; datasets in the store: {', '.join(sorted({v.dataset_id for v in self.list()})) or 'none'}"
+            raise DataError(f"dataset {ref} not found in {self.root}; available versions of {dataset_id}: "
+                            f"{available}{others}")
+        return match
+
+    def create(
+        self,
+        dataset_id: str,
+        version: str,
+        task: str,
+        paths: Mapping[str, str | Path],
+        validate_row: Callable[[Mapping[str, Any]], str | None] | None,
+        tag_schema: Mapping[str, Any] | None = None,
+        created_at: str | None = None,
+    ) -> DatasetVersion:
+        """Validate, copy and seal a new version. Refuses an existing version; writes nothing on error."""
+        from verifily_core.jobs import utc_now
+
+        for name, value in (("dataset id", dataset_id), ("version", version)):
+            if not _NAME_RE.match(value) or value == "latest":
+                raise DataError(f"{name} {value!r}: use letters, digits, '.', '_' or '-' ('latest' is reserved)")
+        if "train" not in paths:
+            raise DataError("a dataset version needs a train split (--train FILE)")
+        unknown = set(paths) - set(SPLITS)
+        if unknown:
+            raise DataError(f"unknown split(s) {sorted(unknown)}; expected {', '.join(SPLITS)}")
+        final = self.root / dataset_id / version
+        if final.exists():
+            raise DataError(f"dataset {dataset_id}@{version} already exists in {self.root}; versions are immutable, "
+                            "create a new version instead")
+        scanned, schema = scan_splits(paths, validate_row, tag_schema)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}.", suffix=".partial"))
+        try:
+            files = []
+            for f in scanned:
+                name = f"{f.split}.jsonl"
+                shutil.copyfile(f.path, tmp / name)
+                files.append(DataFile(split=f.split, path=name, num_rows=f.num_rows, sha256=f.sha256))
+            dv = DatasetVersion(
+                dataset_id=dataset_id, version=version, task=task, files=tuple(files),
+                content_hash=content_hash(files), tag_keys=tuple(sorted(schema)), tag_schema=schema,
+                created_at=created_at or utc_now(), root=str(final), ref=f"{dataset_id}@{version}",
+                manifest_path=str(final / MANIFEST),
+            )
+            write_json_atomic(tmp / MANIFEST, dv.to_manifest())
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _make_read_only(final)
+        return dv
+
+
+def _make_read_only(path: Path) -> None:
+    for p in [*path.rglob("*"), path]:
+        mode = p.stat().st_mode
+        p.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
