@@ -25,25 +25,25 @@ def _one_torch_thread():
     yield
 
 
-def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Path:
+def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str, pretrain_steps: int = 0) -> Path:
     from verifily_core.testing.tiny_models import build_tiny_model
 
     import torch
 
     torch.set_num_threads(1)
-    return build_tiny_model(kind, tmp_path_factory.mktemp(f"tiny-{kind}"))
+    return build_tiny_model(kind, tmp_path_factory.mktemp(f"tiny-{kind}"), pretrain_steps=pretrain_steps)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
-    """A tiny Llama (CausalLM) with its tokenizer."""
-    return _tiny(tmp_path_factory, "llama")
+    """A tiny Llama (CausalLM) with its tokenizer, briefly pretrained so LoRA has something to adapt."""
+    return _tiny(tmp_path_factory, "llama", pretrain_steps=60)
 
 
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory) -> Path:
-    """A tiny T5 (Seq2SeqLM) with its tokenizer."""
-    return _tiny(tmp_path_factory, "t5")
+    """A tiny T5 (Seq2SeqLM) with its tokenizer, briefly pretrained (copying)."""
+    return _tiny(tmp_path_factory, "t5", pretrain_steps=60)
 
 
 @pytest.fixture(scope="session")

@@ -58,16 +58,55 @@ class Task(ABC):
         """The row fields that make up the model input (all fields but the reference)."""
         return tuple(f for f in (*self.required_fields, *self.optional_fields) if f != self.reference_field)
 
+    # -- training contract (called by compute backends) -------------------------------------
+
+    def parse_options(self, options: Mapping[str, Any]) -> Any:
+        """Structure ``config.task_options`` into the task's own options object.
+
+        The default accepts no options. Errors name ``$.task_options.<field>``.
+        """
+        if options:
+            from verifily_core.errors import ConfigError
+
+            raise ConfigError(f"$.task_options: task '{self.name}' takes no options, got {sorted(options)}")
+        return None
+
+    def model_auto_class(self, model_kind: str) -> str:
+        """The ``transformers`` Auto class to load for a model family (``causal_lm``/``seq2seq``)."""
+        raise NotImplementedError(f"task '{self.name}' does not define model_auto_class()")
+
+    def peft_task_type(self, model_kind: str) -> str:
+        """The ``peft.TaskType`` name for LoRA on this task and model family."""
+        raise NotImplementedError(f"task '{self.name}' does not define peft_task_type()")
+
+    def prepare_features(self, rows: Sequence[Mapping[str, Any]], tokenizer: Any, model_kind: str,
+                         config: Any, options: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Tokenize rows into training features; return them and stats (``rows``, ``truncated``)."""
+        raise NotImplementedError(f"task '{self.name}' does not define prepare_features()")
+
+    def data_collator(self, tokenizer: Any, model_kind: str, model: Any) -> Any:
+        """A callable that pads a list of features into a batch."""
+        raise NotImplementedError(f"task '{self.name}' does not define data_collator()")
+
 
 class ModelLoader(ABC):
-    """Loads a base model and its tokenizer (``causal_lm``, ``seq2seq``, ...)."""
+    """Loads a base model and its tokenizer (``causal_lm``, ``seq2seq``, ...).
+
+    ``kind`` is the model family the task prepares data for (``causal_lm`` or ``seq2seq``).
+    """
 
     name: ClassVar[str]
+    kind: ClassVar[str]
+
+    def matches(self, model_config: Any) -> bool:
+        """Whether this loader fits a base model's ``PretrainedConfig`` (used for ``model.loader: auto``)."""
+        return False
 
     @abstractmethod
-    def load(self, job: "TrainJob", **kwargs: Any) -> Any:
-        """Load the base model (and tokenizer) for ``job``; extra keyword arguments
-        (e.g. ``quantization_config``) come from the ``verifily_model_init_kwargs`` hook."""
+    def load(self, job: "TrainJob", auto_class: str, **kwargs: Any) -> tuple[Any, Any]:
+        """Load ``(model, tokenizer)`` for ``job`` with the given ``transformers`` Auto class;
+        extra keyword arguments (e.g. ``quantization_config``) come from the
+        ``verifily_model_init_kwargs`` hook and go to ``from_pretrained``."""
 
 
 class Metric(ABC):

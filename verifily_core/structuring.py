@@ -98,6 +98,8 @@ def _dict(value: Any, _: Any) -> dict:
 
 def _literal(value: Any, typ: Any) -> Any:
     allowed = typing.get_args(typ)
+    if isinstance(value, bool) and ("off" if value is False else "on") in allowed:
+        value = "off" if value is False else "on"  # YAML 1.1 reads a bare off/on as a boolean
     if value not in allowed:
         raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
     return value

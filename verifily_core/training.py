@@ -79,8 +79,11 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
     cfg = plan.config
     backend = plan.registries.backends.get(cfg.compute.mode)
     dataset = _resolve_dataset(plan)
+    job_id = new_run_id()
+    if resume_from:
+        job_id = check_resumable(resume_from, plan, getattr(dataset, "content_hash", ""))
     job = TrainJob(
-        job_id=new_run_id(),
+        job_id=job_id,
         config=cfg,
         dataset=dataset,
         config_hash=plan.config_hash,
@@ -91,6 +94,43 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
         resume_from=resume_from,
     )
     return backend.run(job)
+
+
+def check_resumable(run_path: str, plan: TrainPlan, data_hash: str) -> str:
+    """Check an interrupted run can be continued with this plan; return its run id.
+
+    :raises ConfigError: the run's config differs (the differing keys are named).
+    :raises DataError: the dataset changed since the run started.
+    """
+    import json
+
+    from verifily_core.errors import DataError
+    from verifily_core.runs import RUN_META, STATUS_COMPLETED
+
+    path = Path(run_path)
+    meta_path = path / RUN_META
+    if not meta_path.is_file():
+        raise ConfigError(f"--resume {run_path}: not a run directory (no {RUN_META})")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("status") == STATUS_COMPLETED:
+        raise ConfigError(f"--resume {run_path}: this run already completed; nothing to resume")
+    hashes = meta.get("hashes", {})
+    if hashes.get("config_hash") != plan.config_hash:
+        old = TrainConfig.from_yaml(path / "config.yaml").hashable_dict()
+        new = plan.config.hashable_dict()
+        diffs = [f"{k}" for k in _diff_keys(old, new)]
+        raise ConfigError(f"--resume {run_path}: the config differs from the run's ({', '.join(diffs[:5]) or 'hash'}); "
+                          "resume with the same config")
+    if hashes.get("data_hash") != data_hash:
+        raise DataError(f"--resume {run_path}: the dataset changed since the run started "
+                        f"({hashes.get('data_hash')} vs {data_hash})")
+    return str(meta["run_id"])
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b)) for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if a != b else []
 
 
 def _resolve_dataset(plan: TrainPlan) -> Any:

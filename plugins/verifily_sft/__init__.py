@@ -1,8 +1,13 @@
-"""Built-in task plugin ``sft``: supervised fine-tuning on instruction/input/output rows."""
+"""Built-in task plugin ``sft``: supervised fine-tuning on instruction/input/output rows.
+
+Prompts follow a documented template (``task_options.prompt_template``) or the model's chat
+template (``task_options.use_chat_template: true``). For CausalLM models the loss covers the
+output tokens only; for Seq2Seq models the output is the target sequence.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from verifily_core import hookimpl
 from verifily_core.interfaces import Task
@@ -16,6 +21,34 @@ class SFTTask(Task):
     reference_field = "output"
     optional_fields = ("input",)
     default_metrics = ("loss", "perplexity")
+
+    def parse_options(self, options: Mapping[str, Any]) -> Any:
+        """Structure ``task_options`` into :class:`verifily_sft.options.SFTOptions`."""
+        from verifily_core.structuring import structure
+        from verifily_sft.options import SFTOptions
+
+        return structure(dict(options), SFTOptions, root="$.task_options")
+
+    def model_auto_class(self, model_kind: str) -> str:
+        """``AutoModelForSeq2SeqLM`` for seq2seq models, ``AutoModelForCausalLM`` otherwise."""
+        return "AutoModelForSeq2SeqLM" if model_kind == "seq2seq" else "AutoModelForCausalLM"
+
+    def peft_task_type(self, model_kind: str) -> str:
+        """``SEQ_2_SEQ_LM`` or ``CAUSAL_LM``."""
+        return "SEQ_2_SEQ_LM" if model_kind == "seq2seq" else "CAUSAL_LM"
+
+    def prepare_features(self, rows: Sequence[Mapping[str, Any]], tokenizer: Any, model_kind: str,
+                         config: Any, options: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Tokenize with prompt masking; truncation to ``training.max_seq_length`` is counted."""
+        from verifily_sft.data import prepare
+
+        return prepare(rows, tokenizer, model_kind, config.training.max_seq_length, options)
+
+    def data_collator(self, tokenizer: Any, model_kind: str, model: Any) -> Any:
+        """Right padding (labels padded with -100)."""
+        from verifily_sft.data import PadCollator
+
+        return PadCollator(tokenizer.pad_token_id)
 
 
 @hookimpl

@@ -100,10 +100,34 @@ def _model_class(kind: str):
     return {"llama": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}.get(kind, AutoModelForSequenceClassification)
 
 
-def build_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, texts: Iterable[str] | None = None) -> Path:
+def pretrain(model, tok, kind: str, texts: list[str], steps: int, seed: int = 0) -> None:
+    """Briefly train a fresh model on ``texts`` (causal LM for llama, copying for t5) so that
+    LoRA has a sensible base to adapt. Deterministic for a given seed."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (16,), generator=g).tolist()
+        batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=64)
+        if kind == "t5":
+            labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+            loss = model(**batch, labels=labels).loss
+        else:
+            loss = model(**batch, labels=batch.input_ids.masked_fill(batch.attention_mask == 0, -100)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
+def build_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, texts: Iterable[str] | None = None,
+                     pretrain_steps: int = 0) -> Path:
     """Build a tiny ``kind`` model (llama, t5, bert, deberta-v2) with its tokenizer in ``out_dir``.
 
-    Deterministic: the same arguments give byte-identical files.
+    ``pretrain_steps`` > 0 briefly trains llama/t5 on the corpus first (a generic language
+    objective). Deterministic: the same arguments give byte-identical files.
     """
     import torch
 
@@ -115,6 +139,8 @@ def build_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, texts: Itera
     tok = train_tokenizer([*corpus(), *(texts or [])], out, kind)
     torch.manual_seed(seed)
     model = _model_class(kind).from_config(_config(kind, tok))
+    if pretrain_steps and kind in ("llama", "t5"):
+        pretrain(model, tok, kind, [*corpus(), *(texts or [])], pretrain_steps, seed)
     model.save_pretrained(str(out), safe_serialization=True)
     return out
 
@@ -125,9 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="parent directory; each model goes to OUT/tiny-<kind>")
     parser.add_argument("--kind", default=",".join(KINDS), help=f"comma-separated: {', '.join(KINDS)}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain-steps", type=int, default=0,
+                        help="briefly train llama/t5 on a generic corpus first (e.g. 150)")
     args = parser.parse_args(argv)
     for kind in [k.strip() for k in args.kind.split(",") if k.strip()]:
-        print(build_tiny_model(kind, Path(args.out) / f"tiny-{kind}", seed=args.seed))
+        print(build_tiny_model(kind, Path(args.out) / f"tiny-{kind}", seed=args.seed,
+                               pretrain_steps=args.pretrain_steps))
 
 
 if __name__ == "__main__":

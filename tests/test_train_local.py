@@ -1,0 +1,197 @@
+"""End-to-end local training on tiny offline models: learning, run directory, hashes, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from verifily_core import hookimpl
+from verifily_core.cli import cli
+from verifily_core.hashing import reproducibility_hash, sha256_file
+from verifily_core.testing import make_sft_rows, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def make_config(tmp_path: Path, model_dir: Path, **training) -> Path:
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", make_sft_rows(48, seed=1))
+    write_jsonl(data / "val.jsonl", make_sft_rows(8, seed=2))
+    write_jsonl(data / "test.jsonl", make_sft_rows(8, seed=3))
+    cfg = {
+        "task": "sft",
+        "base_model": str(model_dir),
+        "data_paths": {s: str(data / f"{s}.jsonl") for s in ("train", "val", "test")},
+        "training": {"num_epochs": 3, "batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 0.01,
+                     "logging_steps": 3, "save_steps": 6, "eval_steps": 100, "max_seq_length": 64,
+                     "warmup_ratio": 0.0, **training},
+        "lora": {"r": 8, "alpha": 16},
+        "eval": {"enabled": False},
+        "data_checks": {"leakage": "off"},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def train(config: Path, *extra: str):
+    return CliRunner().invoke(cli, ["train", "--config", str(config), *extra])
+
+
+def only_run(tmp_path: Path, suffix: str = "") -> Path:
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.name.endswith(suffix) and (suffix or "." not in p.name)]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.mark.parametrize("model", ["tiny_llama_dir", "tiny_t5_dir"])
+def test_lora_sft_lowers_training_loss_and_writes_a_complete_run(request, tmp_path, model):
+    res = train(make_config(tmp_path, request.getfixturevalue(model)))
+    assert res.exit_code == 0, res.output + res.stderr
+    run = only_run(tmp_path)
+    assert "Run completed: " + run.name in res.stdout
+    trace = losses(run)
+    assert trace[-1] < 0.85 * trace[0], trace
+    for name in ("run_meta.json", "config.yaml", "hashes.json", "environment.json", "train_log.jsonl",
+                 "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "tokenizer/tokenizer.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoints").exists()
+    meta = json.loads((run / "run_meta.json").read_text())
+    assert meta["status"] == "completed" and meta["format_version"] == 1 and meta["run_id"] == run.name
+    assert meta["metrics"]["train_loss"] > 0 and "eval_loss" in meta["metrics"]
+
+
+def test_every_hash_matches_the_files(tmp_path, tiny_llama_dir):
+    assert train(make_config(tmp_path, tiny_llama_dir, max_steps=4)).exit_code == 0
+    run = only_run(tmp_path)
+    hashes = json.loads((run / "hashes.json").read_text())
+    on_disk = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} - {"hashes.json"}
+    assert set(hashes["artifacts"]) == on_disk
+    for rel, digest in hashes["artifacts"].items():
+        assert sha256_file(run / rel) == digest, rel
+    env = json.loads((run / "environment.json").read_text())
+    from verifily_core.environment import env_hash
+
+    assert hashes["env_hash"] == env_hash(env)
+    assert hashes["reproducibility_hash"] == reproducibility_hash(hashes["config_hash"], hashes["data_hash"], hashes["env_hash"])
+    for split, entry in hashes["data_files"].items():
+        assert sha256_file(entry["path"]) == entry["sha256"], split
+    from verifily_core.config import TrainConfig
+
+    assert TrainConfig.from_yaml(run / "config.yaml").to_hash() == hashes["config_hash"]
+    assert not os.access(run / "adapter" / "adapter_model.safetensors", os.W_OK) or os.geteuid() == 0
+    assert not (run / "config.yaml").stat().st_mode & 0o222
+
+
+def test_two_runs_of_one_config_give_identical_adapters(tmp_path, tiny_llama_dir):
+    config = make_config(tmp_path, tiny_llama_dir, max_steps=4)
+    assert train(config).exit_code == 0
+    assert train(config).exit_code == 0
+    runs = sorted(p for p in (tmp_path / "runs").iterdir())
+    digests = {sha256_file(r / "adapter" / "adapter_model.safetensors") for r in runs}
+    assert len(runs) == 2 and len(digests) == 1
+
+
+class PoisonPlugin:
+    """Injects NaN into the LoRA weights after step 2, as a diverging run would."""
+
+    plugin_name = "poison"
+
+    @hookimpl
+    def verifily_trainer_callbacks(self):
+        import torch
+        from transformers import TrainerCallback
+
+        class Poison(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kw):
+                if state.global_step == 2:
+                    with torch.no_grad():
+                        for name, p in model.named_parameters():
+                            if "lora_B" in name:
+                                p.fill_(float("nan"))
+
+        return [Poison()]
+
+
+def test_nan_loss_fails_with_exit_3_and_marks_the_run_failed(tmp_path, tiny_llama_dir):
+    from verifily_core import TrainingError
+    from verifily_core import train as api_train
+    from verifily_core.plugins import load_registries, make_plugin_manager
+
+    regs = load_registries(make_plugin_manager(plugins=[PoisonPlugin()]))
+    with pytest.raises(TrainingError, match="non-finite training: (loss|grad_norm) became nan") as err:
+        api_train(str(make_config(tmp_path, tiny_llama_dir, logging_steps=1)), registries=regs)
+    assert err.value.exit_code == 3
+    failed = only_run(tmp_path, ".failed")
+    meta = json.loads((failed / "run_meta.json").read_text())
+    assert meta["status"] == "failed" and "non-finite" in meta["error"]
+    assert meta["metrics"] == {} and not (failed / "hashes.json").exists()
+    assert [p for p in (tmp_path / "runs").iterdir() if "." not in p.name] == []
+    steps = [json.loads(line)["step"] for line in (failed / "train_log.jsonl").read_text().splitlines()]
+    assert max(steps) <= 4  # stopped early, not after all epochs
+
+
+def _train_subprocess(config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from verifily_core.cli import main; main()", "train",
+                             "--config", str(config), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_llama_dir):
+    config = make_config(tmp_path, tiny_llama_dir, num_epochs=6, save_steps=4, logging_steps=2)
+    assert train(config).exit_code == 0
+    reference = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
+    (tmp_path / "runs").rename(tmp_path / "reference_runs")
+
+    proc = _train_subprocess(config)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        partial = list((tmp_path / "runs").glob("*.partial/checkpoints/checkpoint-*/trainer_state.json"))
+        if partial:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert partial, "no checkpoint was written before the deadline"
+    run_dir = only_run(tmp_path, ".partial")
+    assert json.loads((run_dir / "run_meta.json").read_text())["status"] == "running"
+
+    res = train(config, "--resume", str(run_dir))
+    assert res.exit_code == 0, res.output + res.stderr
+    resumed = json.loads((only_run(tmp_path) / "run_meta.json").read_text())
+    assert resumed["run_id"] == run_dir.name.removesuffix(".partial")
+    assert resumed["metrics"]["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-6)
+    assert resumed["metrics"]["train_steps"] == reference["train_steps"]
+
+
+def test_resume_refuses_a_changed_config(tmp_path, tiny_llama_dir):
+    config = make_config(tmp_path, tiny_llama_dir)
+    fake = tmp_path / "runs" / "run_x.partial"
+    fake.mkdir(parents=True)
+    (fake / "run_meta.json").write_text(json.dumps({"run_id": "run_x", "status": "running",
+                                                    "hashes": {"config_hash": "sha256:0", "data_hash": "sha256:0"}}))
+    (fake / "config.yaml").write_text(config.read_text().replace("learning_rate: 0.01", "learning_rate: 0.02"))
+    res = train(config, "--resume", str(fake))
+    assert res.exit_code == 1 and "the config differs from the run's (training.learning_rate" in res.stderr
+
+
+def test_python_api_returns_a_run(tmp_path, tiny_llama_dir):
+    from verifily_core import train as api_train
+
+    run = api_train(str(make_config(tmp_path, tiny_llama_dir, max_steps=2)), name="api-run")
+    assert run.status == "completed" and run.name == "api-run"
+    assert Path(run.artifact_path).is_dir() and run.reproducibility_hash.startswith("sha256:")

@@ -1,0 +1,114 @@
+"""Writing a run directory atomically (see ``docs/run-directory.md``).
+
+A run is written under ``<output.dir>/<run_id>.partial/``; on success it is sealed (hashes
+last) and renamed to ``<output.dir>/<run_id>/`` and made read-only; on failure it is marked
+failed and renamed to ``<run_id>.failed/``. A completed-looking directory is never left
+half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from verifily_core.environment import collect_environment, env_hash
+from verifily_core.hashing import hash_tree, reproducibility_hash
+from verifily_core.jobs import TrainJob, utc_now
+from verifily_core.runs import RUN_FORMAT_VERSION, RUN_META, STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, Run
+
+PARTIAL, FAILED = ".partial", ".failed"
+CHECKPOINTS = "checkpoints"
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Owns one run directory from start to seal."""
+
+    def __init__(self, job: TrainJob, device: str, resume_dir: Path | None = None) -> None:
+        self.job = job
+        self.device = device
+        self.output_dir = Path(job.config.output.dir)
+        self.path = resume_dir or self.output_dir / f"{job.job_id}{PARTIAL}"
+        self.started_monotonic = time.monotonic()
+        self.started_at = utc_now()
+        self.environment = collect_environment(device)
+        self.env_hash = env_hash(self.environment)
+
+    @property
+    def checkpoints(self) -> Path:
+        """Where Trainer checkpoints go while the run is in progress."""
+        return self.path / CHECKPOINTS
+
+    def start(self, plugins: list[dict[str, Any]]) -> None:
+        """Create the directory and write the config, environment and a ``running`` run_meta."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if (self.path / RUN_META).is_file():  # resuming: keep the original start time
+            self.started_at = json.loads((self.path / RUN_META).read_text()).get("started_at", self.started_at)
+        (self.path / "config.yaml").write_text(self.job.config.to_yaml(), encoding="utf-8")
+        env = dict(self.environment)
+        env["info"] = {**env["info"], "device": self.device, "plugins": plugins}
+        write_json(self.path / "environment.json", env)
+        self._write_meta(STATUS_RUNNING, {}, None)
+
+    def _run(self, status: str, metrics: dict[str, Any], error: str | None, path: Path) -> Run:
+        job = self.job
+        return Run(
+            run_id=job.job_id, name=job.config.output.name, status=status, task=job.task,
+            base_model=job.base_model, dataset=job.dataset.to_ref_dict(), started_at=self.started_at,
+            completed_at=None if status == STATUS_RUNNING else utc_now(),
+            duration_seconds=round(time.monotonic() - self.started_monotonic, 3),
+            metrics=metrics, artifact_path=str(path), config_hash=job.config_hash, data_hash=job.data_hash,
+            env_hash=self.env_hash,
+            reproducibility_hash=reproducibility_hash(job.config_hash, job.data_hash, self.env_hash), error=error,
+        )
+
+    def _write_meta(self, status: str, metrics: dict[str, Any], error: str | None, final: Path | None = None) -> Run:
+        run = self._run(status, metrics, error, final or self.path)
+        write_json(self.path / RUN_META, run.to_meta())
+        return run
+
+    def complete(self, metrics: dict[str, Any]) -> Run:
+        """Seal the run: drop checkpoints, write run_meta and hashes.json, rename, make read-only."""
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        final = self.output_dir / self.job.job_id
+        run = self._write_meta(STATUS_COMPLETED, metrics, None, final)
+        write_json(self.path / "hashes.json", {
+            "format_version": RUN_FORMAT_VERSION,
+            "config_hash": run.config_hash,
+            "data_hash": run.data_hash,
+            "data_files": self.job.dataset.data_files(),
+            "env_hash": run.env_hash,
+            "reproducibility_hash": run.reproducibility_hash,
+            "artifacts": hash_tree(self.path),
+        })
+        (self.path / "eval").mkdir(exist_ok=True)
+        os.rename(self.path, final)
+        _read_only(final)
+        return run
+
+    def fail(self, error: str, metrics: dict[str, Any] | None = None) -> Run:
+        """Mark the run failed with its error and rename it to ``<run_id>.failed``."""
+        final = self.output_dir / f"{self.job.job_id}{FAILED}"
+        run = self._write_meta(STATUS_FAILED, metrics or {}, error, final)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(self.path, final)
+        return run
+
+
+def _read_only(path: Path) -> None:
+    """Remove write permission everywhere except ``eval/`` (evaluation may be re-run)."""
+    for p in [*path.rglob("*"), path]:
+        if not p.is_symlink() and not p.relative_to(path).parts[:1] == ("eval",):
+            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
