@@ -9,6 +9,7 @@ are only ever imported inside method bodies, so discovering plugins stays cheap.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,15 +111,23 @@ class ModelLoader(ABC):
 
 
 class Metric(ABC):
-    """A metric computed over per-example evaluation records.
+    """A metric computed over per-example evaluation records (see ``docs/evaluation.md``).
 
     ``tasks`` lists the task names it applies to (empty: any task).
     ``higher_is_better`` tells compare and hard-example ranking which way is good.
+    ``gold_set``: computed on the gold rows (``eval.gold_set``) instead of the test set.
+
+    Only :meth:`compute` is required; a mapping result is non-scalar and reported under
+    ``details``. Two optional forms make bootstrap intervals fast: :meth:`per_example`
+    (the value is the mean of per-example values, also stored in each prediction's
+    ``scores``) and :meth:`statistics` + :meth:`from_statistics` (the value is a function
+    of column sums of per-example statistics). Otherwise ``compute`` runs per resample.
     """
 
     name: ClassVar[str]
     tasks: ClassVar[tuple[str, ...]] = ()
     higher_is_better: ClassVar[bool] = True
+    gold_set: ClassVar[bool] = False
 
     @abstractmethod
     def compute(
@@ -127,18 +136,54 @@ class Metric(ABC):
         references: Sequence[Any],
         rows: Sequence[Mapping[str, Any]],
         **kwargs: Any,
-    ) -> float | Mapping[str, Any]:
-        """Return the metric value over the given examples."""
+    ) -> float | Mapping[str, Any] | None:
+        """Return the metric value over the given examples (``None``: undefined here).
+
+        ``kwargs`` always hold ``task`` and ``scores`` (the per-example model scores such
+        as ``loss``, aligned with ``predictions``); classification adds ``labels`` (the
+        run's label set in id order); the metric's own options arrive by name.
+        """
+
+    def per_example(self, prediction: Any, reference: Any, row: Mapping[str, Any],
+                    scores: Mapping[str, Any], **kwargs: Any) -> float | None:
+        """Optional: this example's value, or ``None`` when the example does not count."""
+        raise NotImplementedError
+
+    def statistics(self, predictions: Sequence[Any], references: Sequence[Any],
+                   rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
+        """Optional: an ``(n, d)`` array of additive per-example statistics, or ``None``.
+
+        The metric's value must equal ``from_statistics(statistics.sum(axis=0))``.
+        """
+        return None
+
+    def from_statistics(self, totals: Any) -> Any:
+        """Map summed statistics of shape ``(..., d)`` to metric values of shape ``(...)``
+        (NaN where undefined)."""
+        raise NotImplementedError(f"metric '{self.name}' defines statistics() but no from_statistics()")
+
+    def write_artifacts(self, details: Mapping[str, Any], out_dir: Path) -> list[str]:
+        """Optional: write files (e.g. a plot) for a non-scalar result into ``out_dir``;
+        return the file names written."""
+        return []
 
 
 class Slicer(ABC):
-    """Partitions evaluation rows into named slices (``source=human``, ...)."""
+    """Partitions evaluation records into named slices (``source=human``, ...).
+
+    The rows given to :meth:`slices` are evaluation records: dicts with ``tags``,
+    ``reference``, ``prediction``, ``scores`` and the test ``row``.
+    """
 
     name: ClassVar[str]
 
     @abstractmethod
     def slices(self, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[int]]:
         """Map slice names to the indices of the rows in each slice."""
+
+    def tag_keys(self, keys: Sequence[str]) -> list[str]:
+        """The tag keys a slice spec reads (checked against the dataset's tags)."""
+        return list(keys)
 
 
 class ComputeBackend(ABC):
