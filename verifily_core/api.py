@@ -47,3 +47,13 @@ def train(
     if dry_run:
         return plan
     return execute_plan(plan, resume_from=resume_from, hf_token=hf_token)
+
+
+def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[str] | None = None,
+             slice_by: list[str] | None = None, hard_examples: int | None = None, output: str | None = None,
+             device: str = "auto", batch_size: int | None = None, **kwargs: Any) -> Any:
+    """Evaluate a run (see :func:`verifily_core.evaluator.evaluate`) and return its ``EvalResult``."""
+    from verifily_core.evaluator import evaluate as _evaluate
+
+    return _evaluate(run_path, test_data=test_data, metrics=metrics, slice_by=slice_by, hard_examples=hard_examples,
+                     output=output, device=device, batch_size=batch_size, **kwargs)

@@ -89,6 +89,14 @@ class Task(ABC):
         """A callable that pads a list of features into a batch."""
         raise NotImplementedError(f"task '{self.name}' does not define data_collator()")
 
+    # -- evaluation contract ----------------------------------------------------------------
+
+    def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
+                config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
+        """Predict each row in batches: ``{"prediction", "reference", "scores": {...}}`` per row,
+        in order (``scores`` holds per-example model quantities such as ``loss`` or ``p_true``)."""
+        raise NotImplementedError(f"task '{self.name}' does not define predict()")
+
 
 class ModelLoader(ABC):
     """Loads a base model and its tokenizer (``causal_lm``, ``seq2seq``, ...).

@@ -8,9 +8,33 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import attrs
+
 from verifily_core.errors import ConfigError, TrainingError
 
 log = logging.getLogger("verifily.modeling")
+
+
+@attrs.frozen
+class ModelSource:
+    """What a loader needs to load a base model: the config, the plugins and the Hub token.
+
+    A :class:`~verifily_core.jobs.TrainJob` offers the same attributes.
+    """
+
+    config: Any
+    registries: Any = attrs.field(repr=False)
+    hf_token: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def base_model(self) -> str:
+        """The base model id or path."""
+        return self.config.base_model
+
+    @property
+    def task(self) -> str:
+        """The task name."""
+        return self.config.task
 
 
 def resolve_device(requested: str) -> str:
@@ -104,3 +128,27 @@ def raise_training_error(exc: BaseException) -> None:
                             "training.gradient_accumulation_steps, shorten training.max_seq_length or use "
                             "--quantization 4bit") from exc
     raise TrainingError(f"training failed: {type(exc).__name__}: {msg}") from exc
+
+
+def choose_loader(job: Any) -> Any:
+    """The configured loader, or the one the ``verifily_select_model_loader`` hook names."""
+    regs, cfg = job.registries, job.config
+    if cfg.model.loader != "auto":
+        return regs.model_loaders.get(cfg.model.loader)
+    model_config = load_model_config(job.base_model, cfg, token=job.hf_token)
+    name = regs.hook.verifily_select_model_loader(task=cfg.task, model_config=model_config, config=cfg)
+    if name is None:
+        raise ConfigError(f"$.model.loader: no installed loader fits '{job.base_model}' "
+                          f"({type(model_config).__name__}); set model.loader explicitly")
+    return regs.model_loaders.get(name)
+
+
+def init_kwargs(job: Any, device: str) -> dict[str, Any]:
+    """Merge the ``verifily_model_init_kwargs`` answers of all plugins; a key given twice is an error."""
+    merged: dict[str, Any] = {}
+    for part in job.registries.hook.verifily_model_init_kwargs(config=job.config, device=device):
+        for key, value in (part or {}).items():
+            if key in merged:
+                raise ConfigError(f"two plugins both set the model loading argument '{key}'")
+            merged[key] = value
+    return merged

@@ -17,7 +17,7 @@ import transformers  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from verifily_core.errors import ConfigError, TrainingError, VerifilyTrainError
-from verifily_core.modeling import load_model_config, precision_flags, raise_training_error, resolve_device
+from verifily_core.modeling import choose_loader, init_kwargs, precision_flags, raise_training_error, resolve_device
 from verifily_core.plugins import describe_plugins
 from verifily_core.run_writer import RunWriter
 from verifily_core.runs import Run
@@ -35,30 +35,6 @@ class _Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.features[i]
-
-
-def choose_loader(job: Any) -> Any:
-    """The configured loader, or the one the ``verifily_select_model_loader`` hook names."""
-    regs, cfg = job.registries, job.config
-    if cfg.model.loader != "auto":
-        return regs.model_loaders.get(cfg.model.loader)
-    model_config = load_model_config(job.base_model, cfg, token=job.hf_token)
-    name = regs.hook.verifily_select_model_loader(task=cfg.task, model_config=model_config, config=cfg)
-    if name is None:
-        raise ConfigError(f"$.model.loader: no installed loader fits '{job.base_model}' "
-                          f"({type(model_config).__name__}); set model.loader explicitly")
-    return regs.model_loaders.get(name)
-
-
-def init_kwargs(job: Any, device: str) -> dict[str, Any]:
-    """Merge the ``verifily_model_init_kwargs`` answers of all plugins; a key given twice is an error."""
-    merged: dict[str, Any] = {}
-    for part in job.registries.hook.verifily_model_init_kwargs(config=job.config, device=device):
-        for key, value in (part or {}).items():
-            if key in merged:
-                raise ConfigError(f"two plugins both set the model loading argument '{key}'")
-            merged[key] = value
-    return merged
 
 
 def apply_lora(model: Any, job: Any, task: Any, kind: str) -> Any:

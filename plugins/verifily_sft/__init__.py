@@ -50,6 +50,19 @@ class SFTTask(Task):
 
         return PadCollator(tokenizer.pad_token_id)
 
+    def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
+                config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
+        """Per row: the generated output, the reference, and ``scores`` with the teacher-forced
+        ``loss`` (mean NLL per reference token) and ``n_tokens``."""
+        from verifily_sft.predict import generate, reference_losses
+
+        max_len = config.training.max_seq_length
+        losses = reference_losses(model, tokenizer, rows, model_kind, max_len, options, batch_size, device)
+        texts = generate(model, tokenizer, rows, model_kind, max_len, options, batch_size,
+                         config.eval.max_new_tokens, device)
+        return [{"prediction": text, "reference": row["output"], "scores": {"loss": loss, "n_tokens": n}}
+                for row, text, (loss, n) in zip(rows, texts, losses)]
+
 
 @hookimpl
 def verifily_register_tasks(registry: Any) -> None:

@@ -1,0 +1,57 @@
+"""SFT prediction: teacher-forced per-example loss on the reference, and batched greedy generation."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from verifily_sft.data import PadCollator, prepare
+from verifily_sft.options import SFTOptions
+
+
+@torch.no_grad()
+def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
+                     max_len: int, options: SFTOptions, batch_size: int, device: str) -> list[tuple[float, int]]:
+    """Per row: (mean NLL of the reference tokens under teacher forcing, number of reference tokens)."""
+    feats, _ = prepare(rows, tokenizer, model_kind, max_len, options)
+    collate = PadCollator(tokenizer.pad_token_id)
+    out: list[tuple[float, int]] = []
+    for start in range(0, len(feats), batch_size):
+        batch = {k: v.to(device) for k, v in collate(feats[start:start + batch_size]).items()}
+        labels = batch.pop("labels")
+        if model_kind == "seq2seq":
+            logits = model(**batch, labels=labels).logits  # decoder inputs are the shifted labels
+            target = labels
+        else:
+            logits = model(**batch).logits[:, :-1]
+            target = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0), reduction="none")
+        mask = (target != -100).float()
+        sums, counts = (nll * mask).sum(1), mask.sum(1)
+        out += [(float(s / max(c, 1)), int(c)) for s, c in zip(sums.tolist(), counts.tolist())]
+    return out
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str, max_len: int,
+             options: SFTOptions, batch_size: int, max_new_tokens: int, device: str) -> list[str]:
+    """Greedy generation in batches (left padding for CausalLM); returns the decoded outputs."""
+    prompts = [options.render(dict(r), tokenizer) for r in rows]
+    outputs: list[str] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left" if model_kind != "seq2seq" else "right"
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
+                            add_special_tokens=not options.use_chat_template or model_kind == "seq2seq")
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            if model_kind != "seq2seq":
+                gen = gen[:, enc["input_ids"].shape[1]:]
+            outputs += [t.strip() for t in tokenizer.batch_decode(gen, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return outputs

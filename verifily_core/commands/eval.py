@@ -1,0 +1,41 @@
+"""``verifily eval``: tag-sliced metrics with confidence intervals and hard examples for a run."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from verifily_core.cli import GlobalState, verbose_option
+from verifily_core.console import out
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@click.command()
+@click.option("--run", "run_path", required=True, help="Run directory (or run id under runs/).")
+@click.option("--test-data", type=click.Path(dir_okay=False), help="Test JSONL instead of the run's test split.")
+@click.option("--metrics", help="Comma-separated metric names [default: the run's eval.metrics or the task's].")
+@click.option("--slice-by", help="Comma-separated tag keys; `a&b` crosses two keys [default: eval.slice_by_tags].")
+@click.option("--hard-examples", type=int, help="Number of worst rows to write [default: eval.hard_examples, 50].")
+@click.option("--output", type=click.Path(file_okay=False), help="Directory for the results [default: <run>/eval].")
+@click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:0, mps or cpu.")
+@click.option("--batch-size", type=int, help="Inference batch size [default: eval.batch_size, 16].")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@verbose_option
+@click.pass_obj
+def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: str | None, slice_by: str | None,
+             hard_examples: int | None, output: str | None, device: str, batch_size: int | None, fmt: str) -> None:
+    """Evaluate a trained run: overall and per-tag-slice metrics, hard examples."""
+    from verifily_core.evaluation import render_eval
+    from verifily_core.evaluator import evaluate
+
+    result = evaluate(run_path, test_data=test_data, metrics=_csv(metrics), slice_by=_csv(slice_by),
+                      hard_examples=hard_examples, output=output, device=device, batch_size=batch_size,
+                      hf_token=state.hf_token)
+    if fmt == "json":
+        out(json.dumps(result.to_json_dict(), indent=2))
+    else:
+        out(render_eval(result))

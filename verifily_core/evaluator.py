@@ -1,0 +1,167 @@
+"""``evaluate()``: rebuild a run's model from its directory, predict the test set, and write
+tag-sliced metrics with confidence intervals and hard examples to ``eval/``.
+
+The model is rebuilt from the run alone: base model reference and task options from
+``config.yaml``, the adapter from ``adapter/``, the tokenizer from ``tokenizer/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from verifily_core.config import TrainConfig
+from verifily_core.errors import DataError, EvalError, VerifilyTrainError
+from verifily_core.jobs import utc_now
+from verifily_core.runs import STATUS_COMPLETED, load_run
+
+log = logging.getLogger("verifily.eval")
+
+
+def evaluate(
+    run_path: str | Path,
+    test_data: str | Path | None = None,
+    metrics: Sequence[str] | None = None,
+    slice_by: Sequence[str] | None = None,
+    hard_examples: int | None = None,
+    output: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    hf_token: str | None = None,
+    registries: Any = None,
+) -> Any:
+    """Evaluate a completed run and write ``eval/`` files; returns the ``EvalResult``.
+
+    :param test_data: a JSONL file instead of the run's dataset test split.
+    :param metrics: metric names (default: ``eval.metrics`` of the run, else the task's defaults).
+    :param slice_by: tag keys to slice by (default: ``eval.slice_by_tags`` of the run).
+    :param output: directory for the files (default: ``<run>/eval``).
+    :raises EvalError: (exit 4) when prediction or metric computation fails.
+    """
+    from verifily_core.plugins import load_registries
+
+    started = time.monotonic()
+    run = load_run(run_path)
+    if run.status != STATUS_COMPLETED:
+        raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be evaluated")
+    regs = registries or load_registries()
+    cfg = TrainConfig.from_yaml(run.path / "config.yaml")
+    task = regs.tasks.get(cfg.task)
+    names = list(metrics or cfg.eval.metrics or task.default_metrics)
+    chosen = {name: regs.metrics.get(name) for name in names}
+    keys = list(slice_by if slice_by is not None else cfg.eval.slice_by_tags)
+    rows, test_info = _test_rows(cfg, regs, task, test_data)
+    try:
+        preds = _predict(run, cfg, regs, task, rows, device, batch_size or cfg.eval.batch_size, hf_token)
+    except VerifilyTrainError:
+        raise
+    except Exception as exc:
+        raise EvalError(f"prediction failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    records = _records(rows, preds)
+    try:
+        from verifily_core.evaluation import build_eval_result, write_eval_files
+
+        result = build_eval_result(
+            records, task=cfg.task, metrics=chosen, slicers=regs.slicers, slice_by=keys,
+            hard_examples=cfg.eval.hard_examples if hard_examples is None else hard_examples,
+            confidence_level=cfg.eval.confidence_level, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed,
+            min_slice_size=cfg.eval.min_slice_size, metric_kwargs=_metric_kwargs(run, cfg),
+        )
+    except VerifilyTrainError:
+        raise
+    except Exception as exc:
+        raise EvalError(f"metric computation failed: {type(exc).__name__}: {exc}") from exc
+    result.run_id = run.run_id
+    result.test_data_path = test_info["path"]
+    result.test_data = test_info
+    result.created_at = utc_now()
+    result.eval_duration_seconds = round(time.monotonic() - started, 3)
+    out_dir = Path(output) if output else run.path / "eval"
+    write_eval_files(result, out_dir, records)
+    result.output_dir = str(out_dir)
+    return result
+
+
+def _test_rows(cfg: TrainConfig, regs: Any, task: Any, test_data: str | Path | None) -> tuple[list[dict], dict]:
+    from verifily_core.datasets import resolve_dataset
+    from verifily_core.datasets.rows import iter_jsonl, scan_file
+
+    if test_data is not None:
+        path = Path(test_data)
+        if not path.is_file():
+            raise DataError(f"{path}: test data file not found")
+        scan = scan_file(path, task.validate_row)
+        scan.raise_if_invalid()
+        rows = [row for _, row in iter_jsonl(path)]
+        return rows, {"path": str(path), "sha256": scan.sha256, "num_examples": len(rows), "split": None}
+    dataset = resolve_dataset(cfg, regs)
+    if not dataset.has_split("test"):
+        raise DataError(f"dataset {dataset.ref or 'data_paths'} has no test split; pass --test-data FILE")
+    f = dataset.file("test")
+    rows = dataset.read_rows("test")
+    return rows, {"path": str(dataset.split_path("test")), "sha256": f.sha256, "num_examples": len(rows),
+                  "split": "test", "dataset": dataset.ref}
+
+
+def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token: str | None) -> tuple[Any, Any, str]:
+    """Rebuild ``(model, tokenizer, model_kind)`` of a run from its directory alone."""
+    from transformers import AutoTokenizer
+
+    from verifily_core.modeling import ModelSource, choose_loader, init_kwargs
+
+    task = regs.tasks.get(cfg.task)
+    source = ModelSource(cfg, regs, hf_token)
+    loader = choose_loader(source)
+    auto_class = task.model_auto_class(loader.kind)
+    kwargs = init_kwargs(source, device)
+    if hasattr(task, "eval_model_kwargs"):
+        kwargs.update(task.eval_model_kwargs(run.path))
+    if cfg.lora.enabled:
+        from peft import PeftModel
+
+        base, _ = loader.load(source, auto_class=auto_class, **kwargs)
+        model = PeftModel.from_pretrained(base, str(run.path / "adapter"))
+    else:
+        import transformers
+
+        model = getattr(transformers, auto_class).from_pretrained(str(run.path / "adapter"), **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(str(run.path / "tokenizer"))
+    if not kwargs.get("quantization_config"):
+        model.to(device)
+    model.eval()
+    return model, tokenizer, loader.kind
+
+
+def _predict(run, cfg, regs, task, rows, device, batch_size, hf_token) -> list[dict[str, Any]]:
+    from verifily_core.modeling import resolve_device
+
+    dev = resolve_device(device)
+    model, tokenizer, kind = load_run_model(run, cfg, regs, dev, hf_token)
+    options = task.parse_options(cfg.task_options)
+    preds = task.predict(model, tokenizer, rows, kind, cfg, options, batch_size, dev)
+    if len(preds) != len(rows):
+        raise EvalError(f"task '{cfg.task}' returned {len(preds)} predictions for {len(rows)} rows")
+    return preds
+
+
+def _records(rows: list[dict], preds: list[dict]) -> list[dict[str, Any]]:
+    from verifily_core.datasets import row_id
+
+    return [{"index": i, "row_id": row_id(row), "prediction": p["prediction"], "reference": p["reference"],
+             "scores": dict(p.get("scores") or {}), "tags": dict(row.get("tags") or {}), "row": row}
+            for i, (row, p) in enumerate(zip(rows, preds))]
+
+
+def _metric_kwargs(run: Any, cfg: TrainConfig) -> dict[str, Any]:
+    import json
+
+    kwargs: dict[str, Any] = {}
+    labels = run.path / "labels.json"
+    if labels.is_file():
+        kwargs["labels"] = json.loads(labels.read_text())["labels"]
+    if cfg.eval.gold_set:
+        kwargs["gold_set"] = cfg.eval.gold_set
+    return kwargs
+
