@@ -207,7 +207,10 @@ def _add_data_changes(result: CompareResult, runs: Sequence[RunEval]) -> None:
             from verifily_core.datasets import DatasetStore, diff_versions, store_path
             from verifily_core.plugins import load_registries
 
-            store = DatasetStore(store_path())
+            from verifily_core.config import TrainConfig
+
+            cfg = TrainConfig.from_yaml(r.path / "config.yaml")
+            store = DatasetStore(store_path(None, cfg.dataset_store))
             a, b = store.get(base.dataset_ref), store.get(r.dataset_ref)
             fields = load_registries().tasks.get(base.run.task).input_fields()
             diff = diff_versions(a, b, fields)

@@ -72,8 +72,11 @@ def plan_training(
     return TrainPlan(config=cfg, config_hash=cfg.to_hash(), registries=regs)
 
 
-def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None) -> Any:
-    """Resolve the dataset, build the job and run it on the configured backend."""
+def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None,
+                 on_eval: Any = None) -> Any:
+    """Resolve the dataset, build the job, run it on the configured backend and, when
+    ``eval.enabled`` and the dataset has a test split, evaluate the finished run
+    (``on_eval(result)`` receives the EvalResult)."""
     from verifily_core.jobs import TrainJob, new_run_id, utc_now
 
     cfg = plan.config
@@ -93,7 +96,14 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
         hf_token=hf_token,
         resume_from=resume_from,
     )
-    return backend.run(job)
+    run = backend.run(job)
+    if cfg.eval.enabled and dataset is not None and dataset.has_split("test"):
+        from verifily_core.evaluator import evaluate
+
+        result = evaluate(run.path, registries=plan.registries, hf_token=hf_token)
+        if on_eval is not None:
+            on_eval(result)
+    return run
 
 
 def check_resumable(run_path: str, plan: TrainPlan, data_hash: str) -> str:

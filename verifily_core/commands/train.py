@@ -65,8 +65,14 @@ def train(state: GlobalState, config_path: str, dry_run: bool, resume: str | Non
     if dry_run:
         _print_plan(plan.describe(), fmt)
         return
-    run = execute_plan(plan, resume_from=resume, hf_token=state.hf_token)
+    evals: list[Any] = []
+    run = execute_plan(plan, resume_from=resume, hf_token=state.hf_token, on_eval=evals.append)
     _print_summary(run, fmt)
+    if evals and fmt == "table":
+        from verifily_core.evaluation import render_eval
+
+        out("")
+        out(render_eval(evals[0]))
 
 
 def _print_plan(plan: dict[str, Any], fmt: str) -> None:
@@ -112,6 +118,7 @@ def _print_summary(run: Any, fmt: str) -> None:
         f"  Data hash:   {run.data_hash}",
         f"  Repro hash:  {run.reproducibility_hash}",
         "",
-        f"Run `verifily eval --run {run.artifact_path.rstrip('/')}/` for full evaluation.",
+        f"Run `verifily eval --run {run.artifact_path.rstrip('/')}/` for full evaluation"
+        " (other slices, metrics or test data).",
     ]
     out("\n".join(lines))
