@@ -1,0 +1,139 @@
+"""The built-in metrics as local ``evaluate.Metric`` modules that work offline (no Hub).
+
+Importing this module imports ``evaluate`` (several seconds), so nothing else imports it:
+verifily's own evaluation calls the plugin metrics directly. Use it where an
+``evaluate``-shaped module is wanted, e.g. in a custom ``compute_metrics``::
+
+    from verifily_metrics.hf import load
+    load("token_f1").compute(predictions=["the cat"], references=["cat"])  # {"token_f1": 1.0}
+
+Each module holds its data in memory (``keep_in_memory=True``): no cache files are written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import datasets
+import evaluate
+
+from verifily_core.interfaces import Metric
+from verifily_metrics.classification import (
+    Accuracy, ClassificationReport, ConfusionMatrix, MacroF1, PerClass, WeightedF1,
+)
+from verifily_metrics.lm import Loss, Perplexity
+from verifily_metrics.text import ExactMatch, FormatCompliance, GoldExactMatch, TokenF1
+
+_CITATION = "Verifily Train built-in metrics (see docs/evaluation.md)."
+
+
+class VerifilyTextMetric(evaluate.Metric):
+    """An ``evaluate`` module over string predictions and references, backed by a verifily metric."""
+
+    metric: ClassVar[Metric]
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("keep_in_memory", True)
+        super().__init__(**kwargs)
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=(type(self.metric).__doc__ or self.metric.name).strip().splitlines()[0],
+            citation=_CITATION,
+            inputs_description="predictions: list of str; references: list of str; metric options as keywords.",
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Value("string")}),
+        )
+
+    def _compute(self, predictions: list[str], references: list[str], **kwargs: Any) -> dict[str, Any]:
+        rows = [{} for _ in predictions]
+        scores = [{} for _ in predictions]
+        return {self.metric.name: self.metric.compute(predictions, references, rows, scores=scores, **kwargs)}
+
+
+class VerifilyLossMetric(evaluate.Metric):
+    """An ``evaluate`` module over per-example losses and reference token counts."""
+
+    metric: ClassVar[Metric]
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("keep_in_memory", True)
+        super().__init__(**kwargs)
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=(type(self.metric).__doc__ or self.metric.name).strip().splitlines()[0],
+            citation=_CITATION,
+            inputs_description="losses: per-example mean NLL of the reference tokens; n_tokens: their counts.",
+            features=datasets.Features({"losses": datasets.Value("float64"), "n_tokens": datasets.Value("int64")}),
+        )
+
+    def _compute(self, losses: list[float], n_tokens: list[int]) -> dict[str, Any]:
+        scores = [{"loss": loss, "n_tokens": n} for loss, n in zip(losses, n_tokens)]
+        blank = [None] * len(scores)
+        return {self.metric.name: self.metric.compute(blank, blank, [{}] * len(scores), scores=scores)}
+
+
+class ExactMatchModule(VerifilyTextMetric):
+    metric = ExactMatch()
+
+
+class TokenF1Module(VerifilyTextMetric):
+    metric = TokenF1()
+
+
+class GoldExactMatchModule(VerifilyTextMetric):
+    metric = GoldExactMatch()
+
+
+class FormatComplianceModule(VerifilyTextMetric):
+    metric = FormatCompliance()
+
+
+class AccuracyModule(VerifilyTextMetric):
+    metric = Accuracy()
+
+
+class MacroF1Module(VerifilyTextMetric):
+    metric = MacroF1()
+
+
+class WeightedF1Module(VerifilyTextMetric):
+    metric = WeightedF1()
+
+
+class PerClassModule(VerifilyTextMetric):
+    metric = PerClass()
+
+
+class ConfusionMatrixModule(VerifilyTextMetric):
+    metric = ConfusionMatrix()
+
+
+class ClassificationReportModule(VerifilyTextMetric):
+    metric = ClassificationReport()
+
+
+class LossModule(VerifilyLossMetric):
+    metric = Loss()
+
+
+class PerplexityModule(VerifilyLossMetric):
+    metric = Perplexity()
+
+
+MODULES: dict[str, type[evaluate.Metric]] = {
+    cls.metric.name: cls for cls in (
+        ExactMatchModule, TokenF1Module, GoldExactMatchModule, FormatComplianceModule, AccuracyModule,
+        MacroF1Module, WeightedF1Module, PerClassModule, ConfusionMatrixModule, ClassificationReportModule,
+        LossModule, PerplexityModule,
+    )
+}
+
+
+def load(name: str, **kwargs: Any) -> evaluate.Metric:
+    """A fresh local ``evaluate`` module for a built-in metric name (offline; unlike ``evaluate.load``)."""
+    try:
+        return MODULES[name](**kwargs)
+    except KeyError:
+        raise KeyError(f"no evaluate module for '{name}'; available: {', '.join(sorted(MODULES))}") from None

@@ -1,0 +1,87 @@
+"""Teacher-forced language-model metrics from the model's per-example scores.
+
+The model side stores, per test row, ``scores["loss"]`` (the mean negative log-likelihood of
+the reference tokens under teacher forcing) and ``scores["n_tokens"]`` (how many reference
+tokens it averaged over). Both metrics are token-weighted over the whole set:
+
+* ``loss = sum(loss_i * n_tokens_i) / sum(n_tokens_i)`` (the mean NLL per reference token);
+* ``perplexity = exp(loss)``.
+
+Without ``n_tokens`` each row weighs 1 (a plain mean of the per-row losses).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from verifily_core.interfaces import Metric
+from verifily_metrics.base import score_of
+
+
+class Loss(Metric):
+    """Token-weighted mean teacher-forced loss on the references (lower is better)."""
+
+    name = "loss"
+    tasks = ("sft",)
+    higher_is_better = False
+
+    def per_example(self, prediction: Any, reference: Any, row: Mapping[str, Any],
+                    scores: Mapping[str, Any], **kwargs: Any) -> float:
+        """The row's own loss, ``scores["loss"]``."""
+        return score_of(scores, "loss", self.name)
+
+    def statistics(self, predictions: Sequence[Any], references: Sequence[Any],
+                   rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
+        """Columns ``loss_i * n_tokens_i`` and ``n_tokens_i``."""
+        import numpy as np
+
+        pairs = [_loss_and_weight(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
+        return np.array([[loss * w, w] for loss, w in pairs], dtype=float).reshape(len(pairs), 2)
+
+    def from_statistics(self, totals: Any) -> Any:
+        """``sum(loss * n) / sum(n)`` (NaN without tokens)."""
+        import numpy as np
+
+        totals = np.asarray(totals, dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(totals[..., 1] > 0, totals[..., 0] / np.where(totals[..., 1] > 0, totals[..., 1], 1), np.nan)
+
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any],
+                rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:
+        """Token-weighted mean loss over the given rows (``None`` for no tokens)."""
+        pairs = [_loss_and_weight(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
+        weight = math.fsum(w for _, w in pairs)
+        return math.fsum(loss * w for loss, w in pairs) / weight if weight > 0 else None
+
+
+class Perplexity(Loss):
+    """``exp`` of the token-weighted mean loss (lower is better)."""
+
+    name = "perplexity"
+
+    per_example = Metric.per_example  # a per-row perplexity is not averaged into the metric
+
+    def from_statistics(self, totals: Any) -> Any:
+        """``exp(sum(loss * n) / sum(n))``."""
+        import numpy as np
+
+        with np.errstate(over="ignore"):
+            return np.exp(super().from_statistics(totals))
+
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any],
+                rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:
+        """``exp(loss)``; ``inf`` when the loss is too large to exponentiate."""
+        loss = super().compute(predictions, references, rows, **kwargs)
+        if loss is None:
+            return None
+        try:
+            return math.exp(loss)
+        except OverflowError:
+            return math.inf
+
+
+def _loss_and_weight(scores: Mapping[str, Any], metric: str) -> tuple[float, float]:
+    loss = score_of(scores, "loss", metric)
+    weight = float(scores.get("n_tokens", 1.0) if scores.get("n_tokens") is not None else 1.0)
+    return loss, weight

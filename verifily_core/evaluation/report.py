@@ -1,0 +1,162 @@
+"""``build_eval_result``: per-example records in, overall and sliced metrics with bootstrap
+intervals, hard examples and over-represented slices out. No model, no files."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from verifily_core.errors import ConfigError
+from verifily_core.evaluation.hard import choose_score, hard_examples as worst_rows, over_represented
+from verifily_core.evaluation.records import is_gold, is_test, normalize_records
+from verifily_core.evaluation.result import METHOD, EvalResult, MetricValue, SliceResult
+from verifily_core.evaluation.scoring import MetricPlan, plan_metrics, resampled_values
+from verifily_core.evaluation.slicing import compute_slices, get_slicer, parse_slice_by
+from verifily_core.evaluation.stats import percentile_interval, resample_chunks, rng_for
+from verifily_core.interfaces import Metric
+
+OVERALL = "overall"
+MAX_TAG_VALUES = 50  # tag keys with more values are not searched for over-representation
+
+
+def build_eval_result(
+    records: Sequence[Mapping[str, Any]],
+    task: str,
+    metrics: Sequence[Metric] | Mapping[str, Metric],
+    *,
+    slicers: Any = None,
+    slice_by: str | Sequence[str] | None = (),
+    hard_examples: int = 50,
+    hard_score: str | None = None,
+    confidence_level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 42,
+    min_slice_size: int = 30,
+    metric_kwargs: Mapping[str, Any] | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    input_fields: Sequence[str] | None = None,
+    run_id: str | None = None,
+    test_data: Mapping[str, Any] | None = None,
+) -> EvalResult:
+    """Score ``records`` (see :mod:`verifily_core.evaluation.records`) and assemble an :class:`EvalResult`.
+
+    :param metrics: metric objects (a registry lookup's result), in report order.
+    :param slicers: the slicer registry or a ``{name: Slicer}`` mapping (default: the installed plugins').
+    :param slice_by: slice specs (``source``, ``source&difficulty``, ``length:reference``; a string is
+        split on commas).
+    :param hard_score: the per-example score that ranks hard examples (default: by task, see
+        :mod:`verifily_core.evaluation.hard`).
+    :param resamples: bootstrap resamples (``0``: no intervals); ``confidence_level`` and ``seed`` as documented.
+    :param metric_kwargs: keywords for every metric (e.g. ``labels``); ``metric_options``: per metric name.
+    :param input_fields: row fields copied to each record's ``input`` (shown with hard examples).
+    :raises ConfigError: a metric that does not apply to ``task``, a repeated metric, an unknown slicer.
+    :raises EvalError: a metric or slicer that fails on the records.
+    """
+    started = time.monotonic()
+    chosen = _check_metrics(list(metrics.values()) if isinstance(metrics, Mapping) else list(metrics), task)
+    if not 0 < confidence_level < 1 or resamples < 0:
+        raise ConfigError("eval: confidence_level must be in (0, 1) and bootstrap_resamples >= 0")
+    recs = normalize_records(records, input_fields)
+    plans = plan_metrics(recs, chosen, task, metric_kwargs, metric_options)
+    scalar = [p for p in plans if p.scalar]
+    test = np.array([i for i, r in enumerate(recs) if is_test(r)], dtype=int)
+    gold_mask = np.array([is_gold(r) for r in recs], dtype=bool)
+    boot = _Bootstrap(resamples, confidence_level, seed)
+
+    specs = parse_slice_by(slice_by)
+    if specs and slicers is None:
+        from verifily_core.plugins import load_registries
+
+        slicers = load_registries().slicers
+    test_records = [recs[i] for i in test]
+    slice_defs = compute_slices(test_records, specs, slicers) if specs else []
+    slice_results = {}
+    for sd in slice_defs:
+        members = test[list(sd.indices)]
+        slice_results[sd.name] = SliceResult(sd.name, list(sd.keys), sd.spec, len(members),
+                                             len(members) < min_slice_size,
+                                             boot.evaluate(scalar, members, gold_mask, sd.name))
+    directions = {p.name: p.metric.higher_is_better for p in plans}
+    choice = choose_score(task, test_records, hard_score, {p.name: p.metric.higher_is_better for p in scalar})
+    hard: list[dict[str, Any]] = []
+    over: list[dict[str, Any]] = []
+    if choice and hard_examples > 0:
+        hard = worst_rows(test_records, choice[0], choice[1], hard_examples)
+        position = {id(r): pos for pos, r in enumerate(test_records)}
+        by_index = {r["index"]: position[id(r)] for r in test_records}
+        groups = {sd.name: sd.indices for sd in slice_defs} or _tag_groups(test_records, slicers)
+        over = over_represented(groups, [by_index[h["index"]] for h in hard], len(test_records))
+    return EvalResult(
+        task=task, num_examples=len(test), metric_values=boot.evaluate(scalar, test, gold_mask, OVERALL),
+        slice_results=slice_results, details={p.name: p.details for p in plans if not p.scalar}, hard_examples=hard,
+        metrics=[p.name for p in plans], higher_is_better=directions,
+        confidence={"method": METHOD, "level": confidence_level, "resamples": resamples, "seed": seed},
+        slice_by=[s.text for s in specs], min_slice_size=min_slice_size,
+        hard_score=choice[0] if choice else None, hard_higher_is_better=choice[1] if choice else None,
+        over_represented=over, run_id=run_id, test_data=dict(test_data) if test_data else None,
+        test_data_path=(test_data or {}).get("path"), eval_duration_seconds=round(time.monotonic() - started, 3),
+        records=recs, metric_objects={m.name: m for m in chosen},
+    )
+
+
+class _Bootstrap:
+    """Values and intervals of scalar metric plans on one set of rows."""
+
+    def __init__(self, resamples: int, level: float, seed: int) -> None:
+        self.resamples, self.level, self.seed = resamples, level, seed
+
+    def evaluate(self, plans: list[MetricPlan], members: np.ndarray, gold_mask: np.ndarray,
+                 key: str) -> dict[str, MetricValue]:
+        """``{metric: MetricValue}`` on ``members``; gold metrics use the gold rows among them
+        (overall: every gold row, including those appended from ``eval.gold_set``)."""
+        gold = np.flatnonzero(gold_mask) if key == OVERALL else members[gold_mask[members]]
+        out: dict[str, MetricValue] = {}
+        for subset, group, rng_key in ((members, [p for p in plans if not p.metric.gold_set], key),
+                                       (gold, [p for p in plans if p.metric.gold_set], f"{key}|gold")):
+            if group:
+                out.update(self._group(group, subset, rng_key))
+        return {p.name: out[p.name] for p in plans}
+
+    def _group(self, plans: list[MetricPlan], subset: np.ndarray, key: str) -> dict[str, MetricValue]:
+        draws: dict[str, list[np.ndarray]] = {p.name: [] for p in plans}
+        for chunk in resample_chunks(rng_for(self.seed, key), len(subset), self.resamples):
+            for p, values in zip(plans, resampled_values(plans, subset, chunk)):
+                draws[p.name].append(values)
+        out = {}
+        for p in plans:
+            value = p.value(subset)
+            interval = percentile_interval(np.concatenate(draws[p.name]), self.level) if draws[p.name] and value is not None else None
+            out[p.name] = MetricValue(value, *(interval or (None, None)), n=p.count(subset))
+        return out
+
+
+def _check_metrics(metrics: list[Metric], task: str) -> list[Metric]:
+    seen: set[str] = set()
+    for m in metrics:
+        if m.name in seen:
+            raise ConfigError(f"eval.metrics: metric '{m.name}' is selected twice")
+        seen.add(m.name)
+        if m.tasks and task not in m.tasks:
+            raise ConfigError(f"eval.metrics: metric '{m.name}' applies to task(s) {', '.join(m.tasks)}, not '{task}'")
+    return metrics
+
+
+def _tag_groups(records: list[dict[str, Any]], slicers: Any) -> dict[str, Sequence[int]]:
+    """Without ``--slice-by``: one slice per value of every categorical tag key, to search for
+    over-represented tag values among the hard examples."""
+    keys = sorted({k for r in records for k in r["tags"]})
+    keys = [k for k in keys
+            if len({repr(r["tags"].get(k)) for r in records}) <= min(MAX_TAG_VALUES, max(len(records) // 2, 1))]
+    if not keys:
+        return {}
+    if slicers is None:
+        from verifily_core.plugins import load_registries
+
+        slicers = load_registries().slicers
+    try:
+        tag = get_slicer(slicers, "tag")
+    except ConfigError:
+        return {}
+    return tag.slices(records, keys)

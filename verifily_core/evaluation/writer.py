@@ -1,0 +1,91 @@
+"""Writing ``eval/`` atomically: every file goes to a temporary name first and is renamed into
+place; ``eval_results.json`` (which lists the sha256 of the other files) is renamed last, so a
+reader never sees results that point at missing or half-written files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from verifily_core.errors import EvalError
+from verifily_core.evaluation.records import public_record
+from verifily_core.evaluation.result import HARD_FILE, PREDICTIONS_FILE, RESULTS_FILE, EvalResult
+from verifily_core.hashing import sha256_file
+
+
+def write_eval_files(result: EvalResult, out_dir: str | Path,
+                     records: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
+    """Write ``eval_results.json``, ``predictions.jsonl``, ``hard_examples.jsonl`` and metric
+    artifacts (e.g. ``confusion_matrix.png``) into ``out_dir``; return the paths by file name.
+
+    ``records`` default to the scored records kept on ``result``. Files a previous evaluation
+    listed in ``eval_results.json`` and this one did not write are removed.
+    Sets ``result.files`` (sha256 by file name) and ``result.output_dir``.
+    :raises EvalError: when the directory cannot be written.
+    """
+    out = Path(out_dir)
+    rows = result.records if records is None else records
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".eval-", dir=out))
+    except OSError as exc:
+        raise EvalError(f"{out}: cannot write evaluation results ({exc.strerror or exc})") from None
+    try:
+        _write_jsonl(stage / PREDICTIONS_FILE, (public_record(r) for r in rows))
+        _write_jsonl(stage / HARD_FILE, result.hard_examples)
+        names = [PREDICTIONS_FILE, HARD_FILE]
+        for name, details in result.details.items():
+            metric = result.metric_objects.get(name)
+            if metric is not None:
+                names += [n for n in metric.write_artifacts(details, stage) if (stage / n).is_file()]
+        previous = _previous_files(out / RESULTS_FILE)
+        result.files = {n: sha256_file(stage / n) for n in names}
+        result.output_dir = str(out)
+        (stage / RESULTS_FILE).write_text(_dumps(result.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+        for name in [*names, RESULTS_FILE]:
+            os.replace(stage / name, out / name)
+        for name in previous - set(names) - {RESULTS_FILE}:
+            if "/" not in name and not name.startswith("."):
+                (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise EvalError(f"{out}: cannot write evaluation results ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {n: out / n for n in [*names, RESULTS_FILE]}
+
+
+def _previous_files(path: Path) -> set[str]:
+    try:
+        return set(json.loads(path.read_text(encoding="utf-8")).get("files") or {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _write_jsonl(path: Path, items: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for item in items:
+            fh.write(_dumps(item) + "\n")
+
+
+def _dumps(doc: Any, indent: int | None = None) -> str:
+    """JSON with NumPy scalars/arrays converted and non-finite floats written as ``null``."""
+    return json.dumps(_clean(doc), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return _clean(value.tolist())
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
