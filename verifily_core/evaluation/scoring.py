@@ -43,6 +43,7 @@ class MetricPlan:
     finalize: Callable[[np.ndarray], np.ndarray] | None = None
     counted: np.ndarray | None = None  # per record: whether it counts (per-example metrics)
     details: Any = None
+    domain_value: Any = None  # compute() on the whole domain, computed while planning
 
     @property
     def name(self) -> str:
@@ -64,6 +65,8 @@ class MetricPlan:
             return None
         if self.kind == "additive":
             return finite(self.finalize(self.stats[subset].sum(axis=0)))
+        if self.domain_value is not None and np.array_equal(subset, self.domain):
+            return finite(self.domain_value)
         return finite(self._compute(subset))
 
     def from_totals(self, totals: np.ndarray) -> np.ndarray:
@@ -156,6 +159,8 @@ def _plan(metric: Metric, domain: np.ndarray, kwargs: dict[str, Any], columns: S
             plan.kind, plan.details = "details", dict(value)
         elif value is not None and not isinstance(value, (int, float, np.floating, np.integer)):
             raise EvalError(f"metric '{metric.name}' returned {type(value).__name__}; expected a number or a mapping")
+        else:
+            plan.domain_value = value
     return plan
 
 
