@@ -1,250 +1,104 @@
-"""``compare()``: metric deltas across runs, per tag slice, with paired bootstrap intervals.
+"""``compare()``: a metric across runs, deltas against the first run, per tag slice, with
+paired bootstrap intervals and the training-data changes between dataset versions.
 
-Reads only run directories (``run_meta.json``, ``eval/eval_results.json``,
-``eval/predictions.jsonl``) and dataset manifests: it never imports torch, so it answers in
-a fraction of a second.
+Reads only run directories (``run_meta.json``, ``config.yaml``, ``eval/eval_results.json``,
+``eval/predictions.jsonl``) and dataset manifests: it never imports torch. See
+``docs/compare-reproduce.md``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import attrs
+from verifily_core.comparison.evaluated import METRIC_ALIASES, RunEval, load_run_eval, resolve_metric, select_slices
+from verifily_core.comparison.result import NOTE, OVERALL, CompareResult
+from verifily_core.errors import ConfigError
 
-from verifily_core.errors import ConfigError, EvalError
-from verifily_core.runs import Run, load_run
-
-F1_ALIASES = {"sft": "token_f1", "classification": "macro_f1"}
-NOTE = "Note: Correlation, not causation."
+__all__ = ["METRIC_ALIASES", "NOTE", "CompareResult", "RunEval", "compare", "load_run_eval"]
 
 
-@attrs.define
-class RunEval:
-    """One run with its evaluation results."""
+def compare(
+    run_paths: Sequence[str | Path],
+    metric: str = "f1",
+    slice_by: str | None = None,
+    runs_dir: str | Path = "runs",
+    confidence_level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 42,
+    data_changes: bool = True,
+    registries: Any = None,
+) -> CompareResult:
+    """Compare ``metric`` across runs (paths or run ids under ``runs_dir``); the first is the baseline.
 
-    run: Run
-    results: dict[str, Any]
-    path: Path
-
-    @property
-    def label(self) -> str:
-        """The run's name, or its id."""
-        return self.run.name or self.run.run_id
-
-    @property
-    def dataset_ref(self) -> str:
-        """``id@version``, or ``data_paths`` for runs trained from explicit files."""
-        return self.run.dataset.get("ref") or "data_paths"
-
-    def value(self, metric: str, slice_name: str | None = None) -> float | None:
-        """A metric's value overall or on a slice, or ``None`` when absent."""
-        block = self.results["overall"] if slice_name is None else self.results.get("slices", {}).get(slice_name)
-        entry = (block or {}).get("metrics", {}).get(metric)
-        return None if entry is None else entry["value"]
-
-    def per_example(self, metric: str) -> dict[str, list[float]] | None:
-        """Per-row values of a metric keyed by row id (from predictions.jsonl), when recorded."""
-        path = self.path / "eval" / "predictions.jsonl"
-        if not path.is_file():
-            return None
-        out: dict[str, list[float]] = {}
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                rec = json.loads(line)
-                value = rec.get("scores", {}).get(metric)
-                if value is None:
-                    return None
-                out.setdefault(rec["row_id"], []).append(float(value))
-        return out
-
-
-@attrs.define
-class CompareResult:
-    """Per-run values and deltas against the first run, overall and per slice.
-
-    ``intervals[run_id][slice or "overall"]`` holds the paired bootstrap CI of the delta
-    (``low``, ``high``, ``significant``) when the runs share a test set.
+    :param metric: a metric of the runs' ``eval_results.json``, or an alias (``f1``: ``token_f1``
+        for SFT, ``macro_f1`` for classification).
+    :param slice_by: a slice spec of the evaluation (``source``, ``source&difficulty``, ...).
+    :param confidence_level: ``resamples`` and ``seed`` set the paired bootstrap of each delta,
+        computed when the runs were evaluated on the same test file (else only on the rows they share).
+    :param data_changes: diff the training data of differing dataset versions (needs the store).
+    :raises ConfigError: fewer than two runs, runs of different tasks, unknown metric or slices.
+    :raises EvalError: a run that is not completed or has no evaluation results.
     """
-
-    runs: list[str]
-    metric: str
-    overall: dict[str, float | None]
-    deltas: dict[str, float | None]
-    slices: dict[str, dict[str, float | None]] | None
-    slice_deltas: dict[str, dict[str, float | None]] = attrs.field(factory=dict)
-    intervals: dict[str, dict[str, dict[str, Any]]] = attrs.field(factory=dict)
-    labels: dict[str, str] = attrs.field(factory=dict)
-    datasets: dict[str, str] = attrs.field(factory=dict)
-    same_test_set: bool = True
-    higher_is_better: bool = True
-    data_changes: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-    interpretation: list[str] = attrs.field(factory=list)
-    warnings: list[str] = attrs.field(factory=list)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """Plain data for ``--format json``."""
-        return attrs.asdict(self)
-
-
-def load_run_eval(ref: str, runs_dir: str | Path = "runs") -> RunEval:
-    """A run and its ``eval/eval_results.json``; EvalError when it was never evaluated."""
-    run = load_run(ref, search_dirs=(runs_dir,))
-    path = run.path / "eval" / "eval_results.json"
-    if not path.is_file():
-        raise EvalError(f"{run.path}: no evaluation results; run `verifily eval --run {run.path}` first")
-    return RunEval(run=run, results=json.loads(path.read_text(encoding="utf-8")), path=run.path)
-
-
-def resolve_metric(name: str, runs: Sequence[RunEval]) -> str:
-    """Map ``f1`` to the task's main F1 metric and check every run has the metric."""
-    task = runs[0].results.get("task", runs[0].run.task)
-    metric = F1_ALIASES.get(task, name) if name == "f1" else name
-    for r in runs:
-        if metric not in r.results["overall"]["metrics"]:
-            available = ", ".join(sorted(r.results["overall"]["metrics"]))
-            raise ConfigError(f"metric '{metric}' is not in the results of {r.label}; available: {available}")
-    return metric
-
-
-def compare(run_paths: Sequence[str], metric: str = "f1", slice_by: str | None = None,
-            runs_dir: str | Path = "runs", confidence_level: float = 0.95, resamples: int = 1000,
-            seed: int = 42) -> CompareResult:
-    """Compare ``metric`` across runs (deltas against the first), optionally per ``slice_by`` tag key."""
     if len(run_paths) < 2:
         raise ConfigError("--runs: give at least two runs, separated by commas")
     runs = [load_run_eval(r, runs_dir) for r in run_paths]
-    metric = resolve_metric(metric, runs)
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"--runs: a run is given twice ({', '.join(ids)})")
+    name = resolve_metric(metric, runs)
     base = runs[0]
-    hib = base.results.get("higher_is_better", {}).get(metric, True)
-    hashes = {r.results.get("test_data", {}).get("sha256") for r in runs}
+    slice_names = select_slices(runs, slice_by) if slice_by else []
     result = CompareResult(
-        runs=[r.run.run_id for r in runs], metric=metric, overall={}, deltas={}, slices=None,
-        labels={r.run.run_id: r.label for r in runs}, datasets={r.run.run_id: r.dataset_ref for r in runs},
-        same_test_set=len(hashes) == 1 and None not in hashes, higher_is_better=hib,
+        runs=ids, metric=name, requested_metric=metric, slice_by=slice_by, task=base.task,
+        overall={r.run_id: r.value(name) for r in runs},
+        deltas={r.run_id: _delta(r.value(name), base.value(name)) for r in runs},
+        slices={s: {r.run_id: r.value(name, s) for r in runs} for s in slice_names} if slice_by else None,
+        slice_deltas={s: {r.run_id: _delta(r.value(name, s), base.value(name, s)) for r in runs} for s in slice_names},
+        slice_sizes={OVERALL: {r.run_id: (r.results.get("overall") or {}).get("n") for r in runs},
+                     **{s: {r.run_id: r.slice_size(s) for r in runs} for s in slice_names}},
+        labels={r.run_id: r.label for r in runs}, datasets={r.run_id: r.dataset_ref for r in runs},
+        test_sets={r.run_id: r.test_hash for r in runs},
+        higher_is_better=bool((base.results.get("higher_is_better") or {}).get(name, True)),
+        confidence={"method": "paired percentile bootstrap", "level": confidence_level, "resamples": resamples,
+                    "seed": seed},
     )
-    slice_names = _slice_names(runs, slice_by)
-    if slice_by is not None:
-        result.slices = {s: {} for s in slice_names}
-        result.slice_deltas = {s: {} for s in slice_names}
-    for r in runs:
-        rid = r.run.run_id
-        result.overall[rid] = r.value(metric)
-        result.deltas[rid] = _delta(r.value(metric), base.value(metric))
-        for s in slice_names:
-            result.slices[s][rid] = r.value(metric, s)  # type: ignore[index]
-            result.slice_deltas[s][rid] = _delta(r.value(metric, s), base.value(metric, s))
+    hashes = set(result.test_sets.values())
+    result.same_test_set = len(hashes) == 1 and None not in hashes
     if not result.same_test_set:
-        result.warnings.append("WARNING: the runs were evaluated on DIFFERENT test sets; deltas compare "
-                               "different data and carry no significance test")
-    else:
-        _add_intervals(result, runs, slice_names, confidence_level, resamples, seed)
-    _add_data_changes(result, runs)
+        result.warnings.append("the runs were evaluated on DIFFERENT test sets (test file sha256 differs): "
+                               "deltas are not like-for-like; intervals cover only the test rows both runs share")
+    _add_intervals_and_changes(result, runs, slice_by, data_changes, registries)
+    from verifily_core.comparison.interpret import interpret
+
     result.interpretation = interpret(result)
     return result
-
-
-def _slice_names(runs: Sequence[RunEval], slice_by: str | None) -> list[str]:
-    if slice_by is None:
-        return []
-    prefix = f"{slice_by}="
-    names = sorted({s for r in runs for s in r.results.get("slices", {}) if s.startswith(prefix) and "&" not in s})
-    if not names:
-        raise ConfigError(f"--slice-by {slice_by}: no such slices in the results; evaluate with "
-                          f"`verifily eval --slice-by {slice_by}` first")
-    return names
 
 
 def _delta(value: float | None, base: float | None) -> float | None:
     return None if value is None or base is None else value - base
 
 
-def _add_intervals(result: CompareResult, runs: Sequence[RunEval], slice_names: list[str],
-                   level: float, resamples: int, seed: int) -> None:
-    from verifily_core.stats import paired_bootstrap_ci
+def _add_intervals_and_changes(result: CompareResult, runs: list[RunEval], slice_by: str | None,
+                               data_changes: bool, registries: Any) -> None:
+    from verifily_core.comparison.data_changes import training_data_changes
+    from verifily_core.comparison.significance import paired_intervals
 
-    base = runs[0]
-    base_values = base.per_example(result.metric)
-    if base_values is None:
-        result.warnings.append(f"no per-example values of {result.metric} in predictions.jsonl; "
-                               "deltas are shown without confidence intervals")
-        return
-    base_rows = _rows_by_slice(base)
-    for r in runs[1:]:
-        values = r.per_example(result.metric)
-        if values is None:
-            continue
-        ids = [k for k in base_values if k in values]
-        intervals = {"overall": paired_bootstrap_ci(_flat(base_values, ids), _flat(values, ids), level, resamples, seed)}
-        for s in slice_names:
-            sid = [k for k in ids if k in base_rows.get(s, set())]
-            if sid:
-                intervals[s] = paired_bootstrap_ci(_flat(base_values, sid), _flat(values, sid), level, resamples, seed)
-        result.intervals[r.run.run_id] = intervals
+    if registries is None:
+        from verifily_core.plugins import load_registries
 
-
-def _flat(values: dict[str, list[float]], ids: list[str]) -> list[float]:
-    return [sum(values[k]) / len(values[k]) for k in ids]
-
-
-def _rows_by_slice(r: RunEval) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    with open(r.path / "eval" / "predictions.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            for k, v in (rec.get("tags") or {}).items():
-                out.setdefault(f"{k}={v}", set()).add(rec["row_id"])
-    return out
-
-
-def _add_data_changes(result: CompareResult, runs: Sequence[RunEval]) -> None:
-    base = runs[0]
-    for r in runs[1:]:
-        if r.dataset_ref == base.dataset_ref or "data_paths" in (r.dataset_ref, base.dataset_ref):
-            continue
-        try:
-            from verifily_core.datasets import DatasetStore, diff_versions, store_path
-            from verifily_core.plugins import load_registries
-
-            from verifily_core.config import TrainConfig
-
-            cfg = TrainConfig.from_yaml(r.path / "config.yaml")
-            store = DatasetStore(store_path(None, cfg.dataset_store))
-            a, b = store.get(base.dataset_ref), store.get(r.dataset_ref)
-            fields = load_registries().tasks.get(base.run.task).input_fields()
-            diff = diff_versions(a, b, fields)
-            result.data_changes[r.run.run_id] = diff["by_tag"].get("train", {})
-        except Exception as exc:  # the store may not hold the versions any more
-            result.warnings.append(f"training-data changes {base.dataset_ref} -> {r.dataset_ref} unavailable ({exc})")
-
-
-def _points(delta: float) -> str:
-    return f"{delta * 100:+.2f} points"
-
-
-def interpret(result: CompareResult) -> list[str]:
-    """Plain-language lines computed from the numbers (never canned)."""
-    lines: list[str] = []
-    better = 1 if result.higher_is_better else -1
-    for rid in result.runs[1:]:
-        label = result.labels[rid]
-        d = result.deltas[rid]
-        if d is None:
-            continue
-        ci = result.intervals.get(rid, {}).get("overall")
-        sig = "" if ci is None else (" (significant)" if ci["significant"] else " (within noise)")
-        verb = "improved" if d * better > 0 else "decreased" if d != 0 else "did not change"
-        lines.append(f"{label}: overall {result.metric} {verb} by {_points(d)}{sig}.")
-        if result.slices:
-            ranked = sorted(((s, v[rid]) for s, v in result.slice_deltas.items() if v.get(rid) is not None),
-                            key=lambda x: x[1] * better, reverse=True)
-            if ranked:
-                s, v = ranked[0]
-                if v * better > 0:
-                    lines.append(f"  {s} slice improved most ({_points(v)}).")
-                s, v = ranked[-1]
-                if v * better < 0:
-                    lines.append(f"  {s} slice decreased most ({_points(v)}).")
-    lines.append(NOTE)
-    return lines
+        registries = load_registries()
+    base, conf = runs[0], result.confidence
+    for other in runs[1:]:
+        intervals, warnings = paired_intervals(base, other, result.metric, slice_by, result.slice_names,
+                                               level=conf["level"], resamples=conf["resamples"], seed=conf["seed"],
+                                               registries=registries)
+        if intervals:
+            result.intervals[other.run_id] = intervals
+        result.warnings += [w for w in warnings if w not in result.warnings]
+        if data_changes:
+            changes, warning = training_data_changes(base, other, registries)
+            if changes:
+                result.data_changes[other.run_id] = changes
+            if warning:
+                result.warnings.append(warning)

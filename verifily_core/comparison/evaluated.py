@@ -1,0 +1,159 @@
+"""Evaluated runs as ``compare`` reads them: ``run_meta.json``, ``eval/eval_results.json`` and
+``eval/predictions.jsonl``; metric aliases and the slices a ``--slice-by`` spec selects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import attrs
+
+from verifily_core.errors import ConfigError, EvalError
+from verifily_core.runs import STATUS_COMPLETED, Run, load_run
+
+# ``--metric`` aliases per task: ``f1`` is the task's main F1.
+METRIC_ALIASES: dict[str, dict[str, str]] = {
+    "f1": {"sft": "token_f1", "classification": "macro_f1"},
+}
+
+
+@attrs.define
+class RunEval:
+    """One completed run with its evaluation results (predictions are read on demand)."""
+
+    run: Run
+    results: dict[str, Any]
+    _records: list[dict[str, Any]] | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        """The run id."""
+        return self.run.run_id
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self.run.path
+
+    @property
+    def label(self) -> str:
+        """The run's name, or its id."""
+        return self.run.name or self.run.run_id
+
+    @property
+    def task(self) -> str:
+        """The task the run was trained and evaluated for."""
+        return str(self.results.get("task") or self.run.task)
+
+    @property
+    def dataset_ref(self) -> str:
+        """``id@version``, or ``data_paths`` for runs trained from explicit files."""
+        return self.run.dataset.get("ref") or "data_paths"
+
+    @property
+    def test_hash(self) -> str | None:
+        """sha256 of the test file the run was evaluated on."""
+        return (self.results.get("test_data") or {}).get("sha256")
+
+    def metric_names(self) -> list[str]:
+        """The scalar metrics in the results."""
+        return sorted(self.results.get("overall", {}).get("metrics", {}))
+
+    def value(self, metric: str, slice_name: str | None = None) -> float | None:
+        """A metric's value overall or on a slice, or ``None`` when absent."""
+        block = self.results.get("overall") if slice_name is None else self.results.get("slices", {}).get(slice_name)
+        entry = (block or {}).get("metrics", {}).get(metric)
+        return None if entry is None else entry.get("value")
+
+    def slice_size(self, slice_name: str) -> int | None:
+        """Rows in a slice, or ``None`` when the run has no such slice."""
+        block = self.results.get("slices", {}).get(slice_name)
+        return None if block is None else block.get("n")
+
+    def records(self) -> list[dict[str, Any]] | None:
+        """The rows of ``eval/predictions.jsonl`` (``None`` when the file is absent)."""
+        if self._records is None:
+            path = self.path / "eval" / "predictions.jsonl"
+            if not path.is_file():
+                return None
+            from verifily_core.evaluation.result import read_jsonl
+
+            self._records = read_jsonl(path)
+        return self._records
+
+    def metric_kwargs(self) -> dict[str, Any]:
+        """Keywords the metrics got at evaluation time (the classification label set)."""
+        labels = self.path / "labels.json"
+        if labels.is_file():
+            return {"labels": json.loads(labels.read_text(encoding="utf-8"))["labels"]}
+        return {}
+
+
+def load_run_eval(ref: str | Path, runs_dir: str | Path = "runs") -> RunEval:
+    """A completed run (path or id under ``runs_dir``) and its ``eval/eval_results.json``.
+
+    :raises DataError: not a run directory. :raises EvalError: not completed, or never evaluated.
+    """
+    run = load_run(ref, search_dirs=(runs_dir,))
+    if run.status != STATUS_COMPLETED:
+        raise EvalError(f"{run.path}: run status is '{run.status}'; only completed, evaluated runs can be compared")
+    path = run.path / "eval" / "eval_results.json"
+    if not path.is_file():
+        raise EvalError(f"{run.path}: no evaluation results; run `verifily eval --run {run.path}` first")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"{path}: unreadable evaluation results ({exc})") from None
+    if results.get("format_version") != 1:
+        raise EvalError(f"{path}: format_version {results.get('format_version')!r} is not supported (expected 1)")
+    return RunEval(run=run, results=results)
+
+
+def resolve_metric(name: str, runs: Sequence[RunEval]) -> str:
+    """Map an alias (``f1``) to the task's metric and check every run has it.
+
+    :raises ConfigError: runs of different tasks, or a metric some run lacks (the metrics
+        every run has are listed).
+    """
+    tasks = sorted({r.task for r in runs})
+    if len(tasks) > 1:
+        raise ConfigError(f"--runs: the runs are for different tasks ({' vs '.join(tasks)}); compare runs of one task")
+    metric = METRIC_ALIASES.get(name, {}).get(tasks[0], name)
+    for r in runs:
+        if metric not in r.metric_names():
+            common = sorted(set.intersection(*(set(x.metric_names()) for x in runs)))
+            alias = f" ('{name}' means '{metric}' for {tasks[0]})" if metric != name else ""
+            raise ConfigError(f"--metric {name}: '{metric}'{alias} is not in the results of {r.label}; "
+                              f"available in every run: {', '.join(common) or 'none'}")
+    return metric
+
+
+def select_slices(runs: Sequence[RunEval], slice_by: str) -> list[str]:
+    """The slice names a ``--slice-by`` spec (``source``, ``source&difficulty``,
+    ``length:reference``) selects in the runs' results, in the first run's order.
+
+    :raises ConfigError: when no run has such slices (the specs they were sliced by are named).
+    """
+    from verifily_core.evaluation.slicing import parse_slice_spec
+
+    spec = parse_slice_spec(slice_by)
+    names: list[str] = []
+    for r in runs:
+        for name, block in (r.results.get("slices") or {}).items():
+            if name not in names and _selected(name, block, spec):
+                names.append(name)
+    if not names:
+        done = sorted({s for r in runs for s in r.results.get("slice_by") or []})
+        raise ConfigError(f"--slice-by {slice_by}: the runs' results have no such slices (they were sliced by: "
+                          f"{', '.join(done) or 'nothing'}); evaluate with `verifily eval --run R --slice-by {slice_by}`")
+    return names
+
+
+def _selected(name: str, block: dict[str, Any], spec: Any) -> bool:
+    if block.get("spec") == spec.text:
+        return True
+    if spec.slicer not in ("tag", "cross"):
+        return False
+    keys = tuple(block.get("keys") or (part.split("=", 1)[0] for part in name.split("&")))
+    return keys == spec.keys
