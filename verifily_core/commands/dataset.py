@@ -17,15 +17,24 @@ format_option = click.option("--format", "fmt", type=click.Choice(["table", "jso
 
 
 def _store(store: str | None) -> Any:
-    from verifily_core.datasets import DatasetStore, store_path
+    from verifily_core.datasets import open_store
 
-    return DatasetStore(store_path(store))
+    return open_store(store)
 
 
-def _task(name: str) -> Any:
-    from verifily_core.plugins import load_registries
+def _read_tag_schema(path: str | None) -> dict[str, Any] | None:
+    from verifily_core.errors import DataError
 
-    return load_registries().tasks.get(name)
+    if not path:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable tag schema ({exc})") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) and "type" in v for v in doc.values()):
+        raise DataError(f"{path}: a tag schema maps tag keys to {{\"type\": ...}} objects, "
+                        'e.g. {"source": {"type": "categorical", "values": ["human", "synthetic"]}}')
+    return doc
 
 
 @click.group()
@@ -36,29 +45,37 @@ def dataset() -> None:
 @dataset.command()
 @click.option("--id", "dataset_id", required=True, help="Dataset id, e.g. ds_demo.")
 @click.option("--version", "version", required=True, help="Version name, e.g. v2 (immutable once created).")
-@click.option("--task", required=True, help="Task whose row schema every row must follow (sft, classification).")
+@click.option("--task", help="Task whose row schema every row must follow (sft, classification); "
+              "default: the task of --from-dir's manifest.json.")
 @click.option("--train", type=click.Path(dir_okay=False), help="Training split (JSONL).")
 @click.option("--val", type=click.Path(dir_okay=False), help="Validation split (JSONL).")
 @click.option("--test", type=click.Path(dir_okay=False), help="Test split (JSONL).")
-@click.option("--from-dir", type=click.Path(file_okay=False), help="Take train/val/test.jsonl from this folder.")
+@click.option("--from-dir", type=click.Path(file_okay=False),
+              help="Take the splits from this folder: its manifest.json (verified first) or train/val/test.jsonl.")
 @click.option("--tag-schema", type=click.Path(dir_okay=False),
               help="JSON file with the tag schema to enforce (default: inferred from the rows).")
 @store_option
-def create(dataset_id: str, version: str, task: str, train: str | None, val: str | None, test: str | None,
+def create(dataset_id: str, version: str, task: str | None, train: str | None, val: str | None, test: str | None,
            from_dir: str | None, tag_schema: str | None, store: str | None) -> None:
     """Validate rows, copy the files into the store and seal a new version."""
-    from verifily_core.errors import DataError
+    from verifily_core.datasets import splits_in_dir
+    from verifily_core.errors import ConfigError, DataError
 
-    paths = {s: p for s, p in (("train", train), ("val", val), ("test", test)) if p}
+    paths: dict[str, str] = {s: p for s, p in (("train", train), ("val", val), ("test", test)) if p}
+    schema = _read_tag_schema(tag_schema)
     if from_dir:
-        for split in ("train", "val", "test"):
-            candidate = Path(from_dir) / f"{split}.jsonl"
-            if candidate.is_file():
-                paths.setdefault(split, str(candidate))
+        found = splits_in_dir(from_dir)
+        for split, path in found.paths.items():
+            paths.setdefault(split, str(path))
+        if found.task and task and found.task != task:
+            raise DataError(f"{from_dir}: its manifest is for task '{found.task}', not '{task}'")
+        task = task or found.task
+        schema = schema or found.tag_schema
+    if not task:
+        raise ConfigError("--task: name the task (sft, classification)")
     if not paths:
         raise DataError("no data files: pass --train FILE (and --val/--test) or --from-dir DIR")
-    schema = json.loads(Path(tag_schema).read_text()) if tag_schema else None
-    dv = _store(store).create(dataset_id, version, task, paths, _task(task).validate_row, schema)
+    dv = _store(store).create(dataset_id, version, task, paths, tag_schema=schema)
     out(f"Created {dv.ref}: {dv.num_rows} rows ({', '.join(f'{f.split} {f.num_rows}' for f in dv.files)})")
     out(f"  Tag keys:     {', '.join(dv.tag_keys) or '(none)'}")
     out(f"  Content hash: {dv.content_hash}")
@@ -107,14 +124,17 @@ def show(ref: str, store: str | None, fmt: str) -> None:
 
 @dataset.command(name="verify")
 @click.argument("ref")
+@click.option("--rows", is_flag=True, help="Also re-validate every row against the task and tag schema.")
 @store_option
-def verify_cmd(ref: str, store: str | None) -> None:
+def verify_cmd(ref: str, rows: bool, store: str | None) -> None:
     """Recompute every file hash of a version; exit 2 on any mismatch."""
     from verifily_core.datasets import verify
+    from verifily_core.plugins import load_registries
 
     dv = _store(store).get(ref)
-    verify(dv)
-    out(f"{dv.ref}: OK ({len(dv.files)} file(s), content hash {dv.content_hash})")
+    verify(dv, load_registries().tasks.get(dv.task).validate_row if rows else None)
+    checked = f"{len(dv.files)} file(s)" + (f", {dv.num_rows} rows" if rows else "")
+    out(f"{dv.ref}: OK ({checked}, content hash {dv.content_hash})")
 
 
 @dataset.command()
@@ -130,7 +150,7 @@ def diff(ref_a: str, ref_b: str, store: str | None, fmt: str) -> None:
     a, b = s.get(ref_a), s.get(ref_b)
     verify(a)
     verify(b)
-    result = diff_versions(a, b, _task(b.task).input_fields())
+    result = diff_versions(a, b)
     if fmt == "json":
         out(json.dumps(result, indent=2))
         return

@@ -2,12 +2,16 @@
 
 from verifily_core.datasets.diff import diff_versions
 from verifily_core.datasets.leakage import LeakageReport, check_leakage
-from verifily_core.datasets.manifest import DataFile, DatasetVersion, read_manifest, verify
-from verifily_core.datasets.resolve import resolve_dataset
+from verifily_core.datasets.manifest import DataFile, DatasetVersion, content_hash, read_manifest, verify
+from verifily_core.datasets.resolve import check_slice_keys, resolve_dataset
 from verifily_core.datasets.rows import row_id
-from verifily_core.datasets.store import DatasetStore, parse_ref, store_path
+from verifily_core.datasets.store import (
+    DEFAULT_STORE, STORE_ENV, DatasetStore, FolderSplits, open_store, parse_ref, splits_in_dir, store_path,
+)
+from verifily_core.datasets.streaming import hash_file
 
 __all__ = [
-    "DataFile", "DatasetStore", "DatasetVersion", "LeakageReport", "check_leakage", "diff_versions",
-    "parse_ref", "read_manifest", "resolve_dataset", "row_id", "store_path", "verify",
+    "DEFAULT_STORE", "STORE_ENV", "DataFile", "DatasetStore", "DatasetVersion", "FolderSplits", "LeakageReport",
+    "check_leakage", "check_slice_keys", "content_hash", "diff_versions", "hash_file", "open_store", "parse_ref",
+    "read_manifest", "resolve_dataset", "row_id", "splits_in_dir", "store_path", "verify",
 ]

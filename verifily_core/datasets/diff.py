@@ -13,6 +13,7 @@ from typing import Any
 
 from verifily_core.datasets.manifest import SPLITS, DatasetVersion
 from verifily_core.datasets.rows import input_key, row_id
+from verifily_core.errors import DataError
 
 KINDS = ("added", "removed", "changed", "retagged")
 
@@ -26,31 +27,57 @@ def _index(version: DatasetVersion, split: str) -> dict[str, list[dict[str, Any]
     return out
 
 
+def _tags_key(row: dict[str, Any]) -> tuple:
+    return tuple(sorted((row.get("tags") or {}).items(), key=lambda kv: kv[0]))
+
+
 def _match(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[list, list, list]:
-    """Pair copies of one row id by their tags: (removed, added, retagged new rows)."""
-    pending = list(old)
+    """Pair copies of one row id, same tags first: (removed, added, retagged new rows)."""
+    pending: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in old:
+        pending[_tags_key(row)].append(row)
     unmatched_new = []
     for row in new:
-        twin = next((i for i, o in enumerate(pending) if (o.get("tags") or {}) == (row.get("tags") or {})), None)
-        if twin is None:
-            unmatched_new.append(row)
+        bucket = pending.get(_tags_key(row))
+        if bucket:
+            bucket.pop()
         else:
-            pending.pop(twin)
-    n = min(len(pending), len(unmatched_new))
-    return pending[n:], unmatched_new[n:], unmatched_new[:n]
+            unmatched_new.append(row)
+    leftover = [row for rows in pending.values() for row in rows]
+    n = min(len(leftover), len(unmatched_new))
+    return leftover[n:], unmatched_new[n:], unmatched_new[:n]
 
 
 def _tag_labels(row: dict[str, Any]) -> list[str]:
     return [f"{k}={v}" for k, v in sorted((row.get("tags") or {}).items())]
 
 
-def diff_versions(a: DatasetVersion, b: DatasetVersion, input_fields: tuple[str, ...]) -> dict[str, Any]:
+def input_fields_of(task: str, registries: Any = None) -> tuple[str, ...]:
+    """The input fields of a task (all row fields but the reference), from its plugin."""
+    if registries is None:
+        from verifily_core.plugins import load_registries
+
+        registries = load_registries()
+    return tuple(registries.tasks.get(task).input_fields())
+
+
+def diff_versions(
+    a: DatasetVersion, b: DatasetVersion, input_fields: tuple[str, ...] | None = None, registries: Any = None,
+) -> dict[str, Any]:
     """Rows added, removed, changed and retagged from ``a`` to ``b``.
+
+    ``input_fields`` decide what "the same input" means for *changed* rows; by default the
+    task plugin's :meth:`~verifily_core.interfaces.Task.input_fields` (``instruction``,
+    ``input`` for SFT; ``text``, ``text_pair`` for classification).
 
     :returns: ``{"from", "to", "splits": {split: {kind: n}}, "by_tag": {split: {"source=human":
         {kind: n}}}, "total": {kind: n}}``. Added and changed rows count under the tags they
         have in ``b``; removed rows under their tags in ``a``.
     """
+    if a.task != b.task:
+        raise DataError(f"cannot diff {a.ref} ({a.task}) with {b.ref} ({b.task}): different tasks")
+    if input_fields is None:
+        input_fields = input_fields_of(b.task, registries)
     out: dict[str, Any] = {"from": a.ref, "to": b.ref, "splits": {}, "by_tag": {}, "total": dict.fromkeys(KINDS, 0)}
     for split in SPLITS:
         old, new = _index(a, split), _index(b, split)

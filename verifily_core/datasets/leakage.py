@@ -25,6 +25,7 @@ class LeakageReport:
     group_key: str | None = None
     spanning_groups: list[str] = attrs.field(factory=list)
     spanning_count: int = 0
+    group_rows: int = 0
 
     @property
     def found(self) -> bool:
@@ -69,6 +70,7 @@ def check_leakage(dataset: DatasetVersion, input_fields: tuple[str, ...], group_
             if group_key:
                 value = _group_value(row, group_key)
                 if value is not None:
+                    report.group_rows += 1
                     groups.setdefault(value, set()).add(split)
             if split == "train":
                 continue

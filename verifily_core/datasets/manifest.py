@@ -6,17 +6,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 
-from verifily_core.datasets.rows import iter_jsonl
+from verifily_core.datasets.rows import iter_jsonl, scan_file
+from verifily_core.datasets.streaming import hash_file
 from verifily_core.errors import DataError
-from verifily_core.hashing import sha256_bytes, sha256_file
+from verifily_core.hashing import PREFIX, sha256_bytes
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
-ROW_SCHEMA = {"sft": ["instruction", "input", "output"], "classification": ["text", "text_pair", "label"]}
+_HEX = frozenset("0123456789abcdef")
 
 
 @attrs.frozen
@@ -57,6 +58,17 @@ class DatasetVersion:
     ref: str | None = None
     format: str = "jsonl"
     manifest_path: str | None = None
+    row_schema: dict[str, list[str]] = attrs.field(factory=dict)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The tag keys (the name core-spec.md 7.1 gives them)."""
+        return self.tag_keys
+
+    @property
+    def data_path(self) -> str:
+        """The directory holding the data files."""
+        return self.root
 
     @property
     def num_rows(self) -> int:
@@ -114,19 +126,29 @@ class DatasetVersion:
             "created_at": self.created_at,
             "tag_keys": list(self.tag_keys),
             "files": [attrs.asdict(f) for f in self.files],
-            "row_schema": {self.task: ROW_SCHEMA.get(self.task, [])},
+            "row_schema": self.row_schema,
             "tag_schema": self.tag_schema,
         }
 
 
-def safe_member(root: Path, rel: str, manifest: Path) -> Path:
+def safe_member(root: Path, rel: str, manifest: Path | str) -> Path:
     """Resolve a manifest file path inside ``root``; refuse absolute paths, ``..`` and symlinks out."""
     if not isinstance(rel, str) or not rel or os.path.isabs(rel) or Path(rel).drive:
         raise DataError(f"{manifest}: file path {rel!r} must be relative to the version directory")
     target = (root / rel).resolve()
     if not target.is_relative_to(root.resolve()):
-        raise DataError(f"{manifest}: file path {rel!r} escapes the version directory; refusing to read it")
+        how = f"is a symlink that escapes the version directory (to {target})" if (root / rel).is_symlink() \
+            else "escapes the version directory"
+        raise DataError(f"{manifest}: file path {rel!r} {how}; refusing to read it")
     return target
+
+
+def normalize_sha256(value: Any) -> str:
+    """``sha256:<hex>`` from a prefixed or bare 64-digit hex digest (hand-written manifests)."""
+    text = str(value).strip().lower()
+    if len(text) == 64 and set(text) <= _HEX:
+        return PREFIX + text
+    return text
 
 
 def read_manifest(path: str | Path) -> DatasetVersion:
@@ -140,34 +162,55 @@ def read_manifest(path: str | Path) -> DatasetVersion:
         raise DataError(f"{path}: unreadable manifest ({exc})") from None
     root = path.parent
     try:
-        files = tuple(DataFile(split=f["split"], path=f["path"], num_rows=int(f["num_rows"]), sha256=f["sha256"])
-                      for f in doc["files"])
-        for f in files:
-            if f.split not in SPLITS:
-                raise DataError(f"{path}: file {f.path!r} has split {f.split!r}; expected one of {', '.join(SPLITS)}")
-            safe_member(root, f.path, path)
+        files = tuple(DataFile(split=f["split"], path=f["path"], num_rows=int(f["num_rows"]),
+                               sha256=normalize_sha256(f["sha256"])) for f in doc["files"])
+        _check_files(files, root, path)
         return DatasetVersion(
             dataset_id=doc["dataset_id"], version=doc["version"], task=doc["task"], files=files,
-            content_hash=doc["content_hash"], tag_keys=tuple(doc.get("tag_keys", [])),
+            content_hash=normalize_sha256(doc["content_hash"]), tag_keys=tuple(doc.get("tag_keys", [])),
             tag_schema=doc.get("tag_schema") or {}, created_at=doc.get("created_at", ""), root=str(root),
             ref=f"{doc['dataset_id']}@{doc['version']}", format=doc.get("format", "jsonl"), manifest_path=str(path),
+            row_schema=doc.get("row_schema") or {},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: malformed manifest (missing or bad field {exc})") from None
 
 
-def verify(version: DatasetVersion) -> None:
-    """Recompute every file's sha256 and the content hash; raise DataError on any difference."""
+def _check_files(files: tuple[DataFile, ...], root: Path, path: Path) -> None:
+    seen: set[str] = set()
+    for f in files:
+        if f.split not in SPLITS:
+            raise DataError(f"{path}: file {f.path!r} has split {f.split!r}; expected one of {', '.join(SPLITS)}")
+        if f.split in seen:
+            raise DataError(f"{path}: split {f.split!r} is listed twice; a version has one file per split")
+        seen.add(f.split)
+        safe_member(root, f.path, path)
+    if "train" not in seen:
+        raise DataError(f"{path}: no train file; every dataset version needs a train split")
+
+
+def verify(version: DatasetVersion, validate_row: Callable[[Mapping[str, Any]], str | None] | None = None) -> None:
+    """Recompute every file's sha256 (and the content hash); raise DataError on any difference.
+
+    With ``validate_row`` the same streaming pass also re-validates every row (task schema
+    and ``tag_schema``) and checks the row counts.
+    """
     root = Path(version.root)
     manifest = version.manifest_path or "data_paths"
     for f in version.files:
-        target = safe_member(root, f.path, Path(manifest)) if version.manifest_path else root / f.path
+        target = safe_member(root, f.path, manifest) if version.manifest_path else root / f.path
         if not target.is_file():
             raise DataError(f"{target}: listed in {manifest} but missing")
-        actual = sha256_file(target)
+        label = f"Verifying {f.split} ({target.name})"
+        scan = scan_file(target, validate_row, version.tag_schema or None, label) if validate_row else None
+        actual = scan.sha256 if scan else hash_file(target, label)
         if actual != f.sha256:
             raise DataError(f"{target}: sha256 mismatch: manifest says {f.sha256}, file has {actual}; "
                             "the dataset was modified after it was created")
+        if scan:
+            scan.raise_if_invalid()
+            if scan.num_rows != f.num_rows:
+                raise DataError(f"{target}: {scan.num_rows} valid rows, {manifest} says {f.num_rows}")
     if content_hash(list(version.files)) != version.content_hash:
         raise DataError(f"{manifest}: content_hash does not match its files; the manifest was edited")
 

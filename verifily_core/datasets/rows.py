@@ -1,7 +1,7 @@
 """Reading and validating JSONL rows as a stream, and stable per-row ids.
 
-Files are read line by line (memory does not grow with file size) and hashed in the
-same pass. Errors name the file, the line number and the field.
+Files are read in blocks (memory does not grow with file size), hashed and split into
+lines in the same pass (:mod:`verifily_core.datasets.streaming`). Errors name the file, the line number and the field.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 
+from verifily_core.datasets.streaming import HashedLines
 from verifily_core.errors import DataError
 from verifily_core.hashing import PREFIX, canonical_json
 
 MAX_REPORTED = 5
-PROGRESS_BYTES = 8 << 20  # files larger than this get a progress bar
 MAX_CATEGORICAL = 50  # a tag with more distinct string values is recorded as free text
 
 
@@ -43,24 +43,34 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
     :raises DataError: on the first line that is not a JSON object.
     """
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            row = _parse(raw, path, lineno)
-            if isinstance(row, str):
-                raise DataError(row)
+    for lineno, text in HashedLines(path, hash=False):
+        row, problem = parse_line(text, path, lineno)
+        if problem:
+            raise DataError(problem)
+        if row is not None:
             yield lineno, row
 
 
-def _parse(raw: bytes, path: str | Path, lineno: int) -> dict[str, Any] | str:
+_decode = json.JSONDecoder().raw_decode
+
+
+def parse_line(text: str | None, path: str | Path, lineno: int) -> tuple[dict[str, Any] | None, str | None]:
+    """``(row, None)`` for a JSON object line, ``(None, None)`` for a blank one, else ``(None, problem)``."""
+    if text is None:
+        return None, f"{path}:{lineno}: not valid UTF-8"
+    text = text.strip()
+    if not text:
+        return None, None
     try:
-        row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return f"{path}:{lineno}: invalid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+        row, end = _decode(text)
+    except json.JSONDecodeError as exc:
+        return None, f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+    if end != len(text):
+        column = len(text) - len(text[end:].lstrip()) + 1
+        return None, f"{path}:{lineno}: invalid JSON (extra data at column {column})"
     if not isinstance(row, dict):
-        return f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-    return row
+        return None, f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+    return row, None
 
 
 @attrs.define
@@ -82,7 +92,11 @@ class FileScan:
 
 
 def check_tags(row: Mapping[str, Any], tag_schema: Mapping[str, Any] | None) -> str | None:
-    """The first problem with a row's ``tags``, or ``None``."""
+    """The first problem with a row's ``tags``, or ``None``.
+
+    Tags are an object of scalars. With a ``tag_schema`` every key must be in it and every
+    value must fit its type (``null`` always fits: the row simply lacks that tag).
+    """
     tags = row.get("tags")
     if tags is None:
         return None
@@ -91,9 +105,25 @@ def check_tags(row: Mapping[str, Any], tag_schema: Mapping[str, Any] | None) -> 
     for key, value in tags.items():
         if isinstance(value, (dict, list)):
             return f"tag 'tags.{key}' must be a scalar (string, number, boolean or null)"
-        spec = (tag_schema or {}).get(key)
-        if spec and spec.get("type") == "categorical" and value not in spec.get("values", []):
-            return f"tag 'tags.{key}' has value {value!r}, not one of {spec['values']} (tag_schema)"
+        if not tag_schema or value is None:
+            continue
+        spec = tag_schema.get(key)
+        if spec is None:
+            return f"tag 'tags.{key}' is not in the tag_schema (keys: {', '.join(sorted(tag_schema))})"
+        problem = _type_problem(spec, value)
+        if problem:
+            return f"tag 'tags.{key}' has value {value!r}, {problem} (tag_schema)"
+    return None
+
+
+def _type_problem(spec: Mapping[str, Any], value: Any) -> str | None:
+    kind = spec.get("type")
+    if kind == "categorical" and value not in spec.get("values", []):
+        return f"not one of {spec.get('values', [])}"
+    if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return "expected a number"
+    if kind == "boolean" and not isinstance(value, bool):
+        return "expected true or false"
     return None
 
 
@@ -106,57 +136,42 @@ def scan_file(
     """Hash, count and validate a JSONL file in one streaming pass."""
     p = Path(path)
     scan = FileScan(path=p)
-    h = hashlib.sha256()
-    size = p.stat().st_size
-    bar = _progress(size, progress_label or p.name) if size > PROGRESS_BYTES else None
-    with open(p, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            h.update(raw)
-            if bar is not None:
-                bar.update(len(raw))
-            if not raw.strip():
-                continue
-            problem = _check_line(raw, p, lineno, validate_row, tag_schema, scan)
+    lines = HashedLines(p, progress_label)
+    tag_values = scan.tag_values
+    for lineno, text in lines:
+        row, problem = parse_line(text, p, lineno)
+        if row is not None:
+            problem = (validate_row(row) if validate_row else None) or check_tags(row, tag_schema)
             if problem:
-                scan.problem_count += 1
-                if len(scan.problems) < MAX_REPORTED:
-                    scan.problems.append(problem)
-    if bar is not None:
-        bar.render_finish()
-    scan.sha256 = PREFIX + h.hexdigest()
+                problem = f"{p}:{lineno}: {problem}"
+        if problem:
+            scan.problem_count += 1
+            if len(scan.problems) < MAX_REPORTED:
+                scan.problems.append(problem)
+            continue
+        if row is None:
+            continue
+        scan.num_rows += 1
+        tags = row.get("tags")
+        if tags:
+            for key, value in tags.items():
+                values = tag_values.setdefault(key, set())
+                if value is not None and len(values) <= MAX_CATEGORICAL:  # one more marks "too many"
+                    values.add(value)
+    scan.sha256 = lines.sha256
     return scan
 
 
-def _check_line(raw, path, lineno, validate_row, tag_schema, scan: FileScan) -> str | None:
-    row = _parse(raw, path, lineno)
-    if isinstance(row, str):
-        return row
-    problem = (validate_row(row) if validate_row else None) or check_tags(row, tag_schema)
-    if problem:
-        return f"{path}:{lineno}: {problem}"
-    scan.num_rows += 1
-    for key, value in (row.get("tags") or {}).items():
-        values = scan.tag_values.setdefault(key, set())
-        if len(values) <= MAX_CATEGORICAL:
-            values.add(value)
-    return None
-
-
-def _progress(total: int, label: str) -> Any:
-    import click
-
-    bar = click.progressbar(length=total, label=f"Reading {label}", file=click.get_text_stream("stderr"))
-    bar.__enter__()
-    return bar
-
-
 def infer_tag_schema(tag_values: Mapping[str, set[Any]]) -> dict[str, Any]:
-    """Categorical schema for tags with few string values; ``string``/``number`` otherwise."""
+    """The tag schema the rows show: ``categorical`` for string tags with at most
+    :data:`MAX_CATEGORICAL` values, ``number``, ``boolean``, else ``string`` (free text)."""
     schema: dict[str, Any] = {}
     for key, values in sorted(tag_values.items()):
         present = [v for v in values if v is not None]
-        if present and all(isinstance(v, str) for v in present) and len(values) <= MAX_CATEGORICAL:
+        if present and all(isinstance(v, str) for v in present) and len(present) <= MAX_CATEGORICAL:
             schema[key] = {"type": "categorical", "values": sorted(present)}
+        elif present and all(isinstance(v, bool) for v in present):
+            schema[key] = {"type": "boolean"}
         elif present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
             schema[key] = {"type": "number"}
         else:

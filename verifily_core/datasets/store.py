@@ -15,7 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from verifily_core.datasets.manifest import MANIFEST, SPLITS, DataFile, DatasetVersion, content_hash, read_manifest, write_json_atomic
+import attrs
+
+from verifily_core.datasets.manifest import (
+    MANIFEST, SPLITS, DataFile, DatasetVersion, content_hash, read_manifest, verify, write_json_atomic,
+)
 from verifily_core.datasets.rows import infer_tag_schema, scan_file
 from verifily_core.errors import DataError
 
@@ -66,6 +70,33 @@ def scan_splits(
     return files, dict(tag_schema) if tag_schema else infer_tag_schema(tag_values)
 
 
+@attrs.frozen
+class FolderSplits:
+    """The splits found in a folder, and the task and tag schema of its manifest if it has one."""
+
+    paths: dict[str, Path]
+    task: str | None = None
+    tag_schema: dict[str, Any] | None = None
+
+
+def splits_in_dir(folder: str | Path) -> FolderSplits:
+    """The split files of a folder: from its ``manifest.json`` (verified) or ``train/val/test.jsonl``.
+
+    :raises DataError: no such folder, a manifest that fails verification, or no split files.
+    """
+    base = Path(folder)
+    if not base.is_dir():
+        raise DataError(f"{base}: not a directory")
+    if (base / MANIFEST).is_file():
+        dv = read_manifest(base / MANIFEST)
+        verify(dv)
+        return FolderSplits({f.split: Path(dv.split_path(f.split)) for f in dv.files}, dv.task, dv.tag_schema or None)
+    paths = {s: base / f"{s}.jsonl" for s in SPLITS if (base / f"{s}.jsonl").is_file()}
+    if "train" not in paths:
+        raise DataError(f"{base}: no train.jsonl (and no manifest.json); expected train.jsonl, val.jsonl, test.jsonl")
+    return FolderSplits(paths)
+
+
 class DatasetStore:
     """A directory of immutable dataset versions."""
 
@@ -104,11 +135,17 @@ class DatasetStore:
         version: str,
         task: str,
         paths: Mapping[str, str | Path],
-        validate_row: Callable[[Mapping[str, Any]], str | None] | None,
+        validate_row: Callable[[Mapping[str, Any]], str | None] | None = None,
         tag_schema: Mapping[str, Any] | None = None,
         created_at: str | None = None,
+        registries: Any = None,
     ) -> DatasetVersion:
-        """Validate, copy and seal a new version. Refuses an existing version; writes nothing on error."""
+        """Validate, copy and seal a new version. Refuses an existing version; writes nothing on error.
+
+        Rows are validated by ``validate_row``, by default the ``task`` plugin's (from
+        ``registries``, loaded when not given). ``tag_schema`` is enforced when given, else
+        inferred from the rows.
+        """
         from verifily_core.jobs import utc_now
 
         for name, value in (("dataset id", dataset_id), ("version", version)):
@@ -119,11 +156,14 @@ class DatasetStore:
         unknown = set(paths) - set(SPLITS)
         if unknown:
             raise DataError(f"unknown split(s) {sorted(unknown)}; expected {', '.join(SPLITS)}")
+        task_plugin = _task_plugin(task, registries)
+        if validate_row is None:
+            validate_row = task_plugin.validate_row
         final = self.root / dataset_id / version
         if final.exists():
-            raise DataError(f"dataset {dataset_id}@{version} already exists in {self.root}; versions are immutable, "
-                            "create a new version instead")
+            raise _exists(dataset_id, version, self.root)
         scanned, schema = scan_splits(paths, validate_row, tag_schema)
+        made_parent = not final.parent.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}.", suffix=".partial"))
         try:
@@ -136,15 +176,58 @@ class DatasetStore:
                 dataset_id=dataset_id, version=version, task=task, files=tuple(files),
                 content_hash=content_hash(files), tag_keys=tuple(sorted(schema)), tag_schema=schema,
                 created_at=created_at or utc_now(), root=str(final), ref=f"{dataset_id}@{version}",
-                manifest_path=str(final / MANIFEST),
+                manifest_path=str(final / MANIFEST), row_schema=row_schema_of(task, task_plugin),
             )
             write_json_atomic(tmp / MANIFEST, dv.to_manifest())
-            os.rename(tmp, final)
+            verify(_at(dv, tmp))  # the copies are what was validated
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if final.exists():  # created meanwhile by another process
+                    raise _exists(dataset_id, version, self.root) from None
+                raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if made_parent:
+                _remove_if_empty(final.parent)
             raise
         _make_read_only(final)
         return dv
+
+
+def open_store(path: str | Path | None = None, config_store: str | None = None) -> DatasetStore:
+    """The dataset store at :func:`store_path` ``(path, config_store)``."""
+    return DatasetStore(store_path(path, config_store))
+
+
+def _exists(dataset_id: str, version: str, root: Path) -> DataError:
+    return DataError(f"dataset {dataset_id}@{version} already exists in {root}; versions are immutable, "
+                     "create a new version instead")
+
+
+def _task_plugin(task: str, registries: Any) -> Any:
+    if registries is None:
+        from verifily_core.plugins import load_registries
+
+        registries = load_registries()
+    return registries.tasks.get(task)
+
+
+def row_schema_of(task: str, plugin: Any) -> dict[str, list[str]]:
+    """``{task: [fields]}`` of a task plugin, the reference field last (manifest ``row_schema``)."""
+    fields = [*getattr(plugin, "required_fields", ()), *getattr(plugin, "optional_fields", ())]
+    return {task: sorted(fields, key=lambda f: f == getattr(plugin, "reference_field", ""))}
+
+
+def _at(dv: DatasetVersion, root: Path) -> DatasetVersion:
+    return attrs.evolve(dv, root=str(root), manifest_path=str(root / MANIFEST))
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _make_read_only(path: Path) -> None:
