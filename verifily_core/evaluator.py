@@ -68,19 +68,16 @@ def evaluate(
             hard_examples=cfg.eval.hard_examples if hard_examples is None else hard_examples,
             confidence_level=cfg.eval.confidence_level, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed,
             min_slice_size=cfg.eval.min_slice_size, metric_kwargs=_metric_kwargs(run, cfg),
+            input_fields=task.input_fields(), run_id=run.run_id, test_data=test_info,
         )
     except VerifilyTrainError:
         raise
     except Exception as exc:
         raise EvalError(f"metric computation failed: {type(exc).__name__}: {exc}") from exc
-    result.run_id = run.run_id
     result.test_data_path = test_info["path"]
-    result.test_data = test_info
     result.created_at = utc_now()
     result.eval_duration_seconds = round(time.monotonic() - started, 3)
-    out_dir = Path(output) if output else run.path / "eval"
-    write_eval_files(result, out_dir, records)
-    result.output_dir = str(out_dir)
+    write_eval_files(result, Path(output) if output else run.path / "eval")
     return result
 
 
@@ -135,8 +132,9 @@ def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token:
 
 
 def _predict(run, cfg, regs, task, rows, device, batch_size, hf_token) -> list[dict[str, Any]]:
-    from verifily_core.modeling import resolve_device
+    from verifily_core.modeling import quiet_libraries, resolve_device
 
+    quiet_libraries()
     dev = resolve_device(device)
     model, tokenizer, kind = load_run_model(run, cfg, regs, dev, hf_token)
     options = task.parse_options(cfg.task_options)

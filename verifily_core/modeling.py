@@ -37,6 +37,19 @@ class ModelSource:
         return self.config.task
 
 
+def quiet_libraries() -> None:
+    """Silence progress bars and deprecation chatter of the libraries; our own progress goes to stderr."""
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(peft|bitsandbytes)\..*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def resolve_device(requested: str) -> str:
     """``auto`` -> ``cuda`` > ``mps`` > ``cpu``; explicit devices are checked to exist."""
     import torch

@@ -17,7 +17,9 @@ import transformers  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from verifily_core.errors import ConfigError, TrainingError, VerifilyTrainError
-from verifily_core.modeling import choose_loader, init_kwargs, precision_flags, raise_training_error, resolve_device
+from verifily_core.modeling import (
+    choose_loader, init_kwargs, precision_flags, quiet_libraries, raise_training_error, resolve_device,
+)
 from verifily_core.plugins import describe_plugins
 from verifily_core.run_writer import RunWriter
 from verifily_core.runs import Run
@@ -93,6 +95,7 @@ def training_arguments(job: Any, writer: RunWriter, device: str, has_val: bool) 
 
 def run_local(job: Any, resume_dir: Path | None = None) -> Run:
     """Train ``job`` on this machine and return the sealed run."""
+    quiet_libraries()
     device = resolve_device(job.config.compute.device)
     writer = RunWriter(job, device, resume_dir=resume_dir)
     writer.start(describe_plugins(job.registries))
