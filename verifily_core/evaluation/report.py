@@ -4,6 +4,7 @@ intervals, hard examples and over-represented slices out. No model, no files."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -97,6 +98,7 @@ def build_eval_result(
         hard_score=choice[0] if choice else None, hard_higher_is_better=choice[1] if choice else None,
         over_represented=over, run_id=run_id, test_data=dict(test_data) if test_data else None,
         test_data_path=(test_data or {}).get("path"), eval_duration_seconds=round(time.monotonic() - started, 3),
+        created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         records=recs, metric_objects={m.name: m for m in chosen},
     )
 
