@@ -219,6 +219,9 @@ def test_gold_metric_uses_gold_rows_only(regs):
     assert human.n == 3 and human.metrics["gold_exact_match"].value == pytest.approx(0.5)
     assert res.slice_results["source=ai"].metrics["gold_exact_match"].value is None
     assert all(h["index"] != 100 for h in res.hard_examples)
+    from verifily_core.evaluation import render_eval
+
+    assert any(line.startswith("    gold_exact_match:") and line.endswith("(n=3)") for line in render_eval(res).splitlines())
 
 
 def test_hard_examples_are_the_worst_rows(regs):

@@ -192,3 +192,19 @@ def test_paired_bootstrap_of_a_ratio_metric_resamples_rows_jointly(regs):
     d = paired_bootstrap_delta(a, b, "loss", registries=regs)
     assert d.delta == pytest.approx(-0.1) and d.ci_low == pytest.approx(-0.1) and d.ci_high == pytest.approx(-0.1)
     assert d.significant and d.higher_is_better is False
+
+
+def test_results_are_strict_json_whatever_a_plugin_returns(regs, tmp_path):
+    from verifily_core.interfaces import Metric
+
+    class Odd(Metric):
+        name = "odd"
+
+        def compute(self, predictions, references, rows, **kwargs):
+            return {"nan": float("nan"), "array": np.arange(3), "scalar": np.float32(0.5), 1: "int key"}
+
+    res = build_eval_result(_records(), "sft", [regs.metrics.get("loss"), Odd()], hard_examples=0)
+    write_eval_files(res, tmp_path)
+    text = (tmp_path / "eval_results.json").read_text()
+    assert json.loads(text)["details"]["odd"] == {"nan": None, "array": [0, 1, 2], "scalar": 0.5, "1": "int key"}
+    assert json.loads(json.dumps(res.to_json_dict(), allow_nan=False)) == json.loads(text)

@@ -20,7 +20,8 @@ class MeanMetric(Metric):
         """Mean of the per-example values that are not ``None``; ``None`` when none count."""
         scores = kwargs.pop("scores", None) or [{}] * len(predictions)
         rows = rows or [{}] * len(predictions)
-        values = [self.per_example(p, r, row, s, **kwargs) for p, r, row, s in zip(predictions, references, rows, scores)]
+        values = [self.per_example(p, r, row, s, **kwargs)
+                  for p, r, row, s in zip(predictions, references, rows, scores)]
         kept = [v for v in values if v is not None]
         return math.fsum(kept) / len(kept) if kept else None
 

@@ -44,8 +44,8 @@ class Loss(Metric):
         import numpy as np
 
         totals = np.asarray(totals, dtype=float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(totals[..., 1] > 0, totals[..., 0] / np.where(totals[..., 1] > 0, totals[..., 1], 1), np.nan)
+        tokens = totals[..., 1]
+        return np.where(tokens > 0, totals[..., 0] / np.where(tokens > 0, tokens, 1), np.nan)
 
     def compute(self, predictions: Sequence[Any], references: Sequence[Any],
                 rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:

@@ -91,7 +91,8 @@ def paired_bootstrap_delta(
     va, vb = plan_a.value(rows), plan_b.value(rows)
     deltas = [plan_b.resampled(rows, chunk) - plan_a.resampled(rows, chunk)
               for chunk in resample_chunks(rng_for(seed, f"paired|{metric.name}|{key}"), len(a), resamples)]
-    interval = percentile_interval(np.concatenate(deltas), confidence_level) if deltas and None not in (va, vb) else None
+    defined = bool(deltas) and None not in (va, vb)
+    interval = percentile_interval(np.concatenate(deltas), confidence_level) if defined else None
     lo, hi = interval or (None, None)
     return PairedDelta(metric.name, len(a), va, vb, None if None in (va, vb) else vb - va, lo, hi, confidence_level,
                        resamples, seed, interval is not None and (lo > 0 or hi < 0), metric.higher_is_better)

@@ -39,13 +39,12 @@ def fmt_metric(name: str, mv: MetricValue) -> str:
 def render_eval(result: EvalResult, output_dir: str | Path | None = None) -> str:
     """The human report: overall metrics, slices, confusion matrix, hard examples, the note."""
     out_dir = output_dir or result.output_dir
-    lines = [f"Evaluation: {result.run_id or '(no run)'}",
-             f"  Test set: {result.num_examples} examples" + (f" ({result.test_data_path})" if result.test_data_path else ""),
+    source = f" ({result.test_data_path})" if result.test_data_path else ""
+    lines = [f"Evaluation: {result.run_id or '(no run)'}", f"  Test set: {result.num_examples} examples{source}",
              "", "  Overall:"]
     width = max((len(n) for n in result.metric_values), default=0) + 1
     for name, mv in result.metric_values.items():
-        extra = f"  ({mv.n} gold rows)" if result.metric_objects.get(name) is not None and \
-            getattr(result.metric_objects[name], "gold_set", False) else ""
+        extra = f"  (n={mv.n})" if mv.n != result.num_examples else ""  # rows that counted
         lines.append(f"    {name + ':':<{width}}  {fmt_value(mv.value):<8} {fmt_interval(mv)}".rstrip() + extra)
     for spec, group in groupby(result.slice_results.values(), key=lambda s: s.spec):
         lines += ["", f"  Sliced by [{spec}]:"] + _slice_lines(list(group))

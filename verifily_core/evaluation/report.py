@@ -129,7 +129,9 @@ class _Bootstrap:
         out = {}
         for p in plans:
             value = p.value(subset)
-            interval = percentile_interval(np.concatenate(draws[p.name]), self.level) if draws[p.name] and value is not None else None
+            interval = None
+            if draws[p.name] and value is not None:
+                interval = percentile_interval(np.concatenate(draws[p.name]), self.level)
             out[p.name] = MetricValue(value, *(interval or (None, None)), n=p.count(subset))
         return out
 

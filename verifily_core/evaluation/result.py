@@ -7,8 +7,9 @@ This module imports no NumPy, so ``verifily compare`` can read results cheaply
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
@@ -111,7 +112,7 @@ class EvalResult:
         test_data = dict(self.test_data or {})
         test_data.setdefault("path", self.test_data_path)
         test_data["num_examples"] = self.num_examples
-        return {
+        return json_safe({
             "format_version": FORMAT_VERSION,
             "run_id": self.run_id,
             "task": self.task,
@@ -131,7 +132,7 @@ class EvalResult:
                               "over_represented": self.over_represented},
             "files": self.files,
             "note": NOTE,
-        }
+        })
 
     @classmethod
     def from_json_dict(cls, doc: dict[str, Any], hard_examples: list[dict[str, Any]] | None = None) -> "EvalResult":
@@ -156,6 +157,24 @@ class EvalResult:
             test_data_path=test_data.get("path"), test_data=test_data, created_at=doc.get("created_at"),
             eval_duration_seconds=float(doc.get("duration_seconds") or 0.0), files=dict(doc.get("files") or {}),
         )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NumPy scalars/arrays as lists and numbers, non-finite floats as ``None``,
+    mapping keys as strings and anything else unknown as its ``str``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # a NumPy scalar or array
+        return json_safe(value.tolist())
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return str(value)
 
 
 def load_eval_result(path: str | Path) -> EvalResult:

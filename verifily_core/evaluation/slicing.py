@@ -93,7 +93,8 @@ def get_slicer(slicers: Any, name: str) -> Slicer:
         return slicers.get(name)
     found = (slicers or {}).get(name)
     if found is None:
-        raise ConfigError(f"unknown slicer '{name}'; available: {', '.join(sorted(slicers or {})) or '(none installed)'}")
+        available = ", ".join(sorted(slicers or {})) or "(none installed)"
+        raise ConfigError(f"unknown slicer '{name}'; available: {available}")
     return found
 
 
@@ -114,7 +115,8 @@ def compute_slices(rows: Sequence[Mapping[str, Any]], specs: Sequence[SliceSpec]
         produced = slicer.slices(list(rows), list(spec.keys))
         for name, members in produced.items():
             if name in out:
-                raise ConfigError(f"--slice-by: slice '{name}' is produced by both '{out[name].spec}' and '{spec.text}'")
+                raise ConfigError(f"--slice-by: slice '{name}' is produced by both '{out[name].spec}' "
+                                  f"and '{spec.text}'")
             try:
                 indices = sorted({operator.index(i) for i in members})
             except TypeError:

@@ -5,7 +5,6 @@ reader never sees results that point at missing or half-written files."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from verifily_core.errors import EvalError
 from verifily_core.evaluation.records import public_record
-from verifily_core.evaluation.result import HARD_FILE, PREDICTIONS_FILE, RESULTS_FILE, EvalResult
+from verifily_core.evaluation.result import HARD_FILE, PREDICTIONS_FILE, RESULTS_FILE, EvalResult, json_safe
 from verifily_core.hashing import sha256_file
 
 
@@ -73,19 +72,5 @@ def _write_jsonl(path: Path, items: Any) -> None:
 
 
 def _dumps(doc: Any, indent: int | None = None) -> str:
-    """JSON with NumPy scalars/arrays converted and non-finite floats written as ``null``."""
-    return json.dumps(_clean(doc), indent=indent, ensure_ascii=False, allow_nan=False)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return _clean(value.tolist())
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return str(value)
+    """Strict JSON (NumPy values converted, non-finite floats written as ``null``)."""
+    return json.dumps(json_safe(doc), indent=indent, ensure_ascii=False, allow_nan=False)
