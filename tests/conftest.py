@@ -1,4 +1,5 @@
-"""Shared fixtures: offline environment, one torch thread, tiny models built once per session."""
+"""Shared fixtures: offline environment, one torch thread, tiny models built once per session,
+and runners for the ``verifily`` command line (in-process and as a subprocess)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,31 @@ from pathlib import Path
 
 import pytest
 
-for _key, _value in {
+# Offline and single-threaded, set before anything imports torch or transformers.
+os.environ.update({
     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-}.items():
-    os.environ.setdefault(_key, _value)
+})
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """Thread oversubscription on small machines is catastrophic: one torch thread per test."""
+    """Thread oversubscription on small machines is catastrophic: one torch thread in every test.
+
+    ``OMP_NUM_THREADS=1`` covers a first import of torch; this also undoes a test that raised it.
+    Torch is never imported here, only checked for in ``sys.modules``.
+    """
+    _single_thread_if_imported()
+    yield
+    _single_thread_if_imported()
+
+
+def _single_thread_if_imported() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
-    yield
 
 
 def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str, pretrain_steps: int = 0) -> Path:
@@ -56,3 +67,21 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def tiny_deberta_dir(tmp_path_factory) -> Path:
     """A tiny DeBERTa-v2 (sequence classification) with its tokenizer."""
     return _tiny(tmp_path_factory, "deberta-v2")
+
+
+@pytest.fixture
+def cli_runner():
+    """``cli_runner(*args, input=None, env=None)`` runs ``verifily ARGS`` in-process and returns
+    click's Result (``exit_code``, separate ``stdout``/``stderr``, ``output``, ``exception``)."""
+    from verifily_core.testing import invoke_verifily
+
+    return invoke_verifily
+
+
+@pytest.fixture
+def run_verifily():
+    """``run_verifily(*args, cwd=None, env=None, timeout=600)`` runs ``verifily ARGS`` in a fresh
+    Python process and returns the ``subprocess.CompletedProcess`` (text stdout/stderr)."""
+    from verifily_core.testing import run_verifily as run
+
+    return run

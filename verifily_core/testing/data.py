@@ -8,6 +8,7 @@ labels), so tests and the demo can show a bad slice.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,12 +25,14 @@ NEUTRAL = ("the", "movie", "food", "service", "day", "book", "was", "really", "q
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Write rows as JSON Lines (UTF-8, one object per line); returns the path."""
+    """Write rows as JSON Lines (UTF-8, one object per line, atomically); returns the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w", encoding="utf-8") as fh:
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, p)
     return p
 
 

@@ -10,14 +10,20 @@ built-in corpus, so the normal ``Auto*.from_pretrained(directory)`` code paths l
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from verifily_core.testing.data import corpus
 
 KINDS = ("llama", "t5", "bert", "deberta-v2")
+# Starts with the BOS token (callers tokenize a rendered chat without special tokens, as
+# for real Llama templates) and closes each assistant turn with EOS.
 LLAMA_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
@@ -30,11 +36,10 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, kind: str, vocab_
     texts = list(texts)
     if kind in ("bert", "deberta-v2"):
         special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok = Tokenizer(models.WordPiece(_wordpiece_vocab(texts, special, vocab_size), unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -50,7 +55,8 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, kind: str, vocab_
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         tok.train_from_iterator(texts, trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+            vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False))
         if kind == "t5":
             eos_id = tok.token_to_id("</s>")
             tok.post_processor = processors.TemplateProcessing(
@@ -66,6 +72,32 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, kind: str, vocab_
     fast.model_max_length = 512
     fast.save_pretrained(str(out_dir))
     return fast
+
+
+def _wordpiece_vocab(texts: list[str], special: list[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary from a BPE trained on BERT-normalized words: every piece both
+    word-initial and as a ``##`` continuation, specials first, the rest sorted.
+
+    (``WordPieceTrainer`` numbers its ``##`` alphabet in hash order, so its vocabulary, and
+    even which merges win ties, differ from run to run; plain BPE training is deterministic.)
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.normalizer = normalizers.BertNormalizer(lowercase=True)
+    bpe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size // 2, show_progress=False))
+    pieces = set(bpe.get_vocab())
+    pieces |= {"##" + p for p in pieces}
+    return {t: i for i, t in enumerate([*special, *sorted(pieces - set(special))])}
+
+
+def canonical_kind(kind: str) -> str:
+    """``kind`` as one of :data:`KINDS` (``deberta`` means ``deberta-v2``); ValueError if unknown."""
+    kind = "deberta-v2" if kind == "deberta" else kind
+    if kind not in KINDS:
+        raise ValueError(f"unknown tiny model kind {kind!r}; choose from {', '.join(KINDS)}")
+    return kind
 
 
 def _config(kind: str, tok):
@@ -123,38 +155,53 @@ def pretrain(model, tok, kind: str, texts: list[str], steps: int, seed: int = 0)
 
 
 def build_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, texts: Iterable[str] | None = None,
-                     pretrain_steps: int = 0) -> Path:
+                     pretrain_steps: int = 0, pretrain_texts: Iterable[str] | None = None) -> Path:
     """Build a tiny ``kind`` model (llama, t5, bert, deberta-v2) with its tokenizer in ``out_dir``.
 
-    ``pretrain_steps`` > 0 briefly trains llama/t5 on the corpus first (a generic language
-    objective). Deterministic: the same arguments give byte-identical files.
+    ``pretrain_steps`` > 0 briefly trains llama/t5 first on ``pretrain_texts`` (default: the
+    built-in corpus plus ``texts``), a generic language objective. Deterministic: the same
+    arguments give byte-identical files.
     """
     import torch
 
-    kind = "deberta-v2" if kind == "deberta" else kind
-    if kind not in KINDS:
-        raise ValueError(f"unknown tiny model kind {kind!r}; choose from {', '.join(KINDS)}")
+    kind = canonical_kind(kind)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = train_tokenizer([*corpus(), *(texts or [])], out, kind)
-    torch.manual_seed(seed)
-    model = _model_class(kind).from_config(_config(kind, tok))
-    if pretrain_steps and kind in ("llama", "t5"):
-        pretrain(model, tok, kind, [*corpus(), *(texts or [])], pretrain_steps, seed)
-    model.save_pretrained(str(out), safe_serialization=True)
+    texts = [*corpus(), *(texts or [])]
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:  # build beside the target, then move the finished files in: never a half-written model
+        tok = train_tokenizer(texts, staging, kind)
+        torch.manual_seed(seed)
+        model = _model_class(kind).from_config(_config(kind, tok))
+        if pretrain_steps and kind in ("llama", "t5"):
+            pretrain(model, tok, kind, texts, pretrain_steps, seed)
+        model.save_pretrained(str(staging), safe_serialization=True)
+        for f in sorted(staging.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: build tiny models into a directory and print their paths."""
-    parser = argparse.ArgumentParser(description="Build tiny offline HuggingFace models for examples and tests.")
+    parser = argparse.ArgumentParser(prog="python -m verifily_core.testing.tiny_models",
+                                     description="Build tiny offline HuggingFace models for examples and tests.")
     parser.add_argument("--out", required=True, help="parent directory; each model goes to OUT/tiny-<kind>")
     parser.add_argument("--kind", default=",".join(KINDS), help=f"comma-separated: {', '.join(KINDS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain-steps", type=int, default=0,
                         help="briefly train llama/t5 on a generic corpus first (e.g. 150)")
     args = parser.parse_args(argv)
-    for kind in [k.strip() for k in args.kind.split(",") if k.strip()]:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        kinds = [canonical_kind(k.strip()) for k in args.kind.split(",") if k.strip()]
+    except ValueError as exc:
+        parser.error(str(exc))
+    for kind in kinds:
         print(build_tiny_model(kind, Path(args.out) / f"tiny-{kind}", seed=args.seed,
                                pretrain_steps=args.pretrain_steps))
 
