@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 
 import pytest
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_llama_dir):
-    """One tiny completed run, copied fresh for each test."""
+    """One tiny completed run trained from data_paths."""
     import yaml
 
     root = tmp_path_factory.mktemp("verify")
@@ -33,8 +34,7 @@ def trained(tmp_path_factory, tiny_llama_dir):
 
 @pytest.fixture
 def run_copy(trained, tmp_path):
-    import shutil
-
+    """A writable copy of the run; the data file is restored afterwards."""
     run, data_file = trained
     dst = tmp_path / run.name
     shutil.copytree(run, dst)
@@ -45,8 +45,8 @@ def run_copy(trained, tmp_path):
     data_file.write_bytes(original)
 
 
-def verify(run):
-    return CliRunner().invoke(cli, ["reproduce", "--run", str(run), "--verify-only"])
+def verify(run, *extra):
+    return CliRunner().invoke(cli, ["reproduce", "--run", str(run), "--verify-only", *extra])
 
 
 def flip_byte(path, offset=-10):
@@ -55,17 +55,26 @@ def flip_byte(path, offset=-10):
     path.write_bytes(bytes(data))
 
 
+def status_lines(output):
+    return {line.split(":")[0].strip(): line for line in output.splitlines()
+            if line.strip().startswith(("Config hash:", "Data hash:", "Env hash:", "Artifacts:"))}
+
+
 def test_intact_run_matches(run_copy):
     res = verify(run_copy[0])
     assert res.exit_code == 0, res.output
-    assert res.output.count("MATCH") == 5 and "Verdict: MATCH" in res.output
+    lines = status_lines(res.output)
+    assert set(lines) == {"Config hash", "Data hash", "Env hash", "Artifacts"}
+    assert all(line.rstrip().endswith("MATCH") for line in lines.values())
+    assert "Verdict: MATCH" in res.output
 
 
 def test_one_byte_of_the_adapter(run_copy):
     flip_byte(run_copy[0] / "adapter" / "adapter_model.safetensors")
     res = verify(run_copy[0])
     assert res.exit_code == 5
-    assert "Artifacts:" in res.output and "adapter/adapter_model.safetensors changed" in res.output
+    assert "MISMATCH (adapter/adapter_model.safetensors changed)" in status_lines(res.output)["Artifacts"]
+    assert status_lines(res.output)["Config hash"].rstrip().endswith("MATCH")
     assert "Verdict: MISMATCH" in res.output
 
 
@@ -74,8 +83,17 @@ def test_config_yaml_edit(run_copy):
     path.write_text(path.read_text().replace("seed: 42", "seed: 43"))
     res = verify(run_copy[0])
     assert res.exit_code == 5
-    assert "Config hash:" in res.output and "config.yaml now hashes to sha256:" in res.output
-    assert "config.yaml changed" in res.output
+    assert "MISMATCH (config.yaml changed: it now hashes to sha256:" in status_lines(res.output)["Config hash"]
+    assert "config.yaml changed" in status_lines(res.output)["Artifacts"]
+
+
+def test_one_byte_of_config_yaml_that_keeps_it_valid(run_copy):
+    path = run_copy[0] / "config.yaml"
+    text = path.read_text()
+    assert "max_steps: 2" in text
+    path.write_text(text.replace("max_steps: 2", "max_steps: 3"))
+    res = verify(run_copy[0])
+    assert res.exit_code == 5 and "config.yaml changed" in status_lines(res.output)["Config hash"]
 
 
 def test_dataset_file_change(run_copy):
@@ -83,28 +101,60 @@ def test_dataset_file_change(run_copy):
     flip_byte(data_file, 20)
     res = verify(run)
     assert res.exit_code == 5
-    assert f"train file {data_file} changed" in res.output
+    line = status_lines(res.output)["Data hash"]
+    assert f"MISMATCH (train file {data_file} changed (sha256:" in line
+    assert status_lines(res.output)["Artifacts"].rstrip().endswith("MATCH")
+
+
+def test_missing_dataset_file(run_copy):
+    run, data_file = run_copy
+    data_file.unlink()
+    res = verify(run)
+    assert res.exit_code == 5 and f"train file {data_file} is missing" in res.output
+
+
+def test_added_and_removed_files_are_named(run_copy):
+    run = run_copy[0]
+    (run / "notes.txt").write_text("hello")
+    (run / "tokenizer" / "tokenizer_config.json").unlink()
+    res = verify(run)
+    line = status_lines(res.output)["Artifacts"]
+    assert "tokenizer/tokenizer_config.json missing" in line and "notes.txt added" in line
+
+
+def test_hash_record_must_agree_with_run_meta(run_copy):
+    run = run_copy[0]
+    hashes = json.loads((run / "hashes.json").read_text())
+    hashes["reproducibility_hash"] = "sha256:" + "0" * 64
+    (run / "hashes.json").write_text(json.dumps(hashes))
+    res = verify(run)
+    assert res.exit_code == 5 and "hashes.json reproducibility_hash differs from run_meta.json" in res.output
 
 
 def test_environment_only_is_a_partial_match(run_copy, monkeypatch):
-    import verifily_core.reproduce as rep
+    import verifily_core.environment as environment
 
-    real = rep.collect_environment
+    real = environment.collect_environment
 
-    def other_torch(device="cpu"):
-        env = real(device)
+    def other_torch(device="cpu", extra_info=None):
+        env = real(device, extra_info)
         env["hashed"]["packages"]["torch"] = "9.9.9"
         return env
 
-    monkeypatch.setattr(rep, "collect_environment", other_torch)
+    monkeypatch.setattr(environment, "collect_environment", other_torch)
     res = verify(run_copy[0])
     assert res.exit_code == 6
-    assert "Env hash:" in res.output and "torch " in res.output and " vs 9.9.9" in res.output
+    assert " vs 9.9.9)" in status_lines(res.output)["Env hash"] and "MISMATCH (torch " in res.output
     assert "Verdict: PARTIAL MATCH (environment differs)" in res.output
+    assert "Note: Metric differences may occur due to environment mismatch." in res.output
+    doc = json.loads(verify(run_copy[0], "--format", "json").stdout)
+    assert doc["verdict"] == "PARTIAL MATCH" and doc["exit_code"] == 6
 
 
-def test_runs_lists_the_run(trained):
-    run, _ = trained
-    res = CliRunner().invoke(cli, ["runs", "--runs-dir", str(run.parent), "--format", "json"])
-    rows = json.loads(res.stdout)
-    assert rows[0]["run_id"] == run.name and rows[0]["status"] == "completed"
+def test_unsealed_runs_are_refused(run_copy):
+    run = run_copy[0]
+    meta = json.loads((run / "run_meta.json").read_text())
+    meta["status"] = "running"
+    (run / "run_meta.json").write_text(json.dumps(meta))
+    res = verify(run)
+    assert res.exit_code == 5 and "only completed (sealed) runs can be verified" in res.stderr

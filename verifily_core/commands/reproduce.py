@@ -6,48 +6,88 @@ import json
 
 import click
 
-from verifily_core.cli import verbose_option
+from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.console import out, style
+
+NOTES = {"PARTIAL MATCH": ("environment differs", "Metric differences may occur due to environment mismatch."),
+         "MISMATCH": ("the run's files differ from its record", "The run cannot be trusted to be the one recorded.")}
 
 
 @click.command()
-@click.option("--run", "run_path", required=True, help="Run directory (or id under runs/).")
-@click.option("--verify-only", is_flag=True, help="Check hashes without retraining.")
+@click.option("--run", "run_path", required=True, help="Run directory, or a run id in --runs-dir.")
+@click.option("--verify-only", is_flag=True, help="Recompute and check every hash without retraining.")
 @click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True,
-              help="Full reproduction: retrain from the saved config, or re-evaluate the saved adapter.")
-@click.option("--output-dir", type=click.Path(file_okay=False), help="Where the reproduced run goes.")
-@click.option("--tolerance", type=float, default=0.005, show_default=True, help="Allowed absolute metric difference.")
-@click.option("--device", default="auto", show_default=True)
+              help="Full reproduction: retrain from the saved config, or re-evaluate the saved adapter (fast).")
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="Where the reproduced run (train) or evaluation (eval) goes [default: beside the run].")
+@click.option("--tolerance", type=click.FloatRange(0), default=0.005, show_default=True,
+              help="Allowed absolute difference per metric (0.005 = 0.5 points).")
+@click.option("--device", default="auto", show_default=True, help="Device for retraining / re-evaluation.")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where run ids are looked up.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @verbose_option
 @click.pass_context
 def reproduce(ctx: click.Context, run_path: str, verify_only: bool, mode: str, output_dir: str | None,
-              tolerance: float, device: str, fmt: str) -> None:
-    """Verify a run's hashes (--verify-only) or reproduce it and compare metrics.
+              tolerance: float, device: str, runs_dir: str, fmt: str) -> None:
+    """Verify a run's hashes (--verify-only) or re-create it and compare its metrics.
 
-    Exit codes: 0 MATCH / REPRODUCIBLE, 5 MISMATCH / NOT REPRODUCIBLE, 6 PARTIAL MATCH
-    (only the environment differs).
+    \b
+    Exit codes:
+      0  MATCH (every hash) / REPRODUCIBLE (every metric within tolerance)
+      6  PARTIAL MATCH: only the environment differs
+      5  MISMATCH / NOT REPRODUCIBLE, or the run's inputs changed
     """
-    from verifily_core.reproduce import reproduce_run, verify_run
+    from verifily_core.reproduce import reproduce as do_reproduce
 
-    result = verify_run(run_path) if verify_only else reproduce_run(run_path, mode, output_dir, tolerance, device)
+    state = ctx.find_object(GlobalState)
+    result = do_reproduce(run_path, verify_only=verify_only, output_dir=output_dir, device=device,
+                          tolerance=tolerance, mode=mode, runs_dir=runs_dir,
+                          hf_token=state.hf_token if state is not None else None)
     if fmt == "json":
         out(json.dumps(result.to_json_dict(), indent=2))
     elif verify_only:
-        out(f"Reproducibility check: {result.run_id}\n")
-        for c in result.checks:
-            tail = f" ({c.reason})" if c.reason else ""
-            out(f"  {c.name + ':':<14} {c.recorded[:16] + '...' if c.recorded.startswith('sha256:') else c.recorded} "
-                f"{style(c.status, fg='green' if c.status == 'MATCH' else 'red')}{tail}")
-        note = {"PARTIAL MATCH": " (environment differs)\n  Note: Metric differences may occur due to environment mismatch."}
-        out(f"\n  Verdict: {result.verdict}{note.get(result.verdict, '')}")
+        _print_checks(result)
     else:
-        out(f"Reproduction ({result.mode}) of {result.run_id}" +
-            (f" -> {result.reproduced_run}" if result.reproduced_run else ""))
-        out(f"  {'metric':<24}{'original':>12}{'reproduced':>12}{'delta':>12}  within ±{tolerance:g}")
-        for r in result.metrics:
-            rep = "-" if r["reproduced"] is None else f"{r['reproduced']:.6f}"
-            delta = "-" if r["delta"] is None else f"{r['delta']:+.6f}"
-            out(f"  {r['metric']:<24}{r['original']:>12.6f}{rep:>12}{delta:>12}  {'yes' if r['within_tolerance'] else 'NO'}")
-        out(f"\n  Verdict: {result.verdict}")
+        _print_metrics(result)
     ctx.exit(result.exit_code)
+
+
+def _status(text: str) -> str:
+    return style(text, fg="green" if text in ("MATCH", "REPRODUCIBLE") else "red", bold=True)
+
+
+def _print_checks(result) -> None:
+    out(f"Reproducibility check: {result.run_id}\n")
+    for c in result.checks:
+        recorded = c.recorded[:11] + "..." if c.recorded.startswith("sha256:") else c.recorded
+        tail = f" ({c.reason})" if c.reason else ""
+        out(f"  {c.name + ':':<14} {recorded:<14} {_status(c.status)}{tail}")
+    why, note = NOTES.get(result.verdict, ("", ""))
+    out(f"\n  Verdict: {_status(result.verdict)}" + (f" ({why})" if why else ""))
+    if note:
+        out(f"  Note: {note}")
+
+
+def _print_metrics(result) -> None:
+    target = f" -> {result.reproduced_run}" if result.reproduced_run else ""
+    out(f"Reproduction ({result.mode}) of {result.run_id}{target}: {result.output_dir}\n")
+    width = max(24, *(len(r.metric) + 2 for r in result.metrics))
+    out(f"    {'metric':<{width}}{'original':>12}{'reproduced':>12}{'delta':>12}   within ±{result.tolerance:g}")
+    for r in result.metrics:
+        cells = [_num(r.original), _num(r.reproduced), "-" if r.delta is None else f"{r.delta:+.6f}"]
+        mark = style("✓", fg="green") if r.within_tolerance else style("✗", fg="red")
+        out(f"  {mark} {r.metric:<{width}}" + "".join(f"{c:>12}" for c in cells) +
+            f"   {'yes' if r.within_tolerance else 'NO'}")
+    if result.notes:
+        out("")
+    for note in result.notes:
+        out(f"  Note: {note}")
+    bad = sum(not r.within_tolerance for r in result.metrics)
+    detail = (f"all {len(result.metrics)} metrics within ±{result.tolerance:g}" if not bad
+              else f"{bad} of {len(result.metrics)} metrics outside ±{result.tolerance:g}")
+    out(f"\n  Verdict: {_status(result.verdict)} ({detail})")
+    out(f"  Report: {result.report_path}")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"

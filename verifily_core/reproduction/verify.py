@@ -1,0 +1,145 @@
+"""``verify_run``: recompute a sealed run's config, data, environment and artifact hashes from
+the files on disk and compare them with ``hashes.json`` (see ``docs/run-directory.md``).
+
+* Config: ``config.yaml`` -> ``TrainConfig`` -> ``to_hash()``.
+* Data: every file of ``hashes.json`` ``data_files`` re-hashed (at its recorded path, or in the
+  dataset store under the run's dataset ref when the path is gone), then their content hash.
+* Environment: the current versions (read from package metadata, no import) vs
+  ``environment.json``; differences are named (``torch 2.2.0 vs 2.3.1``).
+* Artifacts: sha256 of every file of the run vs ``artifacts`` (changed, missing, added files
+  named), and the hash record's own consistency (``hashes.json`` vs ``run_meta.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from verifily_core.errors import ReproduceError, VerifilyTrainError
+from verifily_core.hashing import hash_tree, reproducibility_hash, sha256_file
+from verifily_core.reproduction.result import ARTIFACTS, CONFIG, DATA, ENV, MATCH, MISMATCH, PARTIAL, Check, ReproduceResult
+from verifily_core.runs import STATUS_COMPLETED, Run, load_run
+
+MAX_NAMED = 5  # files named in one reason; the rest are counted
+HASH_KEYS = ("config_hash", "data_hash", "env_hash", "reproducibility_hash")
+
+
+def verify_run(run_path: str | Path, runs_dir: str | Path = "runs") -> ReproduceResult:
+    """Check every hash of a completed run; verdict MATCH, PARTIAL MATCH (environment only) or MISMATCH.
+
+    :raises ReproduceError: the run is not completed or has no readable ``hashes.json``.
+    """
+    run = load_run(run_path, search_dirs=(runs_dir,))
+    if run.status != STATUS_COMPLETED:
+        raise ReproduceError(f"{run.path}: run status is '{run.status}'; only completed (sealed) runs can be verified")
+    hashes = _read_json(run.path / "hashes.json", "the run is not sealed")
+    checks = [check_config(run.path, hashes), check_data(run, hashes), check_env(run.path, hashes),
+              check_artifacts(run, hashes)]
+    failed = {c.name for c in checks if not c.ok}
+    verdict = MATCH if not failed else PARTIAL if failed == {ENV} else MISMATCH
+    return ReproduceResult(run_id=run.run_id, verdict=verdict, checks=checks)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReproduceError(f"{path}: missing or unreadable ({type(exc).__name__}); {what}") from None
+
+
+def check_config(path: Path, hashes: dict[str, Any]) -> Check:
+    """``config.yaml`` re-validated and re-hashed."""
+    from verifily_core.config import TrainConfig
+
+    recorded = hashes.get("config_hash", "")
+    try:
+        actual = TrainConfig.from_yaml(path / "config.yaml").to_hash()
+    except (VerifilyTrainError, OSError) as exc:
+        return Check(CONFIG, recorded, MISMATCH, f"config.yaml is no longer a valid config: {exc}")
+    if actual == recorded:
+        return Check(CONFIG, recorded, MATCH, actual=actual)
+    return Check(CONFIG, recorded, MISMATCH, f"config.yaml changed: it now hashes to {actual}", actual)
+
+
+def check_data(run: Run, hashes: dict[str, Any]) -> Check:
+    """Every training/validation/test file re-hashed, then the dataset content hash."""
+    from verifily_core.datasets.manifest import DataFile, content_hash
+
+    recorded = hashes.get("data_hash", "")
+    entries = hashes.get("data_files") or {}
+    if not entries:
+        return Check(DATA, recorded, MISMATCH, "hashes.json lists no data files to re-hash")
+    problems, files = [], []
+    for split, entry in sorted(entries.items()):
+        path = _locate(run, split, entry["path"])
+        if path is None:
+            problems.append(f"{split} file {entry['path']} is missing")
+            continue
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            problems.append(f"{split} file {path} changed ({_short(entry['sha256'])} -> {_short(actual)})")
+        files.append(DataFile(split=split, path=str(path), num_rows=0, sha256=actual))
+    if problems:
+        return Check(DATA, recorded, MISMATCH, "; ".join(problems))
+    actual = content_hash(files)
+    if actual != recorded:
+        return Check(DATA, recorded, MISMATCH, f"the data files match hashes.json but their content hash is {actual}", actual)
+    return Check(DATA, recorded, MATCH, actual=actual)
+
+
+def _locate(run: Run, split: str, recorded_path: str) -> Path | None:
+    """The recorded file, else the same split of the run's dataset version in the store."""
+    path = Path(recorded_path)
+    if path.is_file():
+        return path
+    ref = run.dataset.get("ref")
+    if not ref:
+        return None
+    try:
+        from verifily_core.config import TrainConfig
+        from verifily_core.datasets import DatasetStore, store_path
+
+        store = store_path(None, TrainConfig.from_yaml(run.path / "config.yaml").dataset_store)
+        found = DatasetStore(store).get(ref).split_path(split)
+    except VerifilyTrainError:
+        return None
+    return found if found is not None and found.is_file() else None
+
+
+def check_env(path: Path, hashes: dict[str, Any]) -> Check:
+    """The current environment (device type as recorded) vs ``environment.json``."""
+    from verifily_core.environment import collect_environment, diff_environments, env_hash
+
+    recorded = hashes.get("env_hash", "")
+    saved = _read_json(path / "environment.json", "the run's environment record is gone")
+    current = collect_environment(saved.get("hashed", {}).get("device_type", "cpu"))
+    actual = env_hash(current)
+    if actual == recorded and env_hash(saved) == recorded:
+        return Check(ENV, recorded, MATCH, actual=actual)
+    reasons = diff_environments(saved, current) or ["environment.json does not match the recorded env_hash"]
+    return Check(ENV, recorded, MISMATCH, "; ".join(reasons), actual)
+
+
+def check_artifacts(run: Run, hashes: dict[str, Any]) -> Check:
+    """sha256 of every run file vs ``artifacts``; ``hashes.json`` consistent with ``run_meta.json``."""
+    recorded = hashes.get("artifacts") or {}
+    actual = hash_tree(run.path)
+    problems = [f"{k} changed" for k in sorted(recorded) if k in actual and actual[k] != recorded[k]]
+    problems += [f"{k} missing" for k in sorted(recorded) if k not in actual]
+    problems += [f"{k} added" for k in sorted(actual) if k not in recorded]
+    meta = {"config_hash": run.config_hash, "data_hash": run.data_hash, "env_hash": run.env_hash,
+            "reproducibility_hash": run.reproducibility_hash}
+    problems += [f"hashes.json {k} differs from run_meta.json" for k in HASH_KEYS if hashes.get(k) != meta[k]]
+    expected = reproducibility_hash(hashes.get("config_hash", ""), hashes.get("data_hash", ""), hashes.get("env_hash", ""))
+    if hashes.get("reproducibility_hash") != expected:
+        problems.append("hashes.json reproducibility_hash is not sha256(config_hash + data_hash + env_hash)")
+    summary = f"{len(recorded)} files"
+    if not problems:
+        return Check(ARTIFACTS, summary, MATCH)
+    more = f" (+{len(problems) - MAX_NAMED} more)" if len(problems) > MAX_NAMED else ""
+    return Check(ARTIFACTS, summary, MISMATCH, "; ".join(problems[:MAX_NAMED]) + more)
+
+
+def _short(digest: str) -> str:
+    return digest[:19] + "..." if len(digest) > 19 else digest
