@@ -29,48 +29,61 @@ LLAMA_CHAT_TEMPLATE = (
 
 
 def train_tokenizer(texts: Iterable[str], out_dir: str | Path, kind: str, vocab_size: int = 600):
-    """Train a tokenizer for ``kind`` and save it as a ``PreTrainedTokenizerFast`` in ``out_dir``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
+    """Train a tokenizer for ``kind`` on ``texts`` and save it in ``out_dir``; returns the
+    ``PreTrainedTokenizerFast``. Llama: byte-level BPE, ``<s>`` prepended, ``<pad>``, a chat
+    template. T5: byte-level BPE, ``<pad>`` = 0, ``</s>`` appended. BERT/DeBERTa-v2: WordPiece,
+    ``[CLS] A [SEP] B [SEP]`` with ``token_type_ids``."""
+    kind = canonical_kind(kind)
     texts = list(texts)
-    if kind in ("bert", "deberta-v2"):
-        special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(_wordpiece_vocab(texts, special, vocab_size), unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-        )
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-            sep_token="[SEP]", mask_token="[MASK]", model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-        )
-    else:
-        special = ["<pad>", "</s>", "<unk>"] if kind == "t5" else ["<unk>", "<s>", "</s>", "<pad>"]
-        tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(texts, trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False))
-        if kind == "t5":
-            eos_id = tok.token_to_id("</s>")
-            tok.post_processor = processors.TemplateProcessing(
-                single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)])
-            fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
-        else:
-            bos_id = tok.token_to_id("<s>")
-            tok.post_processor = processors.TemplateProcessing(
-                single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)])
-            fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                                           eos_token="</s>", pad_token="<pad>")
-            fast.chat_template = LLAMA_CHAT_TEMPLATE
+    fast = _wordpiece_tokenizer(texts, vocab_size) if kind in ("bert", "deberta-v2") else \
+        _byte_bpe_tokenizer(texts, vocab_size, t5=kind == "t5")
     fast.model_max_length = 512
     fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def _wordpiece_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(_wordpiece_vocab(texts, special, vocab_size), unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def _byte_bpe_tokenizer(texts: list[str], vocab_size: int, t5: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "</s>", "<unk>"] if t5 else ["<unk>", "<s>", "</s>", "<pad>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    if t5:
+        eos_id = tok.token_to_id("</s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    bos_id = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+    fast.chat_template = LLAMA_CHAT_TEMPLATE
     return fast
 
 
