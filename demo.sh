@@ -33,6 +33,7 @@ $V eval --run "$RUN2" --slice-by source
 
 step "Compare v1 -> v2 per source"
 $V compare --runs "$RUN1,$RUN2" --metric token_f1 --slice-by source
+$V compare --runs "$RUN1,$RUN2" --metric token_f1 --slice-by source --format json --output .verifily/demo/compare.json >/dev/null
 
 step "The hardest examples of the v1 run"
 head -n 3 "$RUN1/eval/hard_examples.jsonl"
