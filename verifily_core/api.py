@@ -57,3 +57,27 @@ def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[s
 
     return _evaluate(run_path, test_data=test_data, metrics=metrics, slice_by=slice_by, hard_examples=hard_examples,
                      output=output, device=device, batch_size=batch_size, **kwargs)
+
+
+def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by: str | None = None,
+            **kwargs: Any) -> Any:
+    """Compare a metric across runs; see :func:`verifily_core.comparison.compare_runs.compare`
+    (``runs_dir``, ``confidence_level``, ``resamples``, ``seed``, ``data_changes`` go in ``kwargs``).
+    Returns a :class:`~verifily_core.comparison.result.CompareResult`."""
+    from verifily_core.comparison.compare_runs import compare as _compare
+
+    return _compare(run_paths, metric=metric, slice_by=slice_by, **kwargs)
+
+
+def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",
+              tolerance: float = 0.005, mode: str = "train", **kwargs: Any) -> Any:
+    """Verify a run's hashes (``verify_only``) or re-create it (``mode`` ``train`` or ``eval``) and
+    compare its metrics within ``tolerance``; returns a
+    :class:`~verifily_core.reproduction.result.ReproduceResult` (``runs_dir``, ``hf_token``,
+    ``registries`` go in ``kwargs``)."""
+    from verifily_core.reproduction.rerun import reproduce_run
+    from verifily_core.reproduction.verify import verify_run
+
+    if verify_only:
+        return verify_run(run_path, kwargs.get("runs_dir", "runs"))
+    return reproduce_run(run_path, mode=mode, output_dir=output_dir, tolerance=tolerance, device=device, **kwargs)
