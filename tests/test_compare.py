@@ -243,3 +243,14 @@ def test_compare_imports_no_torch(two_runs):
     assert res.returncode == 0, res.stderr
     assert "improved" in res.stdout  # the comparison really ran
     assert res.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_python_api(two_runs):
+    import verifily_core
+    from verifily_core.comparison.result import CompareResult
+
+    a, b = two_runs
+    result = verifily_core.compare([str(a), str(b)], metric="token_f1", slice_by="source", resamples=0)
+    assert isinstance(result, CompareResult) and result.runs == ["run_a", "run_b"]
+    assert result.deltas["run_b"] == pytest.approx(0.3125) and result.interval("run_b")["ci_low"] is None
+    assert "Comparison: token_f1" in result.to_table() and result.to_csv().count("\n") == 7

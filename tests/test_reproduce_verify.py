@@ -158,3 +158,11 @@ def test_unsealed_runs_are_refused(run_copy):
     (run / "run_meta.json").write_text(json.dumps(meta))
     res = verify(run)
     assert res.exit_code == 5 and "only completed (sealed) runs can be verified" in res.stderr
+
+
+def test_python_api(run_copy):
+    import verifily_core
+
+    result = verifily_core.reproduce(str(run_copy[0]), verify_only=True)
+    assert result.verdict == "MATCH" and result.exit_code == 0
+    assert [c.name for c in result.checks] == ["Config hash", "Data hash", "Env hash", "Artifacts"]

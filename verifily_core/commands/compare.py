@@ -32,7 +32,7 @@ def compare(runs: str, metric: str, slice_by: str | None, fmt: str, output: str 
     Deltas are against the first run. When the runs were evaluated on the same test file,
     each delta gets a paired bootstrap interval; '*' marks deltas whose interval excludes 0.
     """
-    from verifily_core.compare import compare as do_compare
+    from verifily_core.comparison.compare_runs import compare as do_compare
     from verifily_core.comparison.render import to_csv, to_json, to_table
 
     result = do_compare([r.strip() for r in runs.split(",") if r.strip()], metric, slice_by, runs_dir,

@@ -37,7 +37,7 @@ def reproduce(ctx: click.Context, run_path: str, verify_only: bool, mode: str, o
       6  PARTIAL MATCH: only the environment differs
       5  MISMATCH / NOT REPRODUCIBLE, or the run's inputs changed
     """
-    from verifily_core.reproduce import reproduce as do_reproduce
+    from verifily_core.api import reproduce as do_reproduce
 
     state = ctx.find_object(GlobalState)
     result = do_reproduce(run_path, verify_only=verify_only, output_dir=output_dir, device=device,

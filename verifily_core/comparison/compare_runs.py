@@ -17,6 +17,9 @@ from verifily_core.errors import ConfigError
 
 __all__ = ["METRIC_ALIASES", "NOTE", "CompareResult", "RunEval", "compare", "load_run_eval"]
 
+# Not named ``verifily_core/compare.py``: a submodule of that name would shadow the public
+# ``verifily_core.compare`` function once imported.
+
 
 def compare(
     run_paths: Sequence[str | Path],
