@@ -110,6 +110,7 @@ class EvalParams:
     min_slice_size: int = 30
     bootstrap_resamples: int = 1000
     confidence_level: float = 0.95
+    metric_options: dict[str, Any] = field(factory=dict)
 
 
 @define
@@ -214,6 +215,9 @@ class TrainConfig:
             out.append(f"$.compute.device: expected auto, cpu, mps, cuda or cuda:N, got '{self.compute.device}'")
         out.extend(_base_model_problems(self.base_model))
         out.extend(_range_problems(self))
+        for name, opts in self.eval.metric_options.items():
+            if not isinstance(opts, dict):
+                out.append(f"$.eval.metric_options.{name}: expected a mapping of options")
         if registries is not None:
             out.extend(_registry_problems(self, registries))
             for result in registries.hook.verifily_validate_config(config=self):

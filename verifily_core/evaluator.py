@@ -53,6 +53,9 @@ def evaluate(
     chosen = {name: regs.metrics.get(name) for name in names}
     keys = list(slice_by if slice_by is not None else cfg.eval.slice_by_tags)
     rows, test_info = _test_rows(cfg, regs, task, test_data)
+    n_test = len(rows)
+    if cfg.eval.gold_set:
+        rows = rows + _gold_rows(Path(cfg.eval.gold_set), task)
     try:
         preds = _predict(run, cfg, regs, task, rows, device, batch_size or cfg.eval.batch_size, hf_token)
     except VerifilyTrainError:
@@ -60,6 +63,8 @@ def evaluate(
     except Exception as exc:
         raise EvalError(f"prediction failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     records = _records(rows, preds)
+    for record in records[n_test:]:
+        record.update(split="gold", gold=True)
     try:
         from verifily_core.evaluation import build_eval_result, write_eval_files
 
@@ -68,6 +73,7 @@ def evaluate(
             hard_examples=cfg.eval.hard_examples if hard_examples is None else hard_examples,
             confidence_level=cfg.eval.confidence_level, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed,
             min_slice_size=cfg.eval.min_slice_size, metric_kwargs=_metric_kwargs(run, cfg),
+            metric_options=cfg.eval.metric_options,
             input_fields=task.input_fields(), run_id=run.run_id, test_data=test_info,
         )
     except VerifilyTrainError:
@@ -100,6 +106,16 @@ def _test_rows(cfg: TrainConfig, regs: Any, task: Any, test_data: str | Path | N
     rows = dataset.read_rows("test")
     return rows, {"path": str(dataset.split_path("test")), "sha256": f.sha256, "num_examples": len(rows),
                   "split": "test", "dataset": dataset.ref}
+
+
+def _gold_rows(path: Path, task: Any) -> list[dict]:
+    """Rows of ``eval.gold_set``, validated like test rows (they count only for gold metrics)."""
+    from verifily_core.datasets.rows import iter_jsonl, scan_file
+
+    if not path.is_file():
+        raise DataError(f"{path}: eval.gold_set file not found")
+    scan_file(path, task.validate_row).raise_if_invalid()
+    return [row for _, row in iter_jsonl(path)]
 
 
 def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token: str | None) -> tuple[Any, Any, str]:
@@ -159,7 +175,5 @@ def _metric_kwargs(run: Any, cfg: TrainConfig) -> dict[str, Any]:
     labels = run.path / "labels.json"
     if labels.is_file():
         kwargs["labels"] = json.loads(labels.read_text())["labels"]
-    if cfg.eval.gold_set:
-        kwargs["gold_set"] = cfg.eval.gold_set
     return kwargs
 

@@ -1,0 +1,97 @@
+"""`verifily eval` end to end on a tiny trained run: files, slices, gold set, a pip-installed metric."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from verifily_core.cli import cli
+from verifily_core.testing import make_sft_rows, write_jsonl
+
+pytestmark = pytest.mark.slow
+EXAMPLE = Path(__file__).parent / "example_plugin"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_llama_dir):
+    root = tmp_path_factory.mktemp("evalrun")
+    data = root / "data"
+    write_jsonl(data / "train.jsonl", make_sft_rows(32, seed=1))
+    write_jsonl(data / "test.jsonl", make_sft_rows(24, seed=3))
+    write_jsonl(data / "gold.jsonl", make_sft_rows(6, seed=4))
+    cfg = {"task": "sft", "base_model": str(tiny_llama_dir),
+           "data_paths": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")},
+           "training": {"max_steps": 3, "batch_size": 8, "gradient_accumulation_steps": 1, "max_seq_length": 48},
+           "lora": {"r": 4, "alpha": 8},
+           "eval": {"enabled": False, "slice_by_tags": ["source"], "gold_set": str(data / "gold.jsonl"),
+                    "max_new_tokens": 4, "bootstrap_resamples": 200, "min_slice_size": 5, "hard_examples": 5,
+                    "metrics": ["exact_match", "token_f1", "loss", "perplexity", "gold_exact_match"]},
+           "data_checks": {"leakage": "off"}, "output": {"dir": str(root / "runs")}}
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, ["train", "--config", str(root / "c.yaml")])
+    assert res.exit_code == 0, res.output
+    return next((root / "runs").iterdir())
+
+
+def test_eval_writes_the_contract_files(run_dir):
+    res = CliRunner().invoke(cli, ["eval", "--run", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    assert "Sliced by [source]" in res.stdout and "correlation, not causation" in res.stdout
+    results = json.loads((run_dir / "eval" / "eval_results.json").read_text())
+    assert results["format_version"] == 1 and results["test_data"]["num_examples"] == 24
+    assert results["test_data"]["sha256"].startswith("sha256:")
+    assert set(results["overall"]["metrics"]) >= {"exact_match", "token_f1", "loss", "perplexity", "gold_exact_match"}
+    assert set(results["slices"]) == {"source=human", "source=synthetic", "source=ai_contaminated"}
+    assert sum(s["n"] for s in results["slices"].values()) == 24
+    preds = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]
+    test_preds = [p for p in preds if p.get("split") != "gold"]
+    assert len(test_preds) == 24 and len(preds) == 30
+    hard = [json.loads(line) for line in (run_dir / "eval" / "hard_examples.jsonl").read_text().splitlines()]
+    assert len(hard) == 5
+    worst = sorted(p["scores"]["token_f1"] for p in test_preds)[:5]
+    assert sorted(h["score"] for h in hard) == worst
+
+
+def test_gold_rows_count_for_gold_metrics_only(run_dir):
+    results = json.loads((run_dir / "eval" / "eval_results.json").read_text())
+    preds = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]
+    gold = [p for p in preds if p.get("split") == "gold"]
+    expected = sum(p["prediction"].strip().lower() == p["reference"].strip().lower() for p in gold) / len(gold)
+    assert results["overall"]["metrics"]["gold_exact_match"]["value"] == pytest.approx(expected)
+    assert results["overall"]["n"] == 24
+
+
+def test_pip_installed_metric_is_used_by_eval(run_dir, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+    env = dict(os.environ, PYTHONPATH=str(target))
+    out = tmp_path / "eval_out"
+    res = subprocess.run([sys.executable, "-c", "from verifily_core.cli import main; main()", "eval", "--run",
+                          str(run_dir), "--metrics", "token_f1,response_length", "--slice-by", "source",
+                          "--output", str(out)], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    results = json.loads((out / "eval_results.json").read_text())
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    preds = [p for p in preds if p.get("split") != "gold"]  # gold rows count for gold metrics only
+    mean_len = sum(len(p["prediction"]) for p in preds) / len(preds)
+    assert results["overall"]["metrics"]["response_length"]["value"] == pytest.approx(mean_len)
+    human = [p for p in preds if p["tags"]["source"] == "human"]
+    assert results["slices"]["source=human"]["metrics"]["response_length"]["value"] == pytest.approx(
+        sum(len(p["prediction"]) for p in human) / len(human))
+
+
+def test_unknown_metric_and_bad_test_data(run_dir, tmp_path):
+    res = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--metrics", "bleuu", "--output", str(tmp_path)])
+    assert res.exit_code == 1 and "unknown metric 'bleuu'" in res.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "x"}\n')
+    res = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--test-data", str(bad), "--output", str(tmp_path)])
+    assert res.exit_code == 2 and f"{bad}:1: missing required field 'output'" in res.stderr
