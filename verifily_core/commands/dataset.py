@@ -156,8 +156,15 @@ def diff(ref_a: str, ref_b: str, store: str | None, fmt: str) -> None:
         return
     out(style(f"{a.ref} -> {b.ref}", bold=True))
     for split, c in result["splits"].items():
-        out(f"  {split:<6} +{c['added']} added  -{c['removed']} removed  ~{c['changed']} changed  "
-            f"{c['retagged']} retagged")
+        out(f"  {split:<6} {_counts(c, zeros=True)}")
         for label, t in result["by_tag"][split].items():
             if any(t.values()):
-                out(f"           {label:<32} +{t['added']} -{t['removed']} ~{t['changed']} r{t['retagged']}")
+                out(f"           {label:<32} {_counts(t)}")
+
+
+_SIGNS = {"added": "+", "removed": "-", "changed": "~", "retagged": ""}
+
+
+def _counts(counts: dict[str, int], zeros: bool = False) -> str:
+    parts = [f"{_SIGNS[k]}{n} {k}" for k, n in counts.items() if n or zeros]
+    return ", ".join(parts) or "unchanged"

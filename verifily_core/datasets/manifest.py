@@ -221,4 +221,5 @@ def write_json_atomic(path: Path, doc: Any) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=2, sort_keys=False)
         fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the manifest from other users
     os.replace(tmp, path)

@@ -166,6 +166,7 @@ class DatasetStore:
         made_parent = not final.parent.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}.", suffix=".partial"))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from other users
         try:
             files = []
             for f in scanned:
