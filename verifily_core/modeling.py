@@ -165,3 +165,16 @@ def init_kwargs(job: Any, device: str) -> dict[str, Any]:
                 raise ConfigError(f"two plugins both set the model loading argument '{key}'")
             merged[key] = value
     return merged
+
+
+class PretrainedLoader:
+    """Mixin for loaders of ``transformers`` models: ``load()`` via ``from_pretrained`` of the
+    requested Auto class from a Hub id or local path, tokenizer with a pad token."""
+
+    def load(self, job: Any, auto_class: str, **kwargs: Any) -> tuple[Any, Any]:
+        """Load ``(model, tokenizer)`` of ``job.base_model``; ``kwargs`` go to ``from_pretrained``."""
+        tokenizer = load_tokenizer(job.base_model, job.config, token=job.hf_token)
+        model = load_model(auto_class, job.base_model, job.config, token=job.hf_token, **kwargs)
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return model, tokenizer
