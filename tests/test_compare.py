@@ -254,3 +254,37 @@ def test_python_api(two_runs):
     assert isinstance(result, CompareResult) and result.runs == ["run_a", "run_b"]
     assert result.deltas["run_b"] == pytest.approx(0.3125) and result.interval("run_b")["ci_low"] is None
     assert "Comparison: token_f1" in result.to_table() and result.to_csv().count("\n") == 7
+
+
+def classification_run(root: Path, run_id: str, predictions: list[str]) -> Path:
+    from verifily_core.evaluation import build_eval_result, write_eval_files
+
+    regs = load_registries()
+    run = root / run_id
+    run.mkdir(parents=True)
+    meta = {"format_version": 1, "run_id": run_id, "name": None, "status": "completed", "task": "classification",
+            "base_model": "tiny", "dataset": {"ref": None}, "started_at": "2026-01-01T00:00:00Z", "completed_at": None,
+            "duration_seconds": 1.0, "metrics": {}, "artifact_path": str(run), "error": None, "hashes": {}}
+    (run / "run_meta.json").write_text(json.dumps(meta))
+    (run / "labels.json").write_text(json.dumps({"labels": ["neg", "pos"]}))
+    refs = ["pos"] * 4 + ["neg"] * 4
+    records = [{"index": i, "row_id": f"sha256:r{i}", "prediction": p, "reference": r, "tags": {"source": SOURCES[i]}}
+               for i, (p, r) in enumerate(zip(predictions, refs))]
+    metrics = [regs.metrics.get(m) for m in ("macro_f1", "accuracy")]
+    result = build_eval_result(records, "classification", metrics, slicers=regs.slicers, resamples=0, run_id=run_id,
+                               metric_kwargs={"labels": ["neg", "pos"]}, test_data={"sha256": "sha256:t"})
+    write_eval_files(result, run / "eval", records)
+    return run
+
+
+def test_classification_f1_is_macro_f1_and_its_interval_recomputes_the_metric(tmp_path):
+    a = classification_run(tmp_path, "run_a", ["pos", "pos", "neg", "neg"] + ["neg"] * 4)
+    b = classification_run(tmp_path, "run_b", ["pos"] * 4 + ["neg"] * 4)
+    d = compare_json("--runs", f"{a},{b}", "--no-data-changes")
+    # A: pos F1 = 2/3 (P 1, R 1/2), neg F1 = 4/5 (P 2/3, R 1): macro 11/15; B is perfect
+    assert d["metric"] == "macro_f1" and d["overall"]["run_a"] == pytest.approx(11 / 15)
+    ci = d["intervals"]["run_b"]["overall"]
+    assert ci["value_a"] == pytest.approx(11 / 15) and ci["delta"] == pytest.approx(4 / 15)
+    # per class, B's F1 is never below A's on any resample: every resampled delta is >= 0
+    assert 0 <= ci["ci_low"] <= ci["delta"] <= ci["ci_high"] <= 1
+    assert ci["delta"] != pytest.approx(2 / 8)  # not the mean per-row (accuracy) difference
