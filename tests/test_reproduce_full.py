@@ -104,3 +104,14 @@ def test_changed_inputs_are_refused_before_retraining(original, tmp_path):
     assert res.exit_code == 5
     assert "Config hash MISMATCH (config.yaml changed" in res.stderr and "cannot be reproduced" in res.stderr
     assert not any(p.name.startswith("run_") for p in (tmp_path / "runs").iterdir() if p != run)
+
+
+def test_verify_finds_moved_data_in_the_store(original, tmp_path):
+    run = writable_copy(original, tmp_path / "runs" / original.name)
+    hashes = json.loads((run / "hashes.json").read_text())
+    for entry in hashes["data_files"].values():  # as if the recorded paths were relative to another directory
+        entry["path"] = "elsewhere/" + entry["path"].rsplit("/", 1)[-1]
+    (run / "hashes.json").write_text(json.dumps(hashes))
+    res = reproduce("--run", run, "--verify-only")
+    assert res.exit_code == 0, res.output
+    assert "Verdict: MATCH" in res.output
