@@ -89,6 +89,28 @@ class Task(ABC):
         """A callable that pads a list of features into a batch."""
         raise NotImplementedError(f"task '{self.name}' does not define data_collator()")
 
+    # optional training steps; the defaults do nothing
+
+    def model_kwargs(self, job: "TrainJob") -> dict[str, Any]:
+        """Extra ``from_pretrained`` keyword arguments for the base model (e.g. ``num_labels``)."""
+        return {}
+
+    def prepare_model(self, model: Any, tokenizer: Any, job: "TrainJob", options: Any) -> Any:
+        """Adjust the loaded model before LoRA is applied; return it (or a replacement)."""
+        return model
+
+    def lora_extra(self, model: Any) -> dict[str, Any]:
+        """Extra ``peft.LoraConfig`` arguments (e.g. ``modules_to_save`` for a task head)."""
+        return {}
+
+    def trainer_class(self, options: Any, rows: Sequence[Mapping[str, Any]]) -> type | None:
+        """A ``transformers.Trainer`` subclass to train with, or ``None`` for the backend's default
+        (``Seq2SeqTrainer`` for seq2seq models, ``Trainer`` otherwise)."""
+        return None
+
+    def save_artifacts(self, run_dir: Path, model: Any, job: "TrainJob") -> None:
+        """Write task files (e.g. ``labels.json``) into the run directory before it is sealed."""
+
     # -- evaluation contract ----------------------------------------------------------------
 
     def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
