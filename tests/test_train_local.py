@@ -145,6 +145,11 @@ def test_nan_loss_fails_with_exit_3_and_marks_the_run_failed(tmp_path, tiny_llam
     assert max(steps) <= 4  # stopped early, not after all epochs
 
 
+def log_steps(run: Path) -> list[tuple[int, str]]:
+    return [(r["step"], "loss" if "loss" in r else "eval" if "eval_loss" in r else "end")
+            for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
+
+
 def _train_subprocess(config: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "from verifily_core.cli import main; main()", "train",
                              "--config", str(config), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -155,6 +160,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_llama_dir):
     config = make_config(tmp_path, tiny_llama_dir, num_epochs=6, save_steps=4, logging_steps=2)
     assert train(config).exit_code == 0
     reference = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
+    reference_log = log_steps(only_run(tmp_path))
     (tmp_path / "runs").rename(tmp_path / "reference_runs")
 
     proc = _train_subprocess(config)
@@ -175,7 +181,9 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_llama_dir):
     resumed = json.loads((only_run(tmp_path) / "run_meta.json").read_text())
     assert resumed["run_id"] == run_dir.name.removesuffix(".partial")
     assert resumed["metrics"]["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-6)
+    assert resumed["metrics"]["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-6)
     assert resumed["metrics"]["train_steps"] == reference["train_steps"]
+    assert log_steps(only_run(tmp_path)) == reference_log  # steps after the checkpoint are not logged twice
 
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny_llama_dir):

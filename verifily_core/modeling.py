@@ -12,8 +12,6 @@ import attrs
 
 from verifily_core.errors import ConfigError, TrainingError
 
-log = logging.getLogger("verifily.modeling")
-
 
 @attrs.frozen
 class ModelSource:
@@ -54,37 +52,39 @@ def resolve_device(requested: str) -> str:
     """``auto`` -> ``cuda`` > ``mps`` > ``cpu``; explicit devices are checked to exist."""
     import torch
 
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if requested == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"$.compute.device: '{requested}' requested but CUDA is not available; use auto or cpu")
-    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"$.compute.device: '{requested}' requested but CUDA is not available; use auto or cpu")
+        if requested not in ("cuda", "cuda:0"):  # the Trainer always trains on the first visible GPU
+            raise ConfigError(f"$.compute.device: '{requested}' is not supported; to train on GPU N set "
+                              "CUDA_VISIBLE_DEVICES=N and use compute.device=cuda")
+    elif requested == "mps" and not mps:
         raise ConfigError("$.compute.device: 'mps' requested but MPS is not available; use auto or cpu")
     return requested
 
 
-def precision_flags(device: str, bf16: bool, fp16: bool) -> dict[str, bool]:
-    """Mixed-precision flags the device supports; unsupported requests fall back to fp32 with a note."""
+def precision_flags(device: str, bf16: bool, fp16: bool) -> tuple[dict[str, bool], str]:
+    """The mixed-precision flags the device supports, and a one-line description of the choice.
+
+    ``compute.bf16`` means "bf16 where supported" (CUDA with bf16 support); ``compute.fp16``
+    needs CUDA. Anything else trains in fp32, and the description says why.
+    """
     import torch
 
-    out = {"bf16": False, "fp16": False}
-    if device.startswith("cuda"):
-        if bf16 and torch.cuda.is_bf16_supported():
-            out["bf16"] = True
-        elif bf16:
-            log.warning("bf16 is not supported on %s; training in fp32 (set compute.fp16=true to use fp16)", device)
-        if fp16:
-            out["fp16"] = True
-    elif fp16 or bf16:
-        if fp16:
-            log.warning("fp16 mixed precision needs CUDA; training in fp32 on %s", device)
-        else:
-            log.info("bf16 mixed precision is used on CUDA only; training in fp32 on %s", device)
-    return out
+    cuda = device.startswith("cuda")
+    if bf16 and cuda and torch.cuda.is_bf16_supported():
+        return {"bf16": True, "fp16": False}, "bf16 mixed precision"
+    if fp16 and cuda:
+        return {"bf16": False, "fp16": True}, "fp16 mixed precision"
+    if bf16 and cuda:
+        return {"bf16": False, "fp16": False}, "fp32 (this GPU has no bf16; set compute.fp16=true for fp16)"
+    if bf16 or fp16:
+        wanted = "bf16" if bf16 else "fp16"
+        return {"bf16": False, "fp16": False}, f"fp32 ({wanted} mixed precision is used on CUDA only)"
+    return {"bf16": False, "fp16": False}, "fp32"
 
 
 def load_tokenizer(source: str, config: Any, token: str | None = None) -> Any:

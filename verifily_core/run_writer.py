@@ -38,7 +38,7 @@ class RunWriter:
     def __init__(self, job: TrainJob, device: str, resume_dir: Path | None = None) -> None:
         self.job = job
         self.device = device
-        self.output_dir = Path(job.config.output.dir)
+        self.output_dir = resume_dir.parent if resume_dir else Path(job.config.output.dir)  # resumed: stay beside it
         self.path = resume_dir or self.output_dir / f"{job.job_id}{PARTIAL}"
         self.started_monotonic = time.monotonic()
         self.started_at = utc_now()

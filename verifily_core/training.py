@@ -74,9 +74,9 @@ def plan_training(
 
 def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None,
                  on_eval: Any = None) -> Any:
-    """Resolve the dataset, build the job, run it on the configured backend and, when
-    ``eval.enabled`` and the dataset has a test split, evaluate the finished run
-    (``on_eval(result)`` receives the EvalResult)."""
+    """Resolve the dataset, build the job, run it on the configured backend, tell the
+    ``verifily_run_written`` hook, and, when ``eval.enabled`` and the dataset has a test
+    split, evaluate the finished run (``on_eval(result)`` receives the EvalResult)."""
     from verifily_core.jobs import TrainJob, new_run_id, utc_now
 
     cfg = plan.config
@@ -97,6 +97,7 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
         resume_from=resume_from,
     )
     run = backend.run(job)
+    plan.registries.hook.verifily_run_written(run=run)
     if cfg.eval.enabled and dataset is not None and dataset.has_split("test"):
         from verifily_core.evaluator import evaluate
 

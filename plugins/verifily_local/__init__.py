@@ -26,3 +26,18 @@ class LocalBackend(ComputeBackend):
 def verifily_register_backends(registry: Any) -> None:
     """Register the ``local`` backend."""
     registry.add(LocalBackend())
+
+
+@hookimpl
+def verifily_validate_config(config: Any) -> list[str]:
+    """Settings the local Trainer cannot honour, caught before anything loads."""
+    if config.compute.mode != "local":
+        return []
+    t, out = config.training, []
+    if t.early_stopping_patience and t.save_steps % t.eval_steps:
+        out.append(f"$.training.save_steps: must be a multiple of training.eval_steps ({t.eval_steps}) when "
+                   "training.early_stopping_patience is set (the best checkpoint is kept)")
+    if config.lora.enabled and not config.output.save_adapter_only and config.lora.quantization != "none":
+        out.append("$.output.save_adapter_only: a merged model cannot be saved from a quantized base; "
+                   "keep save_adapter_only=true with lora.quantization")
+    return out

@@ -14,7 +14,7 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # optional CPU kernel
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
+from transformers import Seq2SeqTrainer, Trainer  # noqa: E402
 
 from verifily_core.errors import ConfigError, TrainingError, VerifilyTrainError
 from verifily_core.modeling import (
@@ -23,7 +23,10 @@ from verifily_core.modeling import (
 from verifily_core.plugins import describe_plugins
 from verifily_core.run_writer import RunWriter
 from verifily_core.runs import Run
-from verifily_local.callbacks import JsonlLogCallback, NonFiniteLossCallback, ProgressCallback
+from verifily_local.arguments import training_arguments
+from verifily_local.callbacks import (
+    JsonlLogCallback, LogAtSaveCallback, NonFiniteLossCallback, ProgressCallback, whole_run_loss,
+)
 
 log = logging.getLogger("verifily.local")
 
@@ -47,9 +50,8 @@ def apply_lora(model: Any, job: Any, task: Any, kind: str) -> Any:
     from peft import LoraConfig, get_peft_model
 
     targets = None if lo.target_modules == "auto" else lo.target_modules
-    extra = task.lora_extra(model) if hasattr(task, "lora_extra") else {}
     lora = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
-                      task_type=task.peft_task_type(kind), **extra)
+                      task_type=task.peft_task_type(kind), **task.lora_extra(model))
     transformers.set_seed(job.config.seed)  # LoRA initialisation draws from the RNG
     try:
         return get_peft_model(model, lora)
@@ -57,49 +59,15 @@ def apply_lora(model: Any, job: Any, task: Any, kind: str) -> Any:
         raise ConfigError(f"$.lora.target_modules: {str(exc).splitlines()[0]}") from None
 
 
-def training_arguments(job: Any, writer: RunWriter, device: str, has_val: bool) -> TrainingArguments:
-    """Map ``training.*`` faithfully onto ``TrainingArguments``."""
-    t, cfg = job.config.training, job.config
-    precision = precision_flags(device, cfg.compute.bf16, cfg.compute.fp16)
-    scheduler = {"constant": "constant", "constant_with_warmup": "constant_with_warmup"}.get(t.lr_scheduler, t.lr_scheduler)
-    return TrainingArguments(
-        output_dir=str(writer.checkpoints),
-        num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=cfg.eval.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=scheduler,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a fraction of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps,
-        eval_strategy="steps" if has_val else "no",
-        eval_steps=t.eval_steps if has_val else None,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=2,
-        load_best_model_at_end=bool(has_val and t.early_stopping_patience),
-        metric_for_best_model=(t.metric_for_best_model or "eval_loss") if has_val and t.early_stopping_patience else None,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=device == "cpu",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        **precision,
-    )
-
-
 def run_local(job: Any, resume_dir: Path | None = None) -> Run:
     """Train ``job`` on this machine and return the sealed run."""
     quiet_libraries()
     device = resolve_device(job.config.compute.device)
+    _, precision = precision_flags(device, job.config.compute.bf16, job.config.compute.fp16)
     writer = RunWriter(job, device, resume_dir=resume_dir)
     writer.start(describe_plugins(job.registries))
-    print(f"Run {job.job_id}: training {job.base_model} ({job.task}) on {device}", file=sys.stderr)
+    verb = "resuming" if resume_dir is not None else "training"
+    print(f"Run {job.job_id}: {verb} {job.base_model} ({job.task}) on {device}, {precision}", file=sys.stderr)
     try:
         metrics = _train(job, writer, device, resume_dir is not None)
     except VerifilyTrainError as exc:
@@ -123,56 +91,91 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool) -> dict[str
     options = task.parse_options(cfg.task_options)
     loader = choose_loader(job)
     transformers.set_seed(cfg.seed)  # before model creation: heads and dropout draw from the RNG
-    model, tokenizer = loader.load(job, auto_class=task.model_auto_class(loader.kind), **init_kwargs(job, device))
+    kwargs = {**init_kwargs(job, device), **task.model_kwargs(job)}
+    model, tokenizer = loader.load(job, auto_class=task.model_auto_class(loader.kind), **kwargs)
     regs.hook.verifily_prepare_model(model=model, config=cfg)
-    if hasattr(task, "prepare_model"):
-        model = task.prepare_model(model, tokenizer, job, options) or model
+    model = task.prepare_model(model, tokenizer, job, options) or model
     model = apply_lora(model, job, task, loader.kind)
     train_rows = job.dataset.read_rows("train")
     train_feats, stats = task.prepare_features(train_rows, tokenizer, loader.kind, cfg, options)
+    _report_truncation("train", stats, cfg.training.max_seq_length)
     val_feats = None
     if job.dataset.has_split("val"):
         val_feats, vstats = task.prepare_features(job.dataset.read_rows("val"), tokenizer, loader.kind, cfg, options)
-        stats["truncated"] += vstats["truncated"]
-    if stats["truncated"]:
-        log.warning("%d row(s) longer than training.max_seq_length=%d were truncated",
-                    stats["truncated"], cfg.training.max_seq_length)
-    guard = NonFiniteLossCallback()
-    callbacks = [JsonlLogCallback(writer.path / "train_log.jsonl"), guard, ProgressCallback()]
-    for extra in regs.hook.verifily_trainer_callbacks(config=cfg, run_dir=writer.path):
-        callbacks.extend(extra or [])
-    if val_feats is not None and cfg.training.early_stopping_patience:
-        callbacks.append(transformers.EarlyStoppingCallback(cfg.training.early_stopping_patience))
-    trainer_cls = task.trainer_class() if hasattr(task, "trainer_class") else Trainer
-    trainer = trainer_cls(
-        model=model, args=training_arguments(job, writer, device, val_feats is not None),
-        train_dataset=_Rows(train_feats), eval_dataset=_Rows(val_feats) if val_feats is not None else None,
-        data_collator=task.data_collator(tokenizer, loader.kind, model), callbacks=callbacks,
-    )
-    trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
-    checkpoint = _latest_checkpoint(writer.checkpoints) if resuming else None
+        _report_truncation("val", vstats, cfg.training.max_seq_length)
+    trainer, guard, log_file = _trainer(job, writer, device, task, options, loader.kind, model, tokenizer,
+                                        train_rows, train_feats, val_feats)
+    checkpoint = latest_checkpoint(writer.checkpoints) if resuming else None
     if resuming and checkpoint is None:
-        log.warning("no checkpoint found in %s; training from the start", writer.checkpoints)
+        log.warning("no complete checkpoint in %s; training from the start", writer.checkpoints)
+    first_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    if resuming:
+        log_file.drop_after(first_step)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if guard.bad:
         raise TrainingError(f"non-finite training: {guard.bad}; lower training.learning_rate or check the data")
-    metrics: dict[str, Any] = {"train_loss": result.training_loss, "train_steps": result.global_step,
-                               "train_rows": stats["rows"], "truncated_rows": stats["truncated"],
-                               "train_runtime_s": result.metrics.get("train_runtime")}
+    metrics: dict[str, Any] = {
+        "train_loss": whole_run_loss(trainer.state.log_history, first_step, result.global_step, result.training_loss),
+        "train_steps": result.global_step, "train_rows": stats["rows"], "truncated_rows": stats["truncated"],
+        "train_runtime_s": result.metrics.get("train_runtime"),
+    }
     if val_feats is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+        metrics["val_truncated_rows"] = vstats["truncated"]
     _save(trainer, tokenizer, writer.path, task, job)
     return metrics
 
 
-def _latest_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, kind: str, model: Any,
+             tokenizer: Any, train_rows: list[Any], train_feats: list[Any],
+             val_feats: list[Any] | None) -> tuple[Any, Any, Any]:
+    """The Trainer with our callbacks (log file, NaN guard, progress, plugins', early stopping);
+    returns it with the NaN guard and the log-file callback."""
+    cfg = job.config
+    guard = NonFiniteLossCallback()
+    log_file = JsonlLogCallback(writer.path / "train_log.jsonl")
+    callbacks = [log_file, LogAtSaveCallback(), guard, ProgressCallback()]
+    for extra in job.registries.hook.verifily_trainer_callbacks(config=cfg, run_dir=writer.path):
+        callbacks.extend(extra or [])
+    if cfg.training.early_stopping_patience:
+        if val_feats is None:
+            log.warning("training.early_stopping_patience is ignored: the dataset has no val split")
+        else:
+            callbacks.append(transformers.EarlyStoppingCallback(cfg.training.early_stopping_patience))
+    default = Seq2SeqTrainer if kind == "seq2seq" else Trainer
+    trainer = (task.trainer_class(options, train_rows) or default)(
+        model=model, args=training_arguments(job, writer.checkpoints, device, val_feats is not None, kind),
+        train_dataset=_Rows(train_feats), eval_dataset=_Rows(val_feats) if val_feats is not None else None,
+        data_collator=task.data_collator(tokenizer, kind, model), callbacks=callbacks,
+    )
+    trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
+    return trainer, guard, log_file
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+def _report_truncation(split: str, stats: dict[str, Any], max_len: int) -> None:
+    if stats["truncated"]:
+        log.warning("%d of %d %s row(s) are longer than training.max_seq_length=%d and were truncated",
+                    stats["truncated"], stats["rows"], split, max_len)
+
+
+def latest_checkpoint(folder: Path) -> str | None:
+    """The newest *complete* Trainer checkpoint in ``folder`` (its ``trainer_state.json``, written
+    last, exists); a checkpoint cut short by a kill is skipped."""
+    if not folder.is_dir():
+        return None
+    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(steps)[1]) if steps else None
+
 
 
 def _save(trainer: Any, tokenizer: Any, path: Path, task: Any, job: Any) -> None:
+    """``adapter/`` (the full model without LoRA), ``tokenizer/``, task files, and ``model/``
+    (LoRA merged into the base) when ``output.save_adapter_only`` is false."""
     trainer.model.save_pretrained(str(path / "adapter"), safe_serialization=True)
     tokenizer.save_pretrained(str(path / "tokenizer"))
-    if hasattr(task, "save_artifacts"):
-        task.save_artifacts(path, trainer.model, job)
+    task.save_artifacts(path, trainer.model, job)
+    if job.config.lora.enabled and not job.config.output.save_adapter_only:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(path / "model"), safe_serialization=True)
+        tokenizer.save_pretrained(str(path / "model"))

@@ -13,21 +13,47 @@ from transformers import TrainerCallback
 
 
 class JsonlLogCallback(TrainerCallback):
-    """Appends one JSON object per logging step to ``train_log.jsonl``."""
+    """Appends one JSON object per logging step to ``train_log.jsonl``: step, epoch, loss, lr,
+    grad_norm and the throughput since the previous line (non-padding input tokens per second)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._last: tuple[float, int] | None = None
+
+    def drop_after(self, step: int) -> None:
+        """Forget lines logged after ``step`` (a resumed run repeats the steps after its checkpoint)."""
+        if self.path.is_file():
+            lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
+                     if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            self.path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._last = (time.monotonic(), state.num_input_tokens_seen)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or not state.is_world_process_zero:
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        for key in ("loss", "learning_rate", "grad_norm", "eval_loss", "train_loss", "train_samples_per_second"):
+        for key in ("loss", "learning_rate", "grad_norm", "eval_loss", "train_loss"):
             if key in logs:
                 record["lr" if key == "learning_rate" else key] = logs[key]
+        now, tokens = time.monotonic(), state.num_input_tokens_seen
+        if "loss" in logs and self._last is not None and now > self._last[0]:
+            record["tokens_per_second"] = round((tokens - self._last[1]) / (now - self._last[0]), 1)
+            record["tokens_seen"] = tokens
+            self._last = (now, tokens)
         record["time"] = round(time.time(), 3)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+class LogAtSaveCallback(TrainerCallback):
+    """Closes the logging window at every checkpoint, so the losses logged up to a checkpoint
+    cover every step before it (a resumed run can then report the whole run's mean loss)."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if control.should_save:
+            control.should_log = True
 
 
 class NonFiniteLossCallback(TrainerCallback):
@@ -49,12 +75,31 @@ class ProgressCallback(TrainerCallback):
 
     def __init__(self) -> None:
         self.start = time.monotonic()
+        self.first_step = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.start, self.first_step = time.monotonic(), state.global_step  # a resumed run starts late
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or "loss" not in logs or not state.max_steps:
             return
         done = state.global_step
         elapsed = time.monotonic() - self.start
-        eta = elapsed / max(done, 1) * (state.max_steps - done)
+        eta = elapsed / max(done - self.first_step, 1) * (state.max_steps - done)
         print(f"  step {done}/{state.max_steps}  epoch {state.epoch or 0:.2f}  loss {logs['loss']:.4f}  "
               f"eta {int(eta // 60)}m{int(eta % 60):02d}s", file=sys.stderr, flush=True)
+
+
+def whole_run_loss(log_history: list[dict[str, Any]], first_step: int, last_step: int, session_loss: float) -> float:
+    """The mean training loss over all steps of a run that was resumed at ``first_step``.
+
+    ``session_loss`` is the Trainer's mean over the steps of this session; the steps before
+    come from the logged losses (each the mean over its window) of the resumed checkpoint.
+    """
+    if first_step <= 0:
+        return session_loss
+    total, prev = 0.0, 0
+    for entry in sorted((e for e in log_history if "loss" in e and e["step"] <= first_step), key=lambda e: e["step"]):
+        total += entry["loss"] * (entry["step"] - prev)
+        prev = entry["step"]
+    return (total + session_loss * (last_step - first_step)) / max(last_step, 1)
