@@ -167,12 +167,38 @@ def pretrain(model, tok, kind: str, texts: list[str], steps: int, seed: int = 0)
     model.eval()
 
 
+def pretrain_encoder(config, tok, texts: list[str], steps: int, seed: int = 0):
+    """Briefly pretrain an encoder with masked language modelling (15% of tokens masked) and
+    return its base model, so that LoRA on a classifier has a sensible encoder to adapt."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    torch.manual_seed(seed)
+    mlm = AutoModelForMaskedLM.from_config(config)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(mlm.parameters(), lr=3e-3)
+    special = torch.tensor(tok.all_special_ids)
+    mlm.train()
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (16,), generator=g).tolist()
+        batch = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=64)
+        ids = batch.input_ids.clone()
+        chosen = (torch.rand(ids.shape, generator=g) < 0.15) & ~torch.isin(ids, special)
+        labels = ids.masked_fill(~chosen, -100)
+        batch["input_ids"] = ids.masked_fill(chosen, tok.mask_token_id)
+        loss = mlm(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return mlm.base_model
+
+
 def build_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, texts: Iterable[str] | None = None,
-                     pretrain_steps: int = 0, pretrain_texts: Iterable[str] | None = None) -> Path:
+                     pretrain_steps: int = 0) -> Path:
     """Build a tiny ``kind`` model (llama, t5, bert, deberta-v2) with its tokenizer in ``out_dir``.
 
-    ``pretrain_steps`` > 0 briefly trains llama/t5 first on ``pretrain_texts`` (default: the
-    built-in corpus plus ``texts``), a generic language objective. Deterministic: the same
+    ``pretrain_steps`` > 0 briefly trains the model first (causal LM for llama, copying for
+    t5, masked LM for the encoders) on the built-in corpus plus ``texts``. Deterministic: the same
     arguments give byte-identical files.
     """
     import torch
@@ -188,6 +214,9 @@ def build_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, texts: Itera
         model = _model_class(kind).from_config(_config(kind, tok))
         if pretrain_steps and kind in ("llama", "t5"):
             pretrain(model, tok, kind, texts, pretrain_steps, seed)
+        elif pretrain_steps:
+            encoder = pretrain_encoder(model.config, tok, texts, pretrain_steps, seed)
+            model.base_model.load_state_dict(encoder.state_dict(), strict=False)  # the pooler stays fresh
         model.save_pretrained(str(staging), safe_serialization=True)
         for f in sorted(staging.iterdir()):
             os.replace(f, out / f.name)
