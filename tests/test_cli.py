@@ -82,7 +82,7 @@ def test_dry_run_json_and_hash_unchanged_by_output_dir_and_name(config):
         ("task: summarize\nbase_model: m\ndata_paths: {train: t}\n", [], "$.task: unknown task 'summarize'"),
         ("task: sft\nbase_model: m\n", [], "$.dataset_version: set either dataset_version"),
         (CONFIG, ["training.lr=3"], "$.training.lr: unknown key"),
-        (CONFIG, ["--mode", "cloud"], "$.compute.mode: expected one of local, managed"),
+        (CONFIG, ["--mode", "cloud"], "$.compute.mode: unknown backend 'cloud'; available: local, managed"),
     ],
 )
 def test_config_errors_exit_1_with_one_line(tmp_path, yaml_text, extra, message):

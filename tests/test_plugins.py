@@ -132,7 +132,8 @@ def test_pip_installed_plugin_is_listed_with_its_distribution(installed_example)
     records = {r["name"]: r for r in json.loads(res.stdout)}
     assert records["example"]["distribution"] == "verifily-example-plugin"
     assert records["example"]["version"] == "0.2.0"
-    assert records["example"]["registers"] == {"metric": ["response_length"], "slicer": ["first_letter"]}
+    assert records["example"]["registers"] == {"metric": ["response_length"], "slicer": ["first_letter"],
+                                               "backend": ["subprocess"]}
     for name in BUILTINS:
         assert records[name]["distribution"] == "verifily-train"
 
@@ -145,3 +146,19 @@ def test_pip_installed_plugin_metric_is_usable_in_a_config(installed_example, tm
     without = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "train", "--config", str(cfg), "--dry-run")
     assert without.returncode == 1
     assert "$.eval.metrics[0]: unknown metric 'response_length'" in without.stderr
+
+
+@pytest.mark.slow
+def test_pip_installed_backend_trains_a_run(installed_example, tmp_path, tiny_llama_dir):
+    from verifily_core.testing import make_sft_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "train.jsonl", make_sft_rows(16, seed=1))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"task: sft\nbase_model: {tiny_llama_dir}\ndata_paths: {{train: {data}}}\n"
+                   f"training: {{max_steps: 2, batch_size: 4, max_seq_length: 48}}\n"
+                   f"output: {{dir: {tmp_path / 'runs'}}}\n")
+    res = _verifily(installed_example, "train", "--config", str(cfg), "--mode", "subprocess")
+    assert res.returncode == 0, res.stderr
+    assert "Run completed: run_" in res.stdout
+    meta = json.loads(next((tmp_path / "runs").glob("run_*/run_meta.json")).read_text())
+    assert meta["status"] == "completed"

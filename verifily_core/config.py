@@ -27,7 +27,6 @@ TASKS_BUILTIN = ("sft", "classification")
 LrScheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 Quantization = Literal["none", "4bit", "8bit"]
 ComputeDtype = Literal["bfloat16", "float16", "float32"]
-Mode = Literal["local", "managed"]
 LeakagePolicy = Literal["warn", "error", "off"]
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -90,7 +89,7 @@ class LoraParams:
 class ComputeParams:
     """Where training runs."""
 
-    mode: Mode = "local"
+    mode: str = "local"
     device: str = "auto"
     fp16: bool = False
     bf16: bool = True

@@ -1,11 +1,12 @@
-"""An example third-party plugin: the ``response_length`` metric and the ``first_letter`` slicer."""
+"""An example third-party plugin: the ``response_length`` metric, the ``first_letter`` slicer and
+the ``subprocess`` compute backend."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 from verifily_core import hookimpl
-from verifily_core.interfaces import Metric, Slicer
+from verifily_core.interfaces import ComputeBackend, Metric, Slicer
 
 
 class ResponseLength(Metric):
@@ -47,3 +48,42 @@ def verifily_register_metrics(registry: Any) -> None:
 def verifily_register_slicers(registry: Any) -> None:
     """Register ``first_letter``."""
     registry.add(FirstLetter())
+
+
+class SubprocessBackend(ComputeBackend):
+    """Runs the job with the ``local`` backend in a child process (isolation, a time limit)."""
+
+    name = "subprocess"
+    timeout_s = 3600
+
+    def run(self, job: Any) -> Any:
+        """Write the resolved config, train it in a child ``verifily train``, return the run."""
+        import json
+        import subprocess
+        import sys
+        import tempfile
+
+        import yaml
+
+        from verifily_core.errors import TrainingError
+        from verifily_core.runs import load_run
+
+        config = job.config.to_dict()
+        config["compute"]["mode"] = "local"
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+            yaml.safe_dump(config, fh)
+        child = subprocess.run(
+            [sys.executable, "-c", "from verifily_core.cli import main; main()", "train", "--config", fh.name,
+             "--format", "json", "eval.enabled=false"],
+            capture_output=True, text=True, timeout=self.timeout_s,
+        )
+        if child.returncode != 0:
+            last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+            raise TrainingError(f"subprocess backend: child exited with {child.returncode}: {last}")
+        return load_run(json.loads(child.stdout)["artifact_path"])
+
+
+@hookimpl
+def verifily_register_backends(registry: Any) -> None:
+    """Register ``subprocess``."""
+    registry.add(SubprocessBackend())
