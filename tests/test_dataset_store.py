@@ -224,3 +224,14 @@ def test_store_diff_api_matches_cli(tmp_path, store, regs):
     s = DatasetStore(store)
     d = diff_versions(s.get("ds@v1"), s.get("ds@v2"), regs.tasks.get("sft").input_fields())
     assert d["total"]["removed"] == 1 and d["total"]["added"] == 0
+
+
+def test_rule_6_reads_keys_through_slice_specs(tmp_path, store, regs):
+    create(tmp_path, "v1", make_sft_rows(10, 1))
+    ok = resolve_config(data={"task": "sft", "base_model": "m", "dataset_version": "ds@v1",
+                              "eval": {"slice_by_tags": ["source&difficulty", "length:reference"]}})
+    assert resolve_dataset(ok, regs).ref == "ds@v1"
+    bad = resolve_config(data={"task": "sft", "base_model": "m", "dataset_version": "ds@v1",
+                               "eval": {"slice_by_tags": ["source&vendor"]}})
+    with pytest.raises(ConfigError, match=r"tag key\(s\) vendor not in dataset ds@v1"):
+        resolve_dataset(bad, regs)

@@ -37,14 +37,20 @@ def resolve_dataset(config: Any, registries: Any, store: str | Path | None = Non
         verify(dv, task.validate_row)
     else:
         raise ConfigError("$.dataset_version: set dataset_version (id@version) or data_paths.train")
-    check_slice_keys(dv, config.eval.slice_by_tags)
+    check_slice_keys(dv, config.eval.slice_by_tags, registries.slicers)
     _apply_leakage_policy(dv, task, config.data_checks)
     return dv
 
 
-def check_slice_keys(dv: DatasetVersion, slice_by_tags: Any) -> None:
-    """Rule 6: every ``eval.slice_by_tags`` key must be a tag key of the dataset."""
-    missing = [k for k in (slice_by_tags or ()) if k not in dv.tag_keys]
+def check_slice_keys(dv: DatasetVersion, slice_by_tags: Any, slicers: Any = None) -> None:
+    """Rule 6: every tag key that ``eval.slice_by_tags`` reads must be a tag key of the dataset.
+
+    Specs may cross keys (``source&difficulty``) or name a derived slicer (``length:reference``,
+    which reads no tag); ``slicers`` (the registry) says which keys each slicer reads.
+    """
+    from verifily_core.evaluation.slicing import tag_keys
+
+    missing = [k for k in tag_keys(list(slice_by_tags or ()), slicers) if k not in dv.tag_keys]
     if missing:
         have = ", ".join(dv.tag_keys) or "none"
         raise ConfigError(f"$.eval.slice_by_tags: tag key(s) {', '.join(missing)} not in dataset "
