@@ -27,7 +27,7 @@ class SFTTask(Task):
         from verifily_core.structuring import structure
         from verifily_sft.options import SFTOptions
 
-        return structure(dict(options), SFTOptions, root="$.task_options")
+        return structure(dict(options), SFTOptions, root="$.task_options").check()
 
     def model_auto_class(self, model_kind: str) -> str:
         """``AutoModelForSeq2SeqLM`` for seq2seq models, ``AutoModelForCausalLM`` otherwise."""

@@ -1,4 +1,9 @@
-"""Tokenization of SFT rows: loss on output tokens only (CausalLM), output as target (Seq2Seq)."""
+"""Tokenization of SFT rows: loss on output tokens only (CausalLM), output as target (Seq2Seq).
+
+Truncation to ``training.max_seq_length`` is counted, never silent. A prompt that is too long
+loses tokens from its middle (its start with the instruction and its end with the response
+marker are kept); an output keeps at least half of the budget.
+"""
 
 from __future__ import annotations
 
@@ -11,31 +16,49 @@ def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=special)["input_ids"]
 
 
+def fit_middle(ids: list[int], budget: int) -> list[int]:
+    """``ids`` cut to ``budget`` tokens by dropping tokens from the middle."""
+    if len(ids) <= budget:
+        return ids
+    first = budget // 2
+    return ids[:first] + ids[len(ids) - (budget - first):]
+
+
+def prompt_ids(tokenizer: Any, row: Mapping[str, Any], model_kind: str, options: SFTOptions) -> list[int]:
+    """The prompt's token ids (special tokens as the model family expects; none added to a
+    chat-template prompt of a CausalLM, which carries its own)."""
+    prompt = options.render(dict(row), tokenizer)
+    return _ids(tokenizer, prompt, model_kind == "seq2seq" or not options.use_chat_template)
+
+
 def prepare(rows: Sequence[Mapping[str, Any]], tokenizer: Any, model_kind: str, max_len: int,
             options: SFTOptions) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Features for each row plus stats: ``rows``, ``truncated`` (rows cut to ``max_len``)."""
     feats, truncated = [], 0
     for row in rows:
-        prompt = options.render(dict(row), tokenizer)
+        p = prompt_ids(tokenizer, row, model_kind, options)
         if model_kind == "seq2seq":
-            src = _ids(tokenizer, prompt, True)
             tgt = _ids(tokenizer, row["output"], True)
-            truncated += len(src) > max_len or len(tgt) > max_len
-            feats.append({"input_ids": src[:max_len], "attention_mask": [1] * min(len(src), max_len),
-                          "labels": tgt[:max_len]})
+            truncated += len(p) > max_len or len(tgt) > max_len
+            src = fit_middle(p, max_len)
+            feats.append({"input_ids": src, "attention_mask": [1] * len(src), "labels": tgt[:max_len]})
             continue
-        p = _ids(tokenizer, prompt, not options.use_chat_template)
         out = _ids(tokenizer, row["output"], False)
         if tokenizer.eos_token_id is not None:
             out = out + [tokenizer.eos_token_id]
         if len(p) + len(out) > max_len:
             truncated += 1
-            keep_out = min(len(out), max(max_len - len(p), max_len // 2))
-            out = out[:keep_out]
-            p = p[: max_len - len(out)]
+            out = out[:min(len(out), max(max_len - len(p), max_len // 2))]
+            p = fit_middle(p, max_len - len(out))
         feats.append({"input_ids": p + out, "attention_mask": [1] * (len(p) + len(out)),
                       "labels": [-100] * len(p) + out})
     return feats, {"rows": len(feats), "truncated": truncated}
+
+
+def pad(seqs: Sequence[list[int]], value: int, left: bool = False) -> list[list[int]]:
+    """Pad lists of ids to the longest, on the right (or the left)."""
+    width = max(len(s) for s in seqs)
+    return [([value] * (width - len(s)) + s) if left else (s + [value] * (width - len(s))) for s in seqs]
 
 
 class PadCollator:
@@ -48,9 +71,7 @@ class PadCollator:
         import torch
 
         batch: dict[str, Any] = {}
-        for key, pad in (("input_ids", self.pad_id), ("attention_mask", 0), ("labels", -100)):
-            if key not in features[0]:
-                continue
-            width = max(len(f[key]) for f in features)
-            batch[key] = torch.tensor([f[key] + [pad] * (width - len(f[key])) for f in features], dtype=torch.long)
+        for key, value in (("input_ids", self.pad_id), ("attention_mask", 0), ("labels", -100)):
+            if key in features[0]:
+                batch[key] = torch.tensor(pad([f[key] for f in features], value), dtype=torch.long)
         return batch

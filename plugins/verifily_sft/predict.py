@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from verifily_sft.data import PadCollator, prepare
+from verifily_sft.data import PadCollator, fit_middle, pad, prepare, prompt_ids
 from verifily_sft.options import SFTOptions
 
 
@@ -36,22 +36,21 @@ def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str, max_len: int,
              options: SFTOptions, batch_size: int, max_new_tokens: int, device: str) -> list[str]:
-    """Greedy generation in batches (left padding for CausalLM); returns the decoded outputs."""
-    prompts = [options.render(dict(r), tokenizer) for r in rows]
+    """Greedy generation in batches; returns the decoded outputs.
+
+    Prompts are tokenized and cut to ``max_len`` exactly as in training, and padded on the left
+    for CausalLM models (so every prompt ends where generation starts).
+    """
+    prompts = [fit_middle(prompt_ids(tokenizer, r, model_kind, options), max_len) for r in rows]
+    left = model_kind != "seq2seq"
     outputs: list[str] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left" if model_kind != "seq2seq" else "right"
-    try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start:start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
-                            add_special_tokens=not options.use_chat_template or model_kind == "seq2seq")
-            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            if model_kind != "seq2seq":
-                gen = gen[:, enc["input_ids"].shape[1]:]
-            outputs += [t.strip() for t in tokenizer.batch_decode(gen, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = side
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        ids = torch.tensor(pad(chunk, tokenizer.pad_token_id, left), dtype=torch.long, device=device)
+        mask = torch.tensor(pad([[1] * len(c) for c in chunk], 0, left), dtype=torch.long, device=device)
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             num_beams=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        if left:
+            gen = gen[:, ids.shape[1]:]
+        outputs += [t.strip() for t in tokenizer.batch_decode(gen, skip_special_tokens=True)]
     return outputs

@@ -1,0 +1,157 @@
+"""The local backend's parts: devices and precision, loader choice, init kwargs, argument mapping,
+config checks, checkpoints, the whole-run loss of a resumed run, error translation."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from verifily_core import hookimpl
+from verifily_core.config import TrainConfig
+from verifily_core.errors import ConfigError, TrainingError
+from verifily_core.modeling import ModelSource, choose_loader, init_kwargs, precision_flags, raise_training_error
+from verifily_core.modeling import resolve_device
+from verifily_core.plugins import load_registries, make_plugin_manager
+
+
+def config(base: str = "org/model", **sections) -> TrainConfig:
+    data = {"task": "sft", "base_model": base, "data_paths": {"train": "train.jsonl"}, **sections}
+    return TrainConfig.from_dict(data)
+
+
+def test_precision_falls_back_to_fp32_on_cpu_with_a_reason():
+    assert precision_flags("cpu", bf16=True, fp16=False) == (
+        {"bf16": False, "fp16": False}, "fp32 (bf16 mixed precision is used on CUDA only)")
+    assert precision_flags("cpu", bf16=False, fp16=True)[1] == "fp32 (fp16 mixed precision is used on CUDA only)"
+    assert precision_flags("mps", bf16=False, fp16=False) == ({"bf16": False, "fp16": False}, "fp32")
+
+
+def test_explicit_devices_must_exist():
+    import torch
+
+    assert resolve_device("cpu") == "cpu"
+    if torch.cuda.is_available():
+        assert resolve_device("auto") == "cuda"
+        with pytest.raises(ConfigError, match=r"^\$\.compute\.device: 'cuda:1' is not supported; .*CUDA_VISIBLE_DEVICES"):
+            resolve_device("cuda:1")
+    else:
+        assert resolve_device("auto") in ("cpu", "mps")
+        with pytest.raises(ConfigError, match=r"^\$\.compute\.device: 'cuda' requested but CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_auto_loader_follows_the_model_config(tiny_llama_dir, tiny_t5_dir):
+    regs = load_registries()
+    assert choose_loader(ModelSource(config(str(tiny_llama_dir)), regs)).name == "causal_lm"
+    assert choose_loader(ModelSource(config(str(tiny_t5_dir)), regs)).name == "seq2seq"
+    forced = config(str(tiny_t5_dir), model={"loader": "causal_lm"})
+    assert choose_loader(ModelSource(forced, regs)).name == "causal_lm"
+
+
+class PickSeq2Seq:
+    plugin_name = "picker"
+
+    @hookimpl
+    def verifily_select_model_loader(self, task, model_config):
+        return "seq2seq"
+
+
+def test_a_plugin_answer_wins_over_the_builtin_choice(tiny_llama_dir):
+    regs = load_registries(make_plugin_manager(plugins=[PickSeq2Seq()]))
+    assert choose_loader(ModelSource(config(str(tiny_llama_dir)), regs)).name == "seq2seq"
+
+
+class Kwargs:
+    def __init__(self, name, answer):
+        self.plugin_name, self.answer = name, answer
+
+    @hookimpl
+    def verifily_model_init_kwargs(self, config, device):
+        return self.answer
+
+
+def test_init_kwargs_of_all_plugins_are_merged_and_a_clash_is_an_error():
+    regs = load_registries(make_plugin_manager(plugins=[Kwargs("a", {"x": 1}), Kwargs("b", {"y": 2})]))
+    assert init_kwargs(ModelSource(config(), regs), "cpu") == {"x": 1, "y": 2}
+    regs = load_registries(make_plugin_manager(plugins=[Kwargs("a", {"x": 1}), Kwargs("b", {"x": 2})]))
+    with pytest.raises(ConfigError, match="two plugins both set the model loading argument 'x'"):
+        init_kwargs(ModelSource(config(), regs), "cpu")
+
+
+def test_every_training_field_reaches_the_trainer_arguments(tmp_path):
+    from transformers import Seq2SeqTrainingArguments
+
+    from verifily_local.arguments import training_arguments
+
+    cfg = config(training={"num_epochs": 2, "batch_size": 3, "gradient_accumulation_steps": 5, "learning_rate": 1e-3,
+                           "lr_scheduler": "linear", "warmup_ratio": 0.1, "weight_decay": 0.2, "max_grad_norm": 0.5,
+                           "eval_steps": 7, "save_steps": 14, "logging_steps": 2, "max_steps": 30,
+                           "early_stopping_patience": 2},
+                 eval={"batch_size": 4}, seed=9)
+    args = training_arguments(SimpleNamespace(config=cfg), tmp_path, "cpu", True, "causal_lm")
+    got = {k: getattr(args, k) for k in (
+        "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+        "warmup_steps", "weight_decay", "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "max_steps",
+        "per_device_eval_batch_size", "seed", "data_seed", "load_best_model_at_end", "metric_for_best_model",
+        "bf16", "fp16")}
+    assert got == {"num_train_epochs": 2, "per_device_train_batch_size": 3, "gradient_accumulation_steps": 5,
+                   "learning_rate": 1e-3, "warmup_steps": 0.1, "weight_decay": 0.2, "max_grad_norm": 0.5,
+                   "eval_steps": 7, "save_steps": 14, "logging_steps": 2, "max_steps": 30,
+                   "per_device_eval_batch_size": 4, "seed": 9, "data_seed": 9, "load_best_model_at_end": True,
+                   "metric_for_best_model": "eval_loss", "bf16": False, "fp16": False}
+    assert args.lr_scheduler_type.value == "linear" and args.get_warmup_steps(100) == 10
+    no_val = training_arguments(SimpleNamespace(config=cfg), tmp_path, "cpu", False, "seq2seq")
+    assert isinstance(no_val, Seq2SeqTrainingArguments)
+    assert no_val.eval_strategy.value == "no" and not no_val.load_best_model_at_end
+
+
+def test_local_config_checks():
+    regs = load_registries()
+    problems = config(training={"early_stopping_patience": 2, "eval_steps": 10, "save_steps": 15}).problems(regs)
+    assert any(p.startswith("$.training.save_steps: must be a multiple of training.eval_steps (10)") for p in problems)
+    merged = config(lora={"quantization": "4bit"}, output={"save_adapter_only": False}).problems(regs)
+    assert any(p.startswith("$.output.save_adapter_only: a merged model cannot be saved") for p in merged)
+
+
+def test_only_complete_checkpoints_are_resumed(tmp_path):
+    from verifily_local.backend import latest_checkpoint
+
+    assert latest_checkpoint(tmp_path / "none") is None
+    for step, complete in ((4, True), (8, True), (12, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+
+
+def test_whole_run_loss_of_a_resumed_run():
+    from verifily_local.callbacks import whole_run_loss
+
+    # steps 1-4 logged as two windows (means 3.0 over 3 steps, 2.0 over 1), resumed at 4; this session
+    # trained steps 5-10 with mean 1.0; a line logged after the checkpoint (step 6) belongs to this session.
+    history = [{"loss": 3.0, "step": 3}, {"eval_loss": 9.0, "step": 4}, {"loss": 2.0, "step": 4},
+               {"loss": 1.0, "step": 6}]
+    assert whole_run_loss(history, 4, 10, 1.0) == pytest.approx((9.0 + 2.0 + 6.0) / 10)
+    assert whole_run_loss(history, 0, 10, 1.5) == 1.5
+
+
+def test_out_of_memory_becomes_a_training_error_with_advice():
+    import torch
+
+    with pytest.raises(TrainingError) as err:
+        raise_training_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert err.value.exit_code == 3
+    assert "out of memory" in str(err.value) and "training.batch_size" in str(err.value)
+    with pytest.raises(TrainingError, match=r"^training failed: RuntimeError: boom"):
+        raise_training_error(RuntimeError("boom\nmore"))
+
+
+def test_log_lines_after_the_checkpoint_are_dropped(tmp_path):
+    from verifily_local.callbacks import JsonlLogCallback
+
+    path = tmp_path / "train_log.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (2, 4, 6)))
+    JsonlLogCallback(path).drop_after(4)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [2, 4]
