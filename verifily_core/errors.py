@@ -11,7 +11,8 @@ code  meaning
 2     data error (dataset missing, bad row, hash mismatch, leakage)
 3     training error (NaN/inf loss, out of memory, device error)
 4     evaluation error
-5     reproduction check failed (a hash or metric did not match)
+5     reproduction check failed (MISMATCH, NOT REPRODUCIBLE)
+6     reproduction check: PARTIAL MATCH (only the environment differs)
 10    managed mode not available (v1 stub)
 ====  ==========================================================
 """
@@ -71,5 +72,6 @@ EXIT_CODES: dict[int, str] = {
     3: "training error",
     4: "evaluation error",
     5: "reproduction check failed",
+    6: "partial match (only the environment differs)",
     10: "managed mode not available",
 }
