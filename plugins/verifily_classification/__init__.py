@@ -1,36 +1,196 @@
-"""Built-in task plugin ``classification``: text (or text pair) to label."""
+"""Built-in task plugin ``classification`` and model loader ``sequence_classification``.
+
+Rows are ``{"text", "text_pair"?, "label", "tags"?}``: a text (or a sentence pair) to a label.
+Any ``AutoModelForSequenceClassification`` works: encoders (BERT, DeBERTa-v2/v3, RoBERTa, ...)
+and decoders with a last-token head (``LlamaForSequenceClassification``, ...). LoRA adapts the
+backbone; the head is trained in full and saved with the adapter (``modules_to_save``). The
+label set is saved as ``labels.json`` in the run. Options: :mod:`verifily_classification.options`;
+guide: ``docs/classification.md``. Heavy libraries are imported in the submodules only.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from verifily_core import hookimpl
-from verifily_core.interfaces import Task
+from verifily_core.interfaces import ModelLoader, Task
+from verifily_core.modeling import PretrainedLoader
+
+from verifily_classification.options import ClassificationOptions, config_problems, parse_options
+
+TASK = "classification"
+LOADER = "sequence_classification"
 
 
 class ClassificationTask(Task):
-    """Rows ``{"text", "text_pair"?, "label", "tags"?}``; labels are strings or integers."""
+    """Text (or text pair) classification with string or integer labels."""
 
-    name = "classification"
+    name = TASK
     required_fields = ("text", "label")
     reference_field = "label"
     optional_fields = ("text_pair",)
-    default_metrics = ("accuracy", "macro_f1")
+    default_metrics = ("accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix")
+
+    def __init__(self) -> None:
+        self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """Like the default, but ``label`` may be a string or an integer."""
         label = row.get("label")
         if "label" in row and (isinstance(label, bool) or not isinstance(label, (str, int))):
             return "field 'label' must be a string or an integer"
-        if isinstance(label, str) and not label.strip():
-            return "field 'label' must not be empty"
         probe = dict(row)
-        if "label" in probe:
+        if isinstance(label, int):
             probe["label"] = str(label)
         return super().validate_row(probe)
+
+    def parse_options(self, options: Mapping[str, Any]) -> ClassificationOptions:
+        """Structure ``task_options`` (errors name ``$.task_options.<field>``)."""
+        return parse_options(options)
+
+    def model_auto_class(self, model_kind: str) -> str:
+        """``AutoModelForSequenceClassification`` for every model family."""
+        return "AutoModelForSequenceClassification"
+
+    def peft_task_type(self, model_kind: str) -> str:
+        """``SEQ_CLS``."""
+        return "SEQ_CLS"
+
+    # -- training ----------------------------------------------------------------------------
+
+    def model_kwargs(self, job: Any) -> dict[str, Any]:
+        """``num_labels``/``id2label``/``label2id`` from the label set; val and test labels are
+        checked against it before any model is loaded."""
+        labels = self._labels(job)
+        from verifily_classification.labels import check_rows
+
+        for split in ("val", "test"):
+            if job.dataset.has_split(split):
+                check_rows(labels, job.dataset.iter_rows(split), split, job.dataset.split_path(split))
+        return labels.model_kwargs()
+
+    def prepare_model(self, model: Any, tokenizer: Any, job: Any, options: ClassificationOptions) -> Any:
+        """Fill ``options.label_names`` and the validation metrics for ``training.metric_for_best_model``."""
+        from verifily_classification.validation import best_model_metrics
+
+        labels = self._labels(job)
+        options.label_names = labels.labels
+        options.validation = best_model_metrics(job.config.training.metric_for_best_model, job.registries)
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return model
+
+    def lora_extra(self, model: Any) -> dict[str, Any]:
+        """``modules_to_save``: the head (and a task pooler such as DeBERTa's), trained in full."""
+        from verifily_classification.head import head_modules
+
+        return {"modules_to_save": head_modules(model)}
+
+    def prepare_features(self, rows: Sequence[Mapping[str, Any]], tokenizer: Any, model_kind: str,
+                         config: Any, options: ClassificationOptions) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Token ids (``text_pair`` as a pair) with label ids; truncation is counted."""
+        from verifily_classification.data import features
+        from verifily_classification.labels import LabelSet
+
+        feats, truncated = features(rows, tokenizer, LabelSet(options.label_names), config.training.max_seq_length)
+        return feats, {"rows": len(feats), "truncated": truncated}
+
+    def data_collator(self, tokenizer: Any, model_kind: str, model: Any) -> Any:
+        """Dynamic padding."""
+        from verifily_classification.data import collator
+
+        return collator(tokenizer)
+
+    def trainer_class(self, options: ClassificationOptions, rows: Sequence[Mapping[str, Any]]) -> type:
+        """Cross-entropy (class-weighted per ``task_options.class_weights``) and val metrics."""
+        from verifily_classification.labels import LabelSet
+        from verifily_classification.trainer import class_weights, metrics_function, trainer_class
+
+        labels = LabelSet(options.label_names)
+        weights = class_weights(options.class_weights, rows, labels)
+        metrics, higher = options.validation
+        return trainer_class(weights, metrics_function(labels, metrics) if metrics else None, higher)
+
+    def save_artifacts(self, run_dir: Path, model: Any, job: Any) -> None:
+        """``labels.json``: the label set in id order, ``id2label``/``label2id`` and the custom head."""
+        from verifily_classification.labels import write_labels
+
+        labels = self._label_sets.pop(job.job_id, None) or self._labels(job)
+        write_labels(run_dir, labels, parse_options(job.config.task_options).head_spec())
+
+    def _labels(self, job: Any) -> Any:
+        if job.job_id not in self._label_sets:
+            from verifily_classification.labels import resolve_labels
+
+            explicit = parse_options(job.config.task_options).labels
+            self._label_sets[job.job_id] = resolve_labels(explicit, job.dataset.iter_rows("train"))
+        return self._label_sets[job.job_id]
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def eval_model_kwargs(self, run_path: Path) -> dict[str, Any]:
+        """The head size and label names of a trained run (from its ``labels.json``)."""
+        from verifily_classification.labels import read_labels
+
+        return read_labels(run_path).model_kwargs()
+
+    def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
+                config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
+        """Per row: the predicted label, the reference, and ``scores`` ``p_true``, ``p_pred``, ``loss``."""
+        from verifily_classification.labels import LabelSet
+        from verifily_classification.predict import predict
+
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return predict(model, tokenizer, rows, LabelSet(names), config.training.max_seq_length, batch_size, device)
+
+
+class SequenceClassificationLoader(PretrainedLoader, ModelLoader):
+    """``*ForSequenceClassification`` models, with the custom head of ``task_options`` installed."""
+
+    name = LOADER
+    kind = LOADER
+
+    def matches(self, model_config: Any) -> bool:
+        """Encoders and decoders (encoder-decoder models are left to ``seq2seq``)."""
+        return not getattr(model_config, "is_encoder_decoder", False)
+
+    def load(self, job: Any, auto_class: str, **kwargs: Any) -> tuple[Any, Any]:
+        """Load the model and tokenizer; for the classification task, install the configured head."""
+        model, tokenizer = super().load(job, auto_class, **kwargs)
+        if job.task == TASK:
+            spec = parse_options(job.config.task_options).head_spec()
+            if spec:
+                from verifily_classification.head import install_head
+
+                install_head(model, spec)
+        return model, tokenizer
 
 
 @hookimpl
 def verifily_register_tasks(registry: Any) -> None:
     """Register the ``classification`` task."""
     registry.add(ClassificationTask())
+
+
+@hookimpl
+def verifily_register_model_loaders(registry: Any) -> None:
+    """Register the ``sequence_classification`` loader."""
+    registry.add(SequenceClassificationLoader())
+
+
+@hookimpl
+def verifily_select_model_loader(task: str, model_config: Any) -> str | None:
+    """``sequence_classification`` for the classification task on encoder or decoder models.
+
+    Not ``trylast``: it must answer before the generic built-in loaders, which accept any model.
+    """
+    if task == TASK and SequenceClassificationLoader().matches(model_config):
+        return LOADER
+    return None
+
+
+@hookimpl
+def verifily_validate_config(config: Any) -> list[str] | None:
+    """``task_options`` problems at plan time (``--dry-run``), before anything is loaded."""
+    return config_problems(config) if config.task == TASK else None

@@ -1,0 +1,109 @@
+"""The label set of a classifier: where it comes from, its order, and ``labels.json`` (no heavy imports).
+
+Labels are strings or integers and are compared as strings (``1`` and ``"1"`` are one label,
+as in the classification metrics). The set, in id order, is ``task_options.labels`` when
+given, otherwise the sorted labels of the training split: integers (and digit strings)
+numerically first, then strings in code-point order. It is saved in the run as
+``labels.json`` and in the model config (``id2label``/``label2id``), so evaluation and
+inference use the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from verifily_core.errors import DataError
+
+LABELS_FILE = "labels.json"
+
+
+def sort_labels(values: Iterable[Any]) -> list[Any]:
+    """Distinct labels (first spelling kept), numbers numerically first, then strings."""
+    unique: dict[str, Any] = {}
+    for value in values:
+        unique.setdefault(str(value), value)
+
+    def key(name: str) -> tuple[int, int, str]:
+        return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
+
+    return [unique[name] for name in sorted(unique, key=key)]
+
+
+class LabelSet:
+    """Labels in id order with string-keyed lookup; ``index`` raises a DataError naming the row."""
+
+    def __init__(self, labels: Sequence[Any]) -> None:
+        self.labels = list(labels)
+        self._ids = {str(label): i for i, label in enumerate(self.labels)}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __contains__(self, value: Any) -> bool:
+        return str(value) in self._ids
+
+    def names(self) -> list[str]:
+        """The labels as strings, in id order."""
+        return [str(label) for label in self.labels]
+
+    def index(self, value: Any, where: str) -> int:
+        """The id of ``value``; ``where`` (e.g. ``test row 3``) names the row in the error."""
+        try:
+            return self._ids[str(value)]
+        except KeyError:
+            raise DataError(f"{where}: label {value!r} is not one of the run's labels "
+                            f"({', '.join(self.names())}); fix the row or list the label in "
+                            "task_options.labels and retrain") from None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """``from_pretrained`` arguments that size the head and name its outputs."""
+        return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.names())),
+                "label2id": {name: i for i, name in enumerate(self.names())}}
+
+
+def resolve_labels(explicit: Sequence[Any] | None, train_rows: Iterable[Mapping[str, Any]]) -> LabelSet:
+    """``explicit`` (``task_options.labels``) or the sorted training labels; a training label
+    outside an explicit set is a DataError naming the row."""
+    if explicit:
+        labels = LabelSet(explicit)
+        for i, row in enumerate(train_rows, start=1):
+            labels.index(row["label"], f"train row {i}")
+        return labels
+    found = sort_labels(row["label"] for row in train_rows)
+    if len(found) < 2:
+        raise DataError(f"the training split has {len(found)} distinct label(s) {found}; a classifier needs at "
+                        "least 2 (or list them in task_options.labels)")
+    return LabelSet(found)
+
+
+def check_rows(labels: LabelSet, rows: Iterable[Mapping[str, Any]], split: str, path: Any = None) -> None:
+    """Fail on the first row of ``split`` whose label is outside the set (DataError naming the row)."""
+    where = f" of {path}" if path else ""
+    for i, row in enumerate(rows, start=1):
+        labels.index(row["label"], f"{split} row {i}{where}")
+
+
+def write_labels(run_dir: str | Path, labels: LabelSet, head: Mapping[str, Any] | None = None) -> Path:
+    """Write ``labels.json`` (``labels`` in id order, ``id2label``, ``label2id``, the custom ``head``)
+    atomically; returns its path."""
+    path = Path(run_dir) / LABELS_FILE
+    doc = {"labels": labels.labels, "id2label": {str(i): n for i, n in enumerate(labels.names())},
+           "label2id": {n: i for i, n in enumerate(labels.names())}, "head": dict(head or {})}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_labels(run_dir: str | Path) -> LabelSet:
+    """The label set a run was trained with (DataError when ``labels.json`` is missing or unreadable)."""
+    path = Path(run_dir) / LABELS_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return LabelSet(doc["labels"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read the run's label set ({type(exc).__name__}); "
+                        "the run directory is incomplete") from None

@@ -1,0 +1,153 @@
+"""``task_options`` of the ``classification`` task (no heavy imports).
+
+```yaml
+task_options:
+  labels: [neg, pos]            # optional: the label set in id order (default: sorted training labels)
+  pooling: auto                 # auto | cls | mean | max | last
+  head:                         # optional: an MLP head instead of the model's own
+    num_layers: 1               # 0-3 hidden layers
+    hidden_dims: [256]          # one width per hidden layer
+    activation: relu            # relu | gelu | tanh
+    dropout: 0.1                # 0.0-0.5
+  class_weights: none           # none | auto | {label: weight}
+```
+
+Leaving ``pooling: auto`` and ``head`` unset keeps the model's standard head (BERT: pooler +
+linear; DeBERTa: context pooler + linear; Llama and other decoders: linear on the last token).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+from attrs import define, field
+
+from verifily_core.errors import ConfigError
+
+ROOT = "$.task_options"
+Pooling = Literal["auto", "cls", "mean", "max", "last"]
+Activation = Literal["relu", "gelu", "tanh"]
+MAX_HEAD_LAYERS = 3
+MAX_DROPOUT = 0.5
+
+
+@define
+class HeadOptions:
+    """An MLP head: ``num_layers`` hidden layers of ``hidden_dims`` widths, then a linear layer
+    to the labels; ``dropout`` before every linear layer. ``num_layers: 0`` is dropout + linear."""
+
+    num_layers: int = 0
+    hidden_dims: list[int] = field(factory=list)
+    activation: Activation = "relu"
+    dropout: float = 0.1
+
+
+@define
+class ClassificationOptions:
+    """The classification task's options, structured from ``config.task_options``.
+
+    ``label_names`` and ``validation`` are not options: training fills them with the resolved
+    label set (id order), so feature preparation and the trainer agree with the model's head,
+    and with the metric plugins that score the val split for ``training.metric_for_best_model``
+    (``({name: metric}, higher_is_better)``).
+    """
+
+    labels: list[Any] | None = None
+    pooling: Pooling = "auto"
+    head: HeadOptions | None = None
+    class_weights: Any = "none"
+    label_names: list[Any] = field(init=False, factory=list)
+    validation: tuple[dict[str, Any], bool | None] = field(init=False, factory=lambda: ({}, None))
+
+    @property
+    def custom_head(self) -> bool:
+        """Whether the model's own head is replaced (``pooling`` set or ``head`` given)."""
+        return self.pooling != "auto" or self.head is not None
+
+    def head_spec(self) -> dict[str, Any]:
+        """The custom head as plain data (``{}`` for the model's own head)."""
+        if not self.custom_head:
+            return {}
+        head = self.head or HeadOptions()
+        return {"pooling": self.pooling, "num_layers": head.num_layers, "hidden_dims": list(head.hidden_dims),
+                "activation": head.activation, "dropout": head.dropout}
+
+
+def parse_options(options: Mapping[str, Any]) -> ClassificationOptions:
+    """Structure and check ``task_options``; errors name ``$.task_options.<field>``.
+
+    :raises ConfigError: one line naming the field, what was expected and what was found.
+    """
+    from verifily_core.structuring import structure
+
+    data = dict(options)
+    labels = data.pop("labels", None)
+    weights = data.pop("class_weights", "none")
+    opts = structure(data, ClassificationOptions, root=ROOT)
+    opts.labels = _check_labels(labels)
+    opts.class_weights = _check_class_weights(weights)
+    if opts.head is not None:
+        _check_head(opts.head)
+    return opts
+
+
+def _check_labels(labels: Any) -> list[Any] | None:
+    if labels is None:
+        return None
+    if not isinstance(labels, list) or not labels:
+        raise ConfigError(f"{ROOT}.labels: expected a non-empty list of labels (strings or integers), got {labels!r}")
+    seen: set[str] = set()
+    for i, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, (str, int)) or (isinstance(label, str) and not label.strip()):
+            raise ConfigError(f"{ROOT}.labels[{i}]: expected a non-empty string or an integer, got {label!r}")
+        if str(label) in seen:
+            raise ConfigError(f"{ROOT}.labels[{i}]: label {label!r} is listed twice")
+        seen.add(str(label))
+    if len(labels) < 2:
+        raise ConfigError(f"{ROOT}.labels: a classifier needs at least 2 labels, got {labels!r}")
+    return list(labels)
+
+
+def _check_class_weights(weights: Any) -> Any:
+    if weights is None or weights == "none":
+        return "none"
+    if weights == "auto":
+        return "auto"
+    if isinstance(weights, dict) and weights:
+        out = {}
+        for label, w in weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+                raise ConfigError(f"{ROOT}.class_weights.{label}: expected a number >= 0, got {w!r}")
+            out[str(label)] = float(w)
+        return out
+    raise ConfigError(f"{ROOT}.class_weights: expected none, auto or a mapping label -> weight, got {weights!r}")
+
+
+def _check_head(head: HeadOptions) -> None:
+    path = f"{ROOT}.head"
+    if not 0 <= head.num_layers <= MAX_HEAD_LAYERS:
+        raise ConfigError(f"{path}.num_layers: expected 0 to {MAX_HEAD_LAYERS}, got {head.num_layers}")
+    if len(head.hidden_dims) != head.num_layers:
+        raise ConfigError(f"{path}.hidden_dims: expected {head.num_layers} width(s), one per hidden layer, "
+                          f"got {head.hidden_dims!r}")
+    for i, dim in enumerate(head.hidden_dims):
+        if dim < 1:
+            raise ConfigError(f"{path}.hidden_dims[{i}]: expected a width >= 1, got {dim}")
+    if not 0.0 <= head.dropout <= MAX_DROPOUT:
+        raise ConfigError(f"{path}.dropout: expected 0.0 to {MAX_DROPOUT}, got {head.dropout}")
+
+
+def config_problems(config: Any) -> list[str]:
+    """Problems of a classification config visible without loading anything (for ``--dry-run``)."""
+    try:
+        opts = parse_options(config.task_options)
+    except ConfigError as exc:
+        return [str(exc)]
+    out = []
+    if opts.custom_head and not config.lora.enabled:
+        out.append(f"{ROOT}.head: a custom pooling/head needs lora.enabled: true (full fine-tuning saves "
+                   "the model with its standard head only); remove pooling/head or enable LoRA")
+    if opts.custom_head and config.model.loader not in ("auto", "sequence_classification"):
+        out.append(f"{ROOT}.head: a custom pooling/head needs model.loader auto or sequence_classification, "
+                   f"got '{config.model.loader}'")
+    return out
