@@ -116,7 +116,7 @@ def install_head(model: Any, spec: Mapping[str, Any]) -> Any:
     head = PooledHead(hidden_size, model.config.num_labels, pooling, list(spec["hidden_dims"]),
                       spec["activation"], float(spec["dropout"]))
     device = next(getattr(model, attr).parameters()).device
-    setattr(model, attr, head.to(device))
+    setattr(model, attr, head.to(device).train(model.training))
     for name in POOLER_ATTRS:
         if isinstance(getattr(model, name, None), nn.Module):
             setattr(model, name, nn.Identity())  # pooling is the head's job now
