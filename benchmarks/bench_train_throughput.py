@@ -2,11 +2,12 @@
 
 Both train the same tiny Llama (built offline), on the same SFT rows, with the same prompt
 masking, LoRA settings and hyperparameters, each in its own process, alternating for
---repeats rounds. Prints the median tokens/s of each (trained tokens / Trainer train_runtime),
+--repeats rounds. Prints the best tokens/s of each (trained tokens / Trainer train_runtime),
 their ratio (target: at least 0.95) and each process's peak resident memory (target: ours at
-most 1.1x the plain script's).
+most 1.1x the plain script's). The whole process time (imports, loading, hashing, writing the
+run) is shown for information.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_throughput.py [--rows 256 --repeats 3]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train_throughput.py [--rows 256 --repeats 5]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 PLAIN = r'''
@@ -53,26 +55,31 @@ print(json.dumps({"train_runtime": res.metrics["train_runtime"], "loss": res.tra
 '''
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[str, float]:
-    """Run a child; return its stdout and peak RSS in MiB (from wait4, this child only)."""
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[str, float, float]:
+    """Run a child; return its stdout, peak RSS in MiB (from wait4, this child only) and wall seconds."""
+    start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:3]} failed with {proc.returncode}")
-    return out, usage.ru_maxrss / 1024
+    return out, usage.ru_maxrss / 1024, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
 
+    from transformers.utils import logging as hf_logging
+
     from verifily_core.testing import make_sft_rows, write_jsonl
+
+    hf_logging.disable_progress_bar()
     from verifily_core.testing.tiny_models import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,19 +110,22 @@ def main() -> None:
                     "--config", str(tmp_path / "c.yaml"), "--format", "json"]
         plain_cmd = [sys.executable, str(script), str(model), str(data), str(tmp_path / "plain"), str(args.epochs),
                      "8", "5e-3", "64"]
-        ours, plain = {"tps": [], "rss": []}, {"tps": [], "rss": []}
+        ours, plain = {"tps": [], "rss": [], "wall": []}, {"tps": [], "rss": [], "wall": []}
         for _ in range(args.repeats):
-            out, rss = _run(ours_cmd, env)
+            out, rss, wall = _run(ours_cmd, env)
             ours["tps"].append(tokens / json.loads(out)["metrics"]["train_runtime_s"])
             ours["rss"].append(rss)
-            out, rss = _run(plain_cmd, env)
+            ours["wall"].append(wall)
+            out, rss, wall = _run(plain_cmd, env)
             plain["tps"].append(tokens / json.loads(out.strip().splitlines()[-1])["train_runtime"])
             plain["rss"].append(rss)
-    o_tps, p_tps = statistics.median(ours["tps"]), statistics.median(plain["tps"])
+            plain["wall"].append(wall)
+    # best of the rounds: on a shared machine the fastest round is the least disturbed one
+    o_tps, p_tps = max(ours["tps"]), max(plain["tps"])
     o_rss, p_rss = statistics.median(ours["rss"]), statistics.median(plain["rss"])
-    print(f"{'':<18}{'tokens/s':>12}{'peak RSS MiB':>15}")
-    print(f"{'verifily train':<18}{o_tps:>12.0f}{o_rss:>15.0f}")
-    print(f"{'plain script':<18}{p_tps:>12.0f}{p_rss:>15.0f}")
+    print(f"{'':<18}{'tokens/s':>12}{'peak RSS MiB':>15}{'process s':>12}")
+    print(f"{'verifily train':<18}{o_tps:>12.0f}{o_rss:>15.0f}{statistics.median(ours['wall']):>12.1f}")
+    print(f"{'plain script':<18}{p_tps:>12.0f}{p_rss:>15.0f}{statistics.median(plain['wall']):>12.1f}")
     print(f"throughput ratio (ours / plain): {o_tps / p_tps:.2f}   memory ratio (ours / plain): {o_rss / p_rss:.2f}")
 
 
