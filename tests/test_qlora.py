@@ -1,107 +1,131 @@
-"""QLoRA on CPU: 4-bit and 8-bit train, and 4-bit LoRA still learns after an evaluation pass."""
+"""The qlora plugin's loading decisions: BitsAndBytesConfig, compute dtype on CPU, placement,
+the device check, and the hooks (no training here; see test_qlora_training.py)."""
 
 from __future__ import annotations
 
-import json
+import logging
 
 import pytest
-import yaml
-from click.testing import CliRunner
 
-from verifily_core.cli import cli
-from verifily_core.testing import make_sft_rows
-
-pytestmark = pytest.mark.slow
+from verifily_core.config import resolve_config
+from verifily_core.errors import ConfigError
 
 
-def _lora_4bit(model_dir, fix: bool):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from verifily_core.config import resolve_config
-    from verifily_qlora.quantize import disable_cpu_repacking, init_kwargs
-
-    cfg = resolve_config(data={"task": "sft", "base_model": str(model_dir), "data_paths": {"train": "x"},
-                               "lora": {"quantization": "4bit"}})
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **init_kwargs(cfg, "cpu"))
-    if fix:
-        disable_cpu_repacking(model)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM"))
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    texts = [f"{r['instruction']} {r['input']} {r['output']}" for r in make_sft_rows(16, seed=1)]
-    batch = tok(texts, return_tensors="pt", padding=True)
-    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
-    return model, batch, labels
+def _config(tmp_path, quantization="4bit", dtype="bfloat16", **extra):
+    data = {"task": "sft", "base_model": str(tmp_path), "data_paths": {"train": "x"},
+            "lora": {"quantization": quantization, "bnb_4bit_compute_dtype": dtype}, **extra}
+    return resolve_config(data=data)
 
 
-def _step(model, batch, labels, opt):
-    model.train()
-    loss = model(**batch, labels=labels).loss
-    loss.backward()
-    grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
-    ok = all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)  # lora_B starts at 0
-    opt.step()
-    opt.zero_grad()
-    return loss.item(), ok
-
-
-def _eval_pass(model, batch):
+def test_4bit_is_nf4_with_double_quantization_on_the_training_device(tmp_path):
     import torch
 
-    model.eval()
-    with torch.no_grad():
-        model(**batch)
+    from verifily_qlora.loading import init_kwargs
+
+    kwargs = init_kwargs(_config(tmp_path, dtype="float32"), "cpu")
+    qc = kwargs["quantization_config"]
+    assert (qc.load_in_4bit, qc.load_in_8bit) == (True, False)
+    assert (qc.bnb_4bit_quant_type, qc.bnb_4bit_use_double_quant) == ("nf4", True)
+    assert qc.bnb_4bit_compute_dtype == torch.float32
+    assert qc.llm_int8_skip_modules is None  # transformers' defaults keep lm_head unquantized
+    assert kwargs["device_map"] == {"": "cpu"}
 
 
-def test_4bit_lora_keeps_learning_after_an_eval_pass(tiny_llama_dir):
+def test_8bit_is_llm_int8(tmp_path):
+    from verifily_qlora.loading import init_kwargs
+
+    qc = init_kwargs(_config(tmp_path, quantization="8bit"), "cpu")["quantization_config"]
+    assert (qc.load_in_8bit, qc.load_in_4bit) == (True, False)
+
+
+def test_classification_heads_stay_unquantized(tmp_path):
+    from verifily_qlora.loading import quantization_config
+
+    assert quantization_config(_config(tmp_path, task="classification"), "cpu").llm_int8_skip_modules == \
+        ["classifier", "score"]
+    by_loader = _config(tmp_path, quantization="8bit", model={"loader": "sequence_classification"})
+    assert quantization_config(by_loader, "cpu").llm_int8_skip_modules == ["classifier", "score"]
+
+
+def test_cpu_compute_dtype_policy(monkeypatch, caplog):
     import torch
 
-    model, batch, labels = _lora_4bit(tiny_llama_dir, fix=True)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    first, ok = _step(model, batch, labels, opt)
-    assert ok
-    for _ in range(10):
-        _eval_pass(model, batch)
-        loss, ok = _step(model, batch, labels, opt)
-        assert ok, "LoRA gradients vanished after an evaluation pass"
-    assert loss < 0.9 * first
+    from verifily_qlora import loading
+
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: True)
+    assert loading.compute_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert loading.compute_dtype("float32", "cpu") == torch.float32
+    with caplog.at_level(logging.WARNING, logger="verifily.qlora"):
+        assert loading.compute_dtype("float16", "cpu") == torch.float32
+    assert "float16 is very slow on CPU" in caplog.text
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: False)
+    assert loading.compute_dtype("bfloat16", "cpu") == torch.float32
 
 
-def test_without_the_fix_gradients_vanish_on_avx512bf16_cpus(tiny_llama_dir):
+def test_device_map_names_one_device():
+    from verifily_qlora.loading import device_map
+
+    assert device_map("cpu") == {"": "cpu"}
+    assert device_map("cuda:1") == {"": 1}
+    assert device_map("mps") == {"": "mps"}
+
+
+def test_device_check_passes_here_and_leaves_the_rng_alone():
     import torch
-    from bitsandbytes.functional import has_avx512bf16
 
-    if not has_avx512bf16():
-        pytest.skip("this CPU lacks AVX512-BF16, so bitsandbytes never repacks 4-bit weights here")
-    model, batch, labels = _lora_4bit(tiny_llama_dir, fix=False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    assert _step(model, batch, labels, opt)[1]
-    _eval_pass(model, batch)
-    assert not _step(model, batch, labels, opt)[1]
+    from verifily_qlora.loading import check_device
+
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    check_device("4bit", "cpu")
+    check_device("8bit", "cpu")
+    assert torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
-def test_verifily_train_quantized_on_cpu(tmp_path, tiny_llama_dir, bits):
-    from verifily_core.testing import write_jsonl
+def test_a_build_that_cannot_run_on_the_device_is_a_one_line_config_error(monkeypatch, tmp_path, bits):
+    import bitsandbytes as bnb
 
-    data = tmp_path / "data"
-    write_jsonl(data / "train.jsonl", make_sft_rows(48, seed=1))
-    write_jsonl(data / "val.jsonl", make_sft_rows(8, seed=2))
-    cfg = {"task": "sft", "base_model": str(tiny_llama_dir),
-           "data_paths": {"train": str(data / "train.jsonl"), "val": str(data / "val.jsonl")},
-           "training": {"num_epochs": 3, "batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 0.01,
-                        "logging_steps": 3, "eval_steps": 4, "save_steps": 100, "max_seq_length": 64,
-                        "warmup_ratio": 0.0},
-           "lora": {"r": 8, "alpha": 16}, "eval": {"enabled": False}, "data_checks": {"leakage": "off"},
-           "output": {"dir": str(tmp_path / "runs")}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / "c.yaml"), "--quantization", bits])
-    assert res.exit_code == 0, res.output
-    run = next((tmp_path / "runs").iterdir())
-    losses = [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
-    assert losses[-1] < 0.85 * losses[0], losses  # still learning after the eval passes at steps 4, 8, ...
-    from verifily_core.config import TrainConfig
+    from verifily_qlora.loading import init_kwargs
 
-    assert TrainConfig.from_yaml(run / "config.yaml").lora.quantization == bits
+    def no_kernel(*args, **kwargs):
+        raise NotImplementedError("Could not run 'bitsandbytes::gemm_4bit' with arguments from the 'CPU' backend.\nmore")
+
+    monkeypatch.setattr(bnb.nn.Linear4bit if bits == "4bit" else bnb.nn.Linear8bitLt, "forward", no_kernel)
+    with pytest.raises(ConfigError) as err:
+        init_kwargs(_config(tmp_path, quantization=bits), "cpu")
+    msg = str(err.value)
+    assert msg.startswith(f"$.lora.quantization: bitsandbytes {bnb.__version__} cannot run {bits} layers on cpu")
+    assert "from the 'CPU' backend" in msg and "\n" not in msg and "lora.quantization=none" in msg
+
+
+def test_hooks_do_nothing_without_quantization(tmp_path):
+    import verifily_qlora
+
+    cfg = _config(tmp_path, quantization="none")
+    assert verifily_qlora.verifily_model_init_kwargs(config=cfg, device="cpu") is None
+    assert verifily_qlora.verifily_prepare_model(model=object(), config=cfg) is None
+
+
+def test_hooks_are_registered_and_discovery_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from verifily_core.plugins import load_registries; regs = load_registries(); "
+            "names = [i.plugin_name for i in regs.hook.verifily_prepare_model.get_hookimpls()]; "
+            "assert 'qlora' in names, names; "
+            "heavy = {'torch', 'transformers', 'peft', 'bitsandbytes'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_prepare_refuses_a_model_that_was_not_quantized(tiny_llama_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    import verifily_qlora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    with pytest.raises(ConfigError, match=r"^\$\.lora\.quantization: 4bit was requested but the model loader"):
+        verifily_qlora.verifily_prepare_model(model=model, config=_config(tmp_path))

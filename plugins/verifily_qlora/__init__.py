@@ -1,8 +1,13 @@
 """Built-in plugin ``qlora``: 4-bit / 8-bit quantized base models (bitsandbytes) for any loader.
 
-``lora.quantization: 4bit`` loads the base model in NF4 with double quantization and
-``lora.bnb_4bit_compute_dtype``; ``8bit`` uses LLM.int8(). The model is then prepared with
-``peft.prepare_model_for_kbit_training``. Heavy imports happen in :mod:`verifily_qlora.quantize`.
+``lora.quantization: 4bit`` loads the base model in NF4 with double quantization and the
+compute dtype ``lora.bnb_4bit_compute_dtype``; ``8bit`` uses LLM.int8(). The model is placed on
+the training device at load time, then prepared with ``peft.prepare_model_for_kbit_training``;
+on CPU the 4-bit layers are kept trainable across evaluation passes. Guide: ``docs/qlora.md``.
+
+Heavy imports happen in :mod:`verifily_qlora.loading` and :mod:`verifily_qlora.preparation`,
+imported only when a quantized model is loaded. That bitsandbytes is installed at all is
+checked by the core config validation, without importing it.
 """
 
 from __future__ import annotations
@@ -13,19 +18,12 @@ from verifily_core import hookimpl
 
 
 @hookimpl
-def verifily_validate_config(config: Any) -> list[str] | None:
-    """Quantization cannot run on Apple MPS, and needs LoRA."""
-    if config.lora.quantization != "none" and config.compute.device == "mps":
-        return ["$.lora.quantization: bitsandbytes quantization does not run on mps; use cpu or cuda"]
-    return None
-
-
-@hookimpl
 def verifily_model_init_kwargs(config: Any, device: str) -> dict[str, Any] | None:
-    """``quantization_config`` (and device placement) for ``from_pretrained``."""
+    """``quantization_config`` and ``device_map`` for ``from_pretrained`` when quantizing;
+    a ConfigError when bitsandbytes cannot run the quantized layers on ``device``."""
     if config.lora.quantization == "none":
         return None
-    from verifily_qlora.quantize import init_kwargs
+    from verifily_qlora.loading import init_kwargs
 
     return init_kwargs(config, device)
 
@@ -35,6 +33,6 @@ def verifily_prepare_model(model: Any, config: Any) -> None:
     """``prepare_model_for_kbit_training`` and the CPU 4-bit gradient fix, for quantized models."""
     if config.lora.quantization == "none":
         return
-    from verifily_qlora.quantize import prepare
+    from verifily_qlora.preparation import prepare
 
-    prepare(model)
+    prepare(model, config)
