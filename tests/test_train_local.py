@@ -150,10 +150,27 @@ def log_steps(run: Path) -> list[tuple[int, str]]:
             for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
 
 
-def _train_subprocess(config: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from verifily_core.cli import main; main()", "train",
-                             "--config", str(config), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+STALLING_TRAINER = """
+import pathlib, sys, time
+from transformers import TrainerCallback
+from verifily_core import hookimpl, train
+from verifily_core.plugins import load_registries, make_plugin_manager
+
+class Stall(TrainerCallback):  # holds training at step 7 (checkpoint at 4, a log line at 6) until killed
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 7:
+            pathlib.Path(sys.argv[2]).write_text("stalled")
+            time.sleep(600)
+
+class StallPlugin:
+    plugin_name = "stall"
+
+    @hookimpl
+    def verifily_trainer_callbacks(self):
+        return [Stall()]
+
+train(sys.argv[1], registries=load_registries(make_plugin_manager(plugins=[StallPlugin()])))
+"""
 
 
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_llama_dir):
@@ -163,18 +180,19 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_llama_dir):
     reference_log = log_steps(only_run(tmp_path))
     (tmp_path / "runs").rename(tmp_path / "reference_runs")
 
-    proc = _train_subprocess(config)
+    marker = tmp_path / "stalled"
+    proc = subprocess.Popen([sys.executable, "-c", STALLING_TRAINER, str(config), str(marker)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        partial = list((tmp_path / "runs").glob("*.partial/checkpoints/checkpoint-*/trainer_state.json"))
-        if partial:
-            break
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert partial, "no checkpoint was written before the deadline"
+    assert marker.exists(), "training never reached step 7"
     run_dir = only_run(tmp_path, ".partial")
     assert json.loads((run_dir / "run_meta.json").read_text())["status"] == "running"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4"]
+    assert [s for s, _ in log_steps(run_dir)] == [2, 4, 6]
 
     res = train(config, "--resume", str(run_dir))
     assert res.exit_code == 0, res.output + res.stderr
