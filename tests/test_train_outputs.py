@@ -108,3 +108,13 @@ def test_run_written_hook_sees_the_sealed_run(tmp_path, tiny_llama_dir):
     run = api_train(str(make_config(tmp_path, tiny_llama_dir, max_steps=1)), registries=regs)
     assert [(r.run_id, r.status, sealed) for r, sealed in recorder.runs] == [(run.run_id, "completed", True)]
     assert recorder.runs[0][0].path == only_run(tmp_path)
+
+
+def test_lora_target_modules_list_and_unknown_names(tmp_path, tiny_llama_dir):
+    res = train(make_config(tmp_path, tiny_llama_dir, max_steps=1), "lora.target_modules=[q_proj]")
+    assert res.exit_code == 0, res.output + res.stderr
+    adapter = json.loads((only_run(tmp_path) / "adapter" / "adapter_config.json").read_text())
+    assert adapter["target_modules"] == ["q_proj"] and adapter["r"] == 8 and adapter["lora_alpha"] == 16
+    res = train(make_config(tmp_path, tiny_llama_dir, max_steps=1), "lora.target_modules=[no_such_proj]")
+    assert res.exit_code == 1 and "Error: $.lora.target_modules: Target modules {'no_such_proj'} not found" in res.stderr
+    assert len(list((tmp_path / "runs").glob("*.failed"))) == 1
