@@ -51,8 +51,8 @@ def compute_dtype(name: str, device: str) -> torch.dtype:
     """The dtype 4-bit layers compute in: ``lora.bnb_4bit_compute_dtype`` where the device runs
     it fast, otherwise ``float32`` (or ``float16`` on GPUs without bfloat16), with a log line.
 
-    On CPU, float16 matmuls are emulated (about 17x slower than float32 on a tiny Llama) and
-    bfloat16 is fast only with AVX512-BF16 (about 10x slower than float32 without it).
+    On CPU, float16 matmuls are emulated (about 17x slower than float32 on a small Llama) and
+    bfloat16 is fast only with AVX512-BF16 (about 11x slower than float32 without it).
     """
     dtype = DTYPES[name]
     kind = torch.device(device).type
