@@ -33,7 +33,8 @@ def _invoke(workdir, monkeypatch, *args):
 
 
 def test_there_are_examples_for_each_documented_setup():
-    assert {"sft-causal-lm.yaml", "sft-seq2seq.yaml", "qlora-4bit.yaml", "dataset-version.yaml"} <= set(EXAMPLES)
+    assert {"sft-causal-lm.yaml", "sft-seq2seq.yaml", "qlora-4bit.yaml", "dataset-version.yaml",
+            "classification-encoder.yaml", "classification-causal-lm.yaml"} <= set(EXAMPLES)
 
 
 @pytest.mark.slow
