@@ -42,9 +42,9 @@ def test_classification_heads_stay_unquantized(tmp_path):
     from verifily_qlora.loading import quantization_config
 
     assert quantization_config(_config(tmp_path, task="classification"), "cpu").llm_int8_skip_modules == \
-        ["classifier", "score"]
+        ["classifier", "score", "pooler"]
     by_loader = _config(tmp_path, quantization="8bit", model={"loader": "sequence_classification"})
-    assert quantization_config(by_loader, "cpu").llm_int8_skip_modules == ["classifier", "score"]
+    assert quantization_config(by_loader, "cpu").llm_int8_skip_modules == ["classifier", "score", "pooler"]
 
 
 def test_cpu_compute_dtype_policy(monkeypatch, caplog):

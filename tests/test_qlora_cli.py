@@ -81,3 +81,46 @@ def test_a_bitsandbytes_build_that_cannot_run_here_exits_1(tmp_path, tiny_llama_
     assert f"Error: $.lora.quantization: bitsandbytes {bnb.__version__} cannot run 4bit layers on cpu" in res.stderr
     assert "Traceback" not in res.output
     assert not [p for p in (tmp_path / "runs").iterdir() if "." not in p.name]  # no run taken for a completed one
+
+
+
+def _classifier_run(tmp_path: Path, model_dir: Path):
+    from verifily_core.api import train
+    from verifily_core.testing import make_classification_rows
+
+    data = tmp_path / "data"
+    paths = {"train": write_jsonl(data / "train.jsonl", make_classification_rows(64, seed=1)),
+             "test": write_jsonl(data / "test.jsonl", make_classification_rows(16, seed=3))}
+    return train({"task": "classification", "base_model": str(model_dir),
+                  "data_paths": {k: str(v) for k, v in paths.items()},
+                  "training": {"num_epochs": 6, "batch_size": 16, "gradient_accumulation_steps": 1,
+                               "learning_rate": 0.01, "logging_steps": 4, "save_steps": 1000, "max_seq_length": 32,
+                               "warmup_ratio": 0.0},
+                  "lora": {"r": 8, "alpha": 16, "quantization": "4bit"},
+                  "eval": {"bootstrap_resamples": 0}, "data_checks": {"leakage": "off"},
+                  "output": {"dir": str(tmp_path / "runs")}}).path
+
+
+def _eval_results(run: Path) -> dict:
+    return json.loads((run / "eval" / "eval_results.json").read_text())
+
+
+def test_a_quantized_decoder_classifier_learns_and_evaluates(tmp_path, tiny_llama_dir):
+    """The ``score`` head stays a normal layer, trained in full; evaluation reloads it onto the
+    quantized backbone."""
+    run = _classifier_run(tmp_path, tiny_llama_dir)
+    losses = [r["loss"] for r in _log(run) if "loss" in r]
+    assert losses[-1] < 0.9 * losses[0], losses
+    results = _eval_results(run)
+    assert results["test_data"]["num_examples"] == 16 and "accuracy" in results["overall"]["metrics"]
+
+
+def test_a_quantized_encoder_classifier_keeps_its_head_and_pooler_in_full_precision(tmp_path, tiny_deberta_dir):
+    from safetensors import safe_open
+
+    run = _classifier_run(tmp_path, tiny_deberta_dir)
+    with safe_open(str(run / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        full = {k: f.get_tensor(k) for k in f.keys() if "lora_" not in k}  # base_model.model.<module>....
+    assert {k.split(".")[2] for k in full} >= {"classifier", "pooler"}, sorted(full)
+    assert all(t.is_floating_point() for t in full.values())
+    assert _eval_results(run)["test_data"]["num_examples"] == 16

@@ -15,8 +15,10 @@ from verifily_core.errors import ConfigError
 log = logging.getLogger("verifily.qlora")
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-SEQ_CLS_HEADS = ("classifier", "score")
-"""Heads of sequence-classification models (PEFT's names): trained in full, so never quantized."""
+SEQ_CLS_HEADS = ("classifier", "score", "pooler")
+"""Modules of sequence-classification models trained in full (PEFT ``modules_to_save``), so never
+quantized: the head (``classifier`` for encoders, ``score`` for decoders) and a task pooler beside
+the backbone (DeBERTa's ``pooler``). Names match top-level modules and name suffixes."""
 SEQ_CLS_TASKS = ("classification",)
 SEQ_CLS_LOADERS = ("sequence_classification",)
 
