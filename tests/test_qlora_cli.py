@@ -68,6 +68,20 @@ def test_a_quantized_run_evaluates(tmp_path, tiny_llama_dir):
     assert results["overall"]["metrics"]["loss"]["value"] > 0
 
 
+def test_two_4bit_runs_of_one_config_give_identical_adapters(tmp_path, tiny_llama_dir):
+    from verifily_core.hashing import sha256_file
+
+    digests = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        config = _config(tmp_path / name, tiny_llama_dir)
+        assert CliRunner().invoke(cli, ["train", "--config", str(config), "--quantization", "4bit",
+                                        "training.max_steps=4"]).exit_code == 0
+        (run,) = (tmp_path / name / "runs").iterdir()
+        digests.append(sha256_file(run / "adapter" / "adapter_model.safetensors"))
+    assert digests[0] == digests[1]
+
+
 def test_a_bitsandbytes_build_that_cannot_run_here_exits_1(tmp_path, tiny_llama_dir, monkeypatch):
     import bitsandbytes as bnb
 
