@@ -230,7 +230,7 @@ def test_a_zero_layer_head_is_dropout_and_one_linear_layer_on_the_pooled_state()
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 2]))
         states = model.bert(input_ids=ids, attention_mask=mask).last_hidden_state
-    expected = head.mlp[1](states[:, 0])
+        expected = head.mlp[1](states[:, 0])
     assert torch.allclose(out.logits, expected, atol=1e-6)
     assert float(out.loss) == pytest.approx(float(torch.nn.functional.cross_entropy(expected, torch.tensor([0, 2]))))
 
