@@ -155,3 +155,20 @@ def test_log_lines_after_the_checkpoint_are_dropped(tmp_path):
     path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (2, 4, 6)))
     JsonlLogCallback(path).drop_after(4)
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [2, 4]
+
+
+def test_checkpoints_close_the_log_window_and_none_is_written_after_the_last_step():
+    from transformers import TrainerControl
+
+    from verifily_local.callbacks import CheckpointCallback
+
+    def decide(step, should_save, load_best=False):
+        control = TrainerControl(should_save=should_save)
+        args, state = SimpleNamespace(load_best_model_at_end=load_best), SimpleNamespace(global_step=step, max_steps=10)
+        CheckpointCallback().on_step_end(args, state, control)
+        return control.should_save, control.should_log
+
+    assert decide(4, True) == (True, True)
+    assert decide(5, False) == (False, False)
+    assert decide(10, True) == (False, False)
+    assert decide(10, True, load_best=True) == (True, True)

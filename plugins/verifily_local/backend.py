@@ -25,7 +25,7 @@ from verifily_core.run_writer import RunWriter
 from verifily_core.runs import Run
 from verifily_local.arguments import training_arguments
 from verifily_local.callbacks import (
-    JsonlLogCallback, LogAtSaveCallback, NonFiniteLossCallback, ProgressCallback, whole_run_loss,
+    CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, whole_run_loss,
 )
 
 log = logging.getLogger("verifily.local")
@@ -120,7 +120,7 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool) -> dict[str
         "train_runtime_s": result.metrics.get("train_runtime"),
     }
     if val_feats is not None:
-        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+        metrics["eval_loss"] = _final_eval_loss(trainer)
         metrics["val_truncated_rows"] = vstats["truncated"]
     _save(trainer, tokenizer, writer.path, task, job)
     return metrics
@@ -134,7 +134,7 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     cfg = job.config
     guard = NonFiniteLossCallback()
     log_file = JsonlLogCallback(writer.path / "train_log.jsonl")
-    callbacks = [log_file, LogAtSaveCallback(), guard, ProgressCallback()]
+    callbacks = [log_file, CheckpointCallback(), guard, ProgressCallback()]
     for extra in job.registries.hook.verifily_trainer_callbacks(config=cfg, run_dir=writer.path):
         callbacks.extend(extra or [])
     if cfg.training.early_stopping_patience:
@@ -150,6 +150,15 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     )
     trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
     return trainer, guard, log_file
+
+
+def _final_eval_loss(trainer: Any) -> float:
+    """``eval_loss`` of the final model: the Trainer's own evaluation after the last step when
+    it made one (and did not reload the best checkpoint), otherwise a new evaluation."""
+    last = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+    if last and not trainer.args.load_best_model_at_end:
+        return last[-1]["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
 
 
 def _report_truncation(split: str, stats: dict[str, Any], max_len: int) -> None:

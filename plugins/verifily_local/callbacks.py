@@ -47,11 +47,18 @@ class JsonlLogCallback(TrainerCallback):
             fh.write(json.dumps(record) + "\n")
 
 
-class LogAtSaveCallback(TrainerCallback):
-    """Closes the logging window at every checkpoint, so the losses logged up to a checkpoint
-    cover every step before it (a resumed run can then report the whole run's mean loss)."""
+class CheckpointCallback(TrainerCallback):
+    """Checkpoint policy of a run.
+
+    * The logging window closes at every checkpoint, so the losses logged up to a checkpoint
+      cover every step before it (a resumed run can then report the whole run's mean loss).
+    * No checkpoint is written after the last step (the Trainer's default): the run is sealed
+      right after and its checkpoints deleted. Kept when the best checkpoint is reloaded.
+    """
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step >= state.max_steps and not args.load_best_model_at_end:
+            control.should_save = False
         if control.should_save:
             control.should_log = True
 
