@@ -81,7 +81,8 @@ def test_label_order_is_numbers_then_strings_and_one_spelling_per_label():
     assert sort_labels(["pos", 10, "neg", 2, "2", "-1"]) == ["-1", 2, 10, "neg", "pos"]
     labels = resolve_labels(None, [{"label": "pos"}, {"label": "neg"}, {"label": "pos"}])
     assert labels.labels == ["neg", "pos"]
-    assert labels.model_kwargs() == {"num_labels": 2, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    assert labels.model_kwargs() == {"num_labels": 2, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1},
+                                     "ignore_mismatched_sizes": True}
     assert LabelSet([0, 1]).index("1", "row 1") == 1  # compared as strings, like the metrics
 
 
@@ -296,3 +297,46 @@ def test_the_classification_task_chooses_the_sequence_classification_loader():
     assert choose(task="classification", model_config=LlamaConfig(), config=None) == "sequence_classification"
     assert choose(task="classification", model_config=T5Config(), config=None) == "seq2seq"
     assert choose(task="sft", model_config=LlamaConfig(), config=None) == "causal_lm"
+
+
+# -- prediction and loading ------------------------------------------------------------------
+
+
+def test_predictions_carry_probabilities_and_keep_integer_labels(tiny_bert_dir):
+    import math
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from verifily_classification.predict import predict
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    rows = [{**row, "label": int(row["label"] == "pos")} for row in make_classification_rows(5, seed=7, pair=True)]
+    out = predict(model, tok, rows, LabelSet([0, 1]), 32, batch_size=2, device="cpu")
+    assert [r["reference"] for r in out] == [row["label"] for row in rows]
+    for rec in out:
+        s = rec["scores"]
+        assert rec["prediction"] in (0, 1) and s["p_pred"] >= 0.5 >= min(s["p_pred"], 1 - s["p_pred"])
+        assert s["p_true"] == pytest.approx(s["p_pred"] if rec["prediction"] == rec["reference"] else 1 - s["p_pred"])
+        assert s["loss"] == pytest.approx(-math.log(s["p_true"]))
+    with pytest.raises(DataError, match=r"^test row 2: label 7 is not one of the run's labels \(0, 1\)"):
+        predict(model, tok, [rows[0], {**rows[1], "label": 7}], LabelSet([0, 1]), 32, batch_size=2, device="cpu")
+
+
+def test_the_loader_installs_the_configured_head_and_re_heads_a_classifier_with_other_labels(tiny_deberta_dir):
+    from verifily_core.modeling import ModelSource
+
+    from verifily_classification.head import PooledHead
+
+    regs = load_registries()
+    loader = regs.model_loaders.get("sequence_classification")
+    config = TrainConfig.from_dict({"task": "classification", "base_model": str(tiny_deberta_dir),
+                                    "data_paths": {"train": "t.jsonl"}, "task_options": {"pooling": "max"}})
+    kwargs = LabelSet(["a", "b", "c"]).model_kwargs()  # the checkpoint's head has 2 labels
+    model, tok = loader.load(ModelSource(config, regs), "AutoModelForSequenceClassification", **kwargs)
+    assert isinstance(model.classifier, PooledHead) and model.classifier.pooling == "max"
+    assert model.classifier.mlp[-1].out_features == 3 and tok.pad_token is not None
+    plain, _ = loader.load(ModelSource(_config(base_model=str(tiny_deberta_dir)), regs),
+                           "AutoModelForSequenceClassification", **kwargs)
+    assert type(plain.classifier).__name__ == "Linear" and plain.classifier.out_features == 3
+    assert plain.config.id2label == {0: "a", 1: "b", 2: "c"}

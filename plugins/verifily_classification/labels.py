@@ -59,9 +59,10 @@ class LabelSet:
                             "task_options.labels and retrain") from None
 
     def model_kwargs(self) -> dict[str, Any]:
-        """``from_pretrained`` arguments that size the head and name its outputs."""
+        """``from_pretrained`` arguments that size the head and name its outputs; a base model
+        whose classification head has another number of labels gets a new head."""
         return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.names())),
-                "label2id": {name: i for i, name in enumerate(self.names())}}
+                "label2id": {name: i for i, name in enumerate(self.names())}, "ignore_mismatched_sizes": True}
 
 
 def resolve_labels(explicit: Sequence[Any] | None, train_rows: Iterable[Mapping[str, Any]]) -> LabelSet:
