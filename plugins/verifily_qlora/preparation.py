@@ -36,9 +36,8 @@ def prepare(model: Any, config: Any) -> None:
     on_gpu = _device_type(model) not in ("cpu", "mps")
     prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu,
                                     gradient_checkpointing_kwargs={"use_reentrant": False})
-    changed = disable_cpu_repacking(model)
-    log.info("QLoRA %s: base model prepared for k-bit training (%d 4-bit layers, gradient checkpointing %s)",
-             bits, changed, "on" if on_gpu else "off")
+    layers = disable_cpu_repacking(model)
+    log.info("QLoRA %s: %s; gradient checkpointing %s", bits, _describe(model, layers), "on" if on_gpu else "off")
 
 
 def is_quantized(model: Any, bits: str) -> bool:
@@ -78,6 +77,15 @@ def _unpack(layer: Any) -> None:
                             "version cannot undo it; run no evaluation pass before verifily_prepare_model")
     layer.weight.data, layer.weight.quant_state = inverse(layer.weight.data, state)
     layer.quant_state = layer.weight.quant_state
+
+
+def _describe(model: Any, layers_4bit: int) -> str:
+    if layers_4bit:
+        import bitsandbytes as bnb
+
+        dtype = next(m.compute_dtype for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+        return f"{layers_4bit} NF4 layers computing in {str(dtype).removeprefix('torch.')}"
+    return "LLM.int8() layers"
 
 
 def _device_type(model: Any) -> str:
