@@ -135,6 +135,7 @@ def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token:
         from peft import PeftModel
 
         base, _ = loader.load(source, auto_class=auto_class, **kwargs)
+        regs.hook.verifily_prepare_model(model=base, config=cfg)  # as in training (e.g. 4-bit layers)
         model = PeftModel.from_pretrained(base, str(run.path / "adapter"))
     else:
         import transformers
