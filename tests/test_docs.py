@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import typing
 import re
+import types
+import typing
 from pathlib import Path
 
 import attrs
@@ -38,13 +39,34 @@ def _config_fields(cls=TrainConfig, prefix=""):
             yield prefix + f.name, f
 
 
-def _documented_defaults():
+def _documented_rows():
+    """``{field: (type, default)}`` from the tables of docs/config.md."""
     rows = {}
     for line in (DOCS / "config.md").read_text().splitlines():
-        m = re.match(r"^\| `([\w.]+)` \| [^|]+(?:\\\|[^|]+)* \| (.+?) \| .+ \|$", line)
+        m = re.match(r"^\| `([\w.]+)` \| ([^|]+(?:\\\|[^|]+)*) \| (.+?) \| .+ \|$", line)
         if m:
-            rows[m.group(1)] = m.group(2)
+            rows[m.group(1)] = (m.group(2).replace("\\|", "|"), m.group(3))
     return rows
+
+
+def _documented_defaults():
+    return {name: default for name, (_, default) in _documented_rows().items()}
+
+
+def _render_type(typ) -> str:
+    """A type as docs/config.md writes it: ``str | null``, ``mapping``, ``list[str]``; a Literal is ``str``."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if typ is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_render_type(a) for a in args)
+    if origin is typing.Literal:
+        return type(args[0]).__name__
+    if origin is dict or typ is dict:
+        return "mapping"
+    if origin is list:
+        return f"list[{_render_type(args[0])}]"
+    return typ.__name__
 
 
 def _render_default(f):
@@ -67,6 +89,56 @@ def test_every_config_field_is_documented_with_its_default(path, field):
     assert documented[path] == _render_default(field), f"default of {path} differs from docs/config.md"
 
 
+@pytest.mark.parametrize("path, field", list(_config_fields()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_config_field_is_documented_with_its_type(path, field):
+    hints = typing.get_type_hints(_owner(path))
+    assert _documented_rows()[path][0] == _render_type(hints[field.name]), f"type of {path} differs from docs/config.md"
+
+
+def _owner(path: str):
+    """The attrs class that declares the last part of a dotted config path."""
+    cls = TrainConfig
+    for part in path.split(".")[:-1]:
+        typ = typing.get_type_hints(cls)[part]
+        cls = next(t for t in (typ, *typing.get_args(typ)) if attrs.has(t))
+    return cls
+
+
 def test_docs_list_no_unknown_config_fields():
     known = {p for p, _ in _config_fields()} | {"data_paths"}
     assert set(_documented_defaults()) - known == set()
+
+
+TASK_OPTION_DOCS = {"sft": "training.md", "classification": "classification.md"}
+
+
+def _option_fields(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for f in attrs.fields(cls):
+        if not f.init:
+            continue
+        yield prefix + f.name
+        nested = next((t for t in (hints[f.name], *typing.get_args(hints[f.name])) if attrs.has(t)), None)
+        if nested is not None:
+            yield from _option_fields(nested, prefix + f.name + ".")
+
+
+def _builtin_tasks():
+    from verifily_core.plugins import load_registries, make_plugin_manager
+
+    regs = load_registries(make_plugin_manager())
+    builtin = DOCS.parent / "plugins"
+    return {name: regs.tasks.get(name) for name in regs.tasks.names()
+            if Path(inspect.getfile(type(regs.tasks.get(name)))).resolve().is_relative_to(builtin)}
+
+
+def test_every_builtin_task_has_an_options_page():
+    assert set(_builtin_tasks()) == set(TASK_OPTION_DOCS)
+
+
+@pytest.mark.parametrize("task", sorted(TASK_OPTION_DOCS))
+def test_every_task_option_is_documented(task):
+    options = _builtin_tasks()[task].parse_options({})
+    text = (DOCS / TASK_OPTION_DOCS[task]).read_text()
+    for name in _option_fields(type(options)):
+        assert f"| `{name}` |" in text, f"task_options.{name} of {task} is missing from docs/{TASK_OPTION_DOCS[task]}"

@@ -1,26 +1,43 @@
-"""The offline demo's ingredients: a small instruction-following base model and two dataset
-versions whose ``source=ai_contaminated`` rows are broken in v1 and repaired in v2.
+"""The offline demo's ingredients: a small base model per task and two dataset versions whose
+``source=ai_contaminated`` rows are broken in v1 and repaired in v2.
 
-    python -m verifily_core.testing.demo prepare --dir .verifily/demo
+    python -m verifily_core.testing.demo prepare --dir .verifily/demo --task sft
+    python -m verifily_core.testing.demo prepare --dir .verifily/demo --task classification
+    python -m verifily_core.testing.demo hard --run RUN_DIR -n 5
 
-writes ``models/demo-llama`` (cached: built once), ``data/v1/``, ``data/v2/`` (train, val) and
-the shared clean ``data/test.jsonl``. In both versions the ``human`` and ``synthetic`` rows
-ask to repeat a word and the ``ai_contaminated`` rows ask for the word in uppercase; in v1
-those outputs are wrong words (the contamination), in v2 they are correct.
+``prepare`` writes the task's base model under ``models/`` (built once, rebuilt only when its
+recipe changes), ``data/<task>/v1/``, ``data/<task>/v2/`` (train, val) and the shared clean
+``data/<task>/test.jsonl``:
+
+- ``sft`` (``models/demo-llama``, a Llama-architecture causal LM pretrained briefly on generic
+  instruction text): ``human`` and ``synthetic`` rows ask to repeat a word, ``ai_contaminated``
+  rows ask for the word in uppercase; in v1 those outputs are wrong words, in v2 correct.
+- ``classification`` (``models/demo-bert``, a BERT-architecture encoder pretrained briefly
+  with masked language modelling): sentiment reviews labelled ``pos``/``neg``. The
+  ``ai_contaminated`` reviews are written in their own vocabulary, and in v1 most of their
+  labels are wrong; v2 relabels them.
+
+``hard`` prints a run's hardest evaluation examples as a short table.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from verifily_core.testing.data import WORDS, write_jsonl
+from verifily_core.testing.data import NEGATIVE, NEUTRAL, POSITIVE, SOURCES, WORDS, write_jsonl
 from verifily_core.testing.tiny_models import build_tiny_model
 
+TASKS = ("sft", "classification")
 REPEAT, UPPER = "Repeat the word.", "Write the word in uppercase."
-PRETRAIN_STEPS = 300
+# The vocabulary of the machine-written reviews (the ai_contaminated source of the classification demo).
+AI_POSITIVE = ("superb", "brilliant", "delightful", "flawless", "stellar", "charming")
+AI_NEGATIVE = ("dreadful", "horrible", "dismal", "boring", "mediocre", "disappointing")
+AI_NEUTRAL = ("overall", "truly", "experience", "product", "quality", "certainly", "delivered", "absolutely")
 
 
 def _prompt(instruction: str, word: str) -> str:
@@ -28,7 +45,7 @@ def _prompt(instruction: str, word: str) -> str:
 
 
 def base_corpus() -> list[str]:
-    """Generic instruction-following text the base model is pretrained on (all skills, all words)."""
+    """Generic instruction-following text the SFT base model is pretrained on (all skills, all words)."""
     texts = []
     for w in WORDS:
         texts += [_prompt(REPEAT, w) + w, _prompt(UPPER, w) + w.upper(),
@@ -37,12 +54,26 @@ def base_corpus() -> list[str]:
     return texts
 
 
+def review_corpus() -> list[str]:
+    """Unlabelled review-like text the classification encoder is pretrained on (every word used)."""
+    rng = random.Random(0)
+    texts = []
+    for cues, fillers in ((POSITIVE + NEGATIVE, NEUTRAL), (AI_POSITIVE + AI_NEGATIVE, AI_NEUTRAL)):
+        for cue in cues:
+            for _ in range(4):
+                words = rng.sample(fillers, 4)
+                words.insert(rng.randrange(5), cue)
+                texts.append(" ".join(words))
+            texts.append(f"not {cue} " + " ".join(rng.sample(fillers, 3)))
+    return texts
+
+
 def demo_rows(n: int, seed: int, contaminated: bool) -> list[dict[str, Any]]:
-    """Rows cycling through the three sources; ``contaminated`` breaks the ai_contaminated outputs."""
+    """SFT rows cycling through the three sources; ``contaminated`` breaks the ai_contaminated outputs."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        word, source = rng.choice(WORDS), ("human", "synthetic", "ai_contaminated")[i % 3]
+        word, source = rng.choice(WORDS), SOURCES[i % 3]
         if source == "ai_contaminated":
             instruction, output = UPPER, word.upper()
             if contaminated:
@@ -54,31 +85,129 @@ def demo_rows(n: int, seed: int, contaminated: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def prepare(directory: str | Path, train_rows: int = 150, test_rows: int = 90) -> dict[str, Path]:
-    """Build (or reuse) the base model and write the demo data; returns the paths."""
-    root = Path(directory)
-    model = root / "models" / "demo-llama"
-    if not (model / "model.safetensors").is_file():
-        import torch
+def review_rows(n: int, seed: int, contaminated: bool, wrong_share: float = 0.8,
+                hard_share: float = 1 / 3) -> list[dict[str, Any]]:
+    """Classification rows cycling through the three sources. ``ai_contaminated`` reviews use
+    their own vocabulary; with ``contaminated`` about ``wrong_share`` of their labels are wrong.
+    ``difficulty`` is ``hard`` when the review has two cues of opposite sentiment."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        source = SOURCES[i % 3]
+        pos, neg, fillers = (AI_POSITIVE, AI_NEGATIVE, AI_NEUTRAL) if source == "ai_contaminated" else \
+            (POSITIVE, NEGATIVE, NEUTRAL)
+        positive = rng.random() < 0.5
+        words = rng.sample(fillers, 4)
+        words.insert(rng.randrange(5), rng.choice(pos if positive else neg))
+        difficulty = "hard" if rng.random() < hard_share else "easy"
+        if difficulty == "hard":  # a weaker opposite cue first, the deciding cue repeated last
+            words.insert(0, "not " + rng.choice(neg if positive else pos))
+            words.append(rng.choice(pos if positive else neg))
+        label = "pos" if positive else "neg"
+        wrong = rng.random() < wrong_share  # drawn for every row, so v1 and v2 share their texts
+        if contaminated and source == "ai_contaminated" and wrong:
+            label = "neg" if positive else "pos"
+        rows.append({"text": " ".join(words), "label": label, "tags": {"source": source, "difficulty": difficulty}})
+    return rows
 
+
+class _Recipe:
+    """How one task's demo is built: its base model and its rows."""
+
+    def __init__(self, model: str, kind: str, corpus: Callable[[], list[str]], steps: int,
+                 rows: Callable[..., list[dict[str, Any]]], train: int, val: int, test: int) -> None:
+        self.model, self.kind, self.corpus, self.steps = model, kind, corpus, steps
+        self.rows, self.train, self.val, self.test = rows, train, val, test
+
+    def model_key(self) -> str:
+        """A digest of everything the base model is built from (its cache key)."""
+        spec = {"kind": self.kind, "steps": self.steps, "corpus": self.corpus(), "seed": 0}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+RECIPES = {
+    "sft": _Recipe("demo-llama", "llama", base_corpus, 600, demo_rows, train=150, val=30, test=90),
+    "classification": _Recipe("demo-bert", "bert", review_corpus, 1000, review_rows, train=240, val=60, test=150),
+}
+DATASET_IDS = {"sft": "ds_demo", "classification": "ds_demo_cls"}
+
+
+def stale_versions(store: str | Path, dataset_id: str, data: Path) -> list[str]:
+    """Versions of ``dataset_id`` already in ``store`` whose files differ from the demo data in
+    ``data`` (``v1/``, ``v2/``, ``test.jsonl``): made by an older demo."""
+    from verifily_core.datasets.store import DatasetStore
+    from verifily_core.hashing import sha256_file
+
+    stale = []
+    for dv in DatasetStore(store).versions(dataset_id):
+        expected = {"train": data / dv.version / "train.jsonl", "val": data / dv.version / "val.jsonl",
+                    "test": data / "test.jsonl"}
+        recorded = {f.split: f.sha256 for f in dv.files}
+        if dv.version in ("v1", "v2") and recorded != {k: sha256_file(p) for k, p in expected.items()}:
+            stale.append(dv.ref)
+    return stale
+
+
+def prepare(directory: str | Path, task: str = "sft", store: str | Path | None = None) -> dict[str, Path]:
+    """Build (or reuse) the task's base model and write its demo data; returns the paths.
+
+    With ``store``, a demo dataset version already there with other data is an error (the
+    versions are immutable, so the demo would otherwise train on the old rows)."""
+    recipe = RECIPES[task]
+    root = Path(directory)
+    model = root / "models" / recipe.model
+    stamp = model / "demo-recipe.sha256"
+    key = recipe.model_key()
+    if not (stamp.is_file() and stamp.read_text().strip() == key):
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         torch.set_num_threads(1)
-        build_tiny_model("llama", model, seed=0, texts=base_corpus(), pretrain_steps=PRETRAIN_STEPS)
-    data = root / "data"
+        build_tiny_model(recipe.kind, model, seed=0, texts=recipe.corpus(), pretrain_steps=recipe.steps)
+        stamp.write_text(key + "\n")
+    data = root / "data" / task
     for version, broken in (("v1", True), ("v2", False)):
-        write_jsonl(data / version / "train.jsonl", demo_rows(train_rows, seed=1, contaminated=broken))
-        write_jsonl(data / version / "val.jsonl", demo_rows(30, seed=5, contaminated=broken))
-    write_jsonl(data / "test.jsonl", demo_rows(test_rows, seed=2, contaminated=False))
+        write_jsonl(data / version / "train.jsonl", recipe.rows(recipe.train, seed=1, contaminated=broken))
+        write_jsonl(data / version / "val.jsonl", recipe.rows(recipe.val, seed=5, contaminated=broken))
+    write_jsonl(data / "test.jsonl", recipe.rows(recipe.test, seed=2, contaminated=False))
+    stale = stale_versions(store, DATASET_IDS[task], data) if store else []
+    if stale:
+        raise SystemExit(f"demo: {', '.join(stale)} in {store} hold data of an older demo; remove that store "
+                         f"(chmod -R u+w {store} && rm -rf {store}) and run the demo again")
     return {"model": model, "data": data}
 
 
+def hard_examples_table(run_dir: str | Path, n: int = 5) -> str:
+    """The ``n`` hardest examples of a run's ``eval/hard_examples.jsonl`` as aligned text lines."""
+    path = Path(run_dir) / "eval" / "hard_examples.jsonl"
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:n]]
+    lines = [f"  {'source':<16} {'input':<44} {'reference':<10} prediction"]
+    for r in records:
+        text = " / ".join(str(v) for v in (r.get("input") or {}).values()).replace("\n", " ")
+        text = text if len(text) <= 44 else text[:41] + "..."
+        lines.append(f"  {str(r['tags'].get('source', '')):<16} {text:<44} {str(r['reference']):<10} "
+                     f"{r['prediction']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``prepare --dir DIR``."""
-    parser = argparse.ArgumentParser(description="Prepare the offline demo (base model and datasets).")
+    """Command line: ``prepare --dir DIR [--task T]`` and ``hard --run RUN [-n N]``."""
+    parser = argparse.ArgumentParser(prog="python -m verifily_core.testing.demo",
+                                     description="Prepare the offline demo (base models and datasets).")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare")
+    p = sub.add_parser("prepare", help="build the base model (cached) and write the dataset files")
     p.add_argument("--dir", required=True)
+    p.add_argument("--task", choices=TASKS, default="sft")
+    p.add_argument("--store", help="dataset store to check for demo versions made from other data")
+    h = sub.add_parser("hard", help="print a run's hardest evaluation examples")
+    h.add_argument("--run", required=True)
+    h.add_argument("-n", type=int, default=5)
     args = parser.parse_args(argv)
-    for name, path in prepare(args.dir).items():
+    if args.cmd == "hard":
+        print(hard_examples_table(args.run, args.n))
+        return
+    for name, path in prepare(args.dir, args.task, args.store).items():
         print(f"{name}: {path}")
 
 
