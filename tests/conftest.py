@@ -37,12 +37,29 @@ def _single_thread_if_imported() -> None:
 
 
 def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str, pretrain_steps: int = 0) -> Path:
-    from verifily_core.testing.tiny_models import build_tiny_model
-
     import torch
+
+    from verifily_core.testing.tiny_models import build_tiny_model
 
     torch.set_num_threads(1)
     return build_tiny_model(kind, tmp_path_factory.mktemp(f"tiny-{kind}"), pretrain_steps=pretrain_steps)
+
+
+@pytest.fixture(scope="session")
+def installed_example(tmp_path_factory) -> dict[str, str]:
+    """``examples/verifily-example-plugin`` pip-installed into a private target directory, as a
+    user's ``pip install`` would; returns an environment with that directory on ``PYTHONPATH``.
+    The source is copied first so that the build leaves nothing in the repository."""
+    import shutil
+    import subprocess
+
+    source = tmp_path_factory.mktemp("plugin-src") / "verifily-example-plugin"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "verifily-example-plugin", source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(source)], check=True, capture_output=True, text=True)
+    return dict(os.environ, PYTHONPATH=str(target))
 
 
 @pytest.fixture(scope="session")

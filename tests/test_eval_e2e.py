@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,7 +14,6 @@ from verifily_core.cli import cli
 from verifily_core.testing import make_sft_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
-EXAMPLE = Path(__file__).parent / "example_plugin"
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +65,11 @@ def test_gold_rows_count_for_gold_metrics_only(run_dir):
     assert results["overall"]["n"] == 24
 
 
-def test_pip_installed_metric_is_used_by_eval(run_dir, tmp_path):
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
-    env = dict(os.environ, PYTHONPATH=str(target))
+def test_pip_installed_metric_and_slicer_are_used_by_eval(run_dir, tmp_path, installed_example):
+    env = installed_example
     out = tmp_path / "eval_out"
     res = subprocess.run([sys.executable, "-c", "from verifily_core.cli import main; main()", "eval", "--run",
-                          str(run_dir), "--metrics", "token_f1,response_length", "--slice-by", "source",
+                          str(run_dir), "--metrics", "token_f1,response_length", "--slice-by", "source,first_letter:source",
                           "--output", str(out)], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     results = json.loads((out / "eval_results.json").read_text())
@@ -86,6 +80,10 @@ def test_pip_installed_metric_is_used_by_eval(run_dir, tmp_path):
     human = [p for p in preds if p["tags"]["source"] == "human"]
     assert results["slices"]["source=human"]["metrics"]["response_length"]["value"] == pytest.approx(
         sum(len(p["prediction"]) for p in human) / len(human))
+    # The plugin's slicer: source^=h holds exactly the human rows (no other source starts with h).
+    by_letter = results["slices"]["source^=h"]
+    assert by_letter["n"] == len(human) and by_letter["spec"] == "first_letter:source"
+    assert by_letter["metrics"]["response_length"] == results["slices"]["source=human"]["metrics"]["response_length"]
 
 
 def test_unknown_metric_and_bad_test_data(run_dir, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,9 @@ from verifily_core.errors import ConfigError
 from verifily_core.interfaces import Metric, Task
 from verifily_core.plugins import load_registries, make_plugin_manager
 
+EXAMPLE_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "verifily-example-plugin"
+
 BUILTINS = {"sft", "classification", "causal_lm", "seq2seq", "qlora", "local", "managed"}
-EXAMPLE = Path(__file__).parent / "example_plugin"
 
 
 class _Echo(Metric):
@@ -108,19 +108,6 @@ def test_hook_implementations_may_take_fewer_arguments():
         cfg.validate(regs)
 
 
-@pytest.fixture(scope="module")
-def installed_example(tmp_path_factory):
-    """pip-install tests/example_plugin into a private target directory."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True, text=True,
-    )
-    env = dict(os.environ, PYTHONPATH=str(target))
-    return env
-
-
 def _verifily(env, *args, cwd=None):
     return subprocess.run([sys.executable, "-c", "from verifily_core.cli import main; main()", *args],
                           env=env, cwd=cwd, capture_output=True, text=True)
@@ -146,6 +133,14 @@ def test_pip_installed_plugin_metric_is_usable_in_a_config(installed_example, tm
     without = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "train", "--config", str(cfg), "--dry-run")
     assert without.returncode == 1
     assert "$.eval.metrics[0]: unknown metric 'response_length'" in without.stderr
+
+
+def test_the_example_plugins_own_tests_pass_against_the_pip_installed_package(installed_example, tmp_path):
+    """The plugin package's tests, run as its author would after ``pip install``."""
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE_PLUGIN / "tests")],
+                         cwd=tmp_path, env=installed_example, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "5 passed" in res.stdout
 
 
 @pytest.mark.slow

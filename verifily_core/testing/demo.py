@@ -29,7 +29,14 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
-from verifily_core.testing.data import NEGATIVE, NEUTRAL, POSITIVE, SOURCES, WORDS, write_jsonl
+from verifily_core.testing.data import (
+    NEGATIVE,
+    NEUTRAL,
+    POSITIVE,
+    SOURCES,
+    WORDS,
+    write_jsonl,
+)
 from verifily_core.testing.tiny_models import build_tiny_model
 
 TASKS = ("sft", "classification")
@@ -186,7 +193,7 @@ def hard_examples_table(run_dir: str | Path, n: int = 5) -> str:
     for r in records:
         text = " / ".join(str(v) for v in (r.get("input") or {}).values()).replace("\n", " ")
         text = text if len(text) <= 44 else text[:41] + "..."
-        lines.append(f"  {str(r['tags'].get('source', '')):<16} {text:<44} {str(r['reference']):<10} "
+        lines.append(f"  {r['tags'].get('source', '')!s:<16} {text:<44} {r['reference']!s:<10} "
                      f"{r['prediction']}")
     return "\n".join(lines)
 
