@@ -46,6 +46,21 @@ def _tiny(tmp_path_factory: pytest.TempPathFactory, kind: str, pretrain_steps: i
 
 
 @pytest.fixture(scope="session")
+def documented_json():
+    """``documented_json(doc, heading)``: the first JSON example after ``## heading`` in ``docs/<doc>``."""
+    import json
+    import re
+
+    def find(doc: str, heading: str):
+        text = (Path(__file__).resolve().parent.parent / "docs" / doc).read_text()
+        start = text.index(f"\n## {heading}\n")
+        block = re.search(r"```json\n(.*?)```", text[start:], re.S)
+        return json.loads(block.group(1))
+
+    return find
+
+
+@pytest.fixture(scope="session")
 def installed_example(tmp_path_factory) -> dict[str, str]:
     """``examples/verifily-example-plugin`` pip-installed into a private target directory, as a
     user's ``pip install`` would; returns an environment with that directory on ``PYTHONPATH``.

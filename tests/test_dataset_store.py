@@ -61,6 +61,14 @@ def test_create_writes_manifest_and_seals_the_version(tmp_path, store):
     assert again.exit_code == 2 and "already exists" in again.stderr and "immutable" in again.stderr
 
 
+def test_documented_manifest_has_the_keys_of_a_real_one(tmp_path, store, documented_json):
+    assert create(tmp_path, "v1", make_sft_rows(6, 1), make_sft_rows(3, 2)).exit_code == 0
+    real = json.loads((store / "ds" / "v1" / "manifest.json").read_text())
+    documented = documented_json("datasets.md", "manifest.json")
+    assert set(documented) == set(real)
+    assert set(documented["files"][0]) == set(real["files"][0])
+
+
 def test_one_modified_byte_fails_with_exit_2_naming_file_and_hashes(tmp_path, store):
     create(tmp_path, "v1", make_sft_rows(20, 1))
     target = store / "ds" / "v1" / "train.jsonl"

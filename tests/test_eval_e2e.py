@@ -93,3 +93,21 @@ def test_unknown_metric_and_bad_test_data(run_dir, tmp_path):
     bad.write_text('{"instruction": "x"}\n')
     res = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--test-data", str(bad), "--output", str(tmp_path)])
     assert res.exit_code == 2 and f"{bad}:1: missing required field 'output'" in res.stderr
+
+
+@pytest.mark.parametrize("heading, name", [
+    ("run_meta.json", "run_meta.json"), ("hashes.json", "hashes.json"),
+    ("eval/eval_results.json", "eval/eval_results.json"),
+    ("eval/predictions.jsonl and eval/hard_examples.jsonl", "eval/predictions.jsonl"),
+])
+def test_documented_run_files_have_the_keys_of_a_real_run(run_dir, documented_json, heading, name):
+    """docs/run-directory.md is the contract other tools read: its examples list exactly the real keys."""
+    documented = documented_json("run-directory.md", heading)
+    text = (run_dir / name).read_text()
+    real = json.loads(text.splitlines()[0] if name.endswith(".jsonl") else text)
+    assert set(documented) == set(real), f"docs/run-directory.md '{heading}' differs from {name}"
+    if name == "eval/eval_results.json":
+        assert set(documented["overall"]) == set(real["overall"])
+        one = next(iter(real["slices"].values()))
+        assert set(next(iter(documented["slices"].values()))) == set(one)
+        assert set(documented["hard_examples"]) == set(real["hard_examples"])

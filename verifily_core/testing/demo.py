@@ -29,14 +29,10 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
-from verifily_core.testing.data import (
-    NEGATIVE,
-    NEUTRAL,
-    POSITIVE,
-    SOURCES,
-    WORDS,
-    write_jsonl,
-)
+import attrs
+
+from verifily_core.testing import tiny_models
+from verifily_core.testing.data import NEGATIVE, NEUTRAL, POSITIVE, SOURCES, WORDS, corpus, write_jsonl
 from verifily_core.testing.tiny_models import build_tiny_model
 
 TASKS = ("sft", "classification")
@@ -96,7 +92,7 @@ def review_rows(n: int, seed: int, contaminated: bool, wrong_share: float = 0.8,
                 hard_share: float = 1 / 3) -> list[dict[str, Any]]:
     """Classification rows cycling through the three sources. ``ai_contaminated`` reviews use
     their own vocabulary; with ``contaminated`` about ``wrong_share`` of their labels are wrong.
-    ``difficulty`` is ``hard`` when the review has two cues of opposite sentiment."""
+    ``difficulty`` is ``hard`` for a review that also holds a negated cue of the other sentiment."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -107,7 +103,7 @@ def review_rows(n: int, seed: int, contaminated: bool, wrong_share: float = 0.8,
         words = rng.sample(fillers, 4)
         words.insert(rng.randrange(5), rng.choice(pos if positive else neg))
         difficulty = "hard" if rng.random() < hard_share else "easy"
-        if difficulty == "hard":  # a weaker opposite cue first, the deciding cue repeated last
+        if difficulty == "hard":  # a negated opposite cue first, the deciding cue repeated last
             words.insert(0, "not " + rng.choice(neg if positive else pos))
             words.append(rng.choice(pos if positive else neg))
         label = "pos" if positive else "neg"
@@ -118,23 +114,32 @@ def review_rows(n: int, seed: int, contaminated: bool, wrong_share: float = 0.8,
     return rows
 
 
-class _Recipe:
-    """How one task's demo is built: its base model and its rows."""
+@attrs.frozen
+class Recipe:
+    """How one task's demo is built: its base model (name, architecture, pretraining corpus and
+    steps) and its rows (generator and split sizes)."""
 
-    def __init__(self, model: str, kind: str, corpus: Callable[[], list[str]], steps: int,
-                 rows: Callable[..., list[dict[str, Any]]], train: int, val: int, test: int) -> None:
-        self.model, self.kind, self.corpus, self.steps = model, kind, corpus, steps
-        self.rows, self.train, self.val, self.test = rows, train, val, test
+    model: str
+    kind: str
+    corpus: Callable[[], list[str]]
+    steps: int
+    rows: Callable[..., list[dict[str, Any]]]
+    train: int
+    val: int
+    test: int
 
     def model_key(self) -> str:
-        """A digest of everything the base model is built from (its cache key)."""
-        spec = {"kind": self.kind, "steps": self.steps, "corpus": self.corpus(), "seed": 0}
+        """A digest of everything the base model is built from (its cache key), the model
+        builder's own code included."""
+        builder = Path(tiny_models.__file__).read_bytes()
+        spec = {"kind": self.kind, "steps": self.steps, "corpus": [*corpus(), *self.corpus()], "seed": 0,
+                "builder": hashlib.sha256(builder).hexdigest()}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 RECIPES = {
-    "sft": _Recipe("demo-llama", "llama", base_corpus, 600, demo_rows, train=150, val=30, test=90),
-    "classification": _Recipe("demo-bert", "bert", review_corpus, 1000, review_rows, train=240, val=60, test=150),
+    "sft": Recipe("demo-llama", "llama", base_corpus, 600, demo_rows, train=150, val=30, test=90),
+    "classification": Recipe("demo-bert", "bert", review_corpus, 1000, review_rows, train=240, val=60, test=150),
 }
 DATASET_IDS = {"sft": "ds_demo", "classification": "ds_demo_cls"}
 
