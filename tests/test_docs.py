@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 from verifily_core import hookspecs
-from verifily_core.config import TrainConfig
+from verifily_core.config import RANGE_RULES, TrainConfig
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -142,3 +142,17 @@ def test_every_task_option_is_documented(task):
     text = (DOCS / TASK_OPTION_DOCS[task]).read_text()
     for name in _option_fields(type(options)):
         assert f"| `{name}` |" in text, f"task_options.{name} of {task} is missing from docs/{TASK_OPTION_DOCS[task]}"
+
+
+@pytest.mark.parametrize("path, rule", [(p, r) for p, _, r in RANGE_RULES])
+def test_every_range_rule_is_stated_in_the_config_reference(path, rule):
+    row = next(line for line in (DOCS / "config.md").read_text().splitlines() if line.startswith(f"| `{path}` |"))
+    assert rule in row, f"docs/config.md does not state the rule of {path}: {rule}"
+
+
+@pytest.mark.parametrize("path, ok, rule", RANGE_RULES, ids=[p for p, _, _ in RANGE_RULES])
+def test_a_value_breaking_a_range_rule_is_a_config_error_naming_the_field(path, ok, rule):
+    bad = next(v for v in (0, -2, 1.5, 7) if not ok(v))
+    cfg = TrainConfig.from_dict({"task": "sft", "base_model": "org/m", "data_paths": {"train": "t.jsonl"},
+                                 path.split(".")[0]: {path.split(".")[1]: bad}})
+    assert f"$.{path}: must be {rule}" in cfg.problems()

@@ -14,7 +14,7 @@ import copy
 import importlib.util
 import re
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Union
+from typing import Any, Callable, Iterable, Literal, Mapping, Union
 
 import yaml
 from attrs import define, field
@@ -347,33 +347,39 @@ def _base_model_problems(base_model: str) -> list[str]:
     return []
 
 
+RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("training.num_epochs", lambda v: v > 0, "> 0"),
+    ("training.batch_size", lambda v: v >= 1, ">= 1"),
+    ("training.gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),
+    ("training.learning_rate", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("training.warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("training.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("training.max_grad_norm", lambda v: v > 0, "> 0"),
+    ("training.max_seq_length", lambda v: v >= 8, ">= 8"),
+    ("training.eval_steps", lambda v: v >= 1, ">= 1"),
+    ("training.save_steps", lambda v: v >= 1, ">= 1"),
+    ("training.logging_steps", lambda v: v >= 1, ">= 1"),
+    ("training.max_steps", lambda v: v == -1 or v >= 1, "-1 (off) or >= 1"),
+    ("training.early_stopping_patience", lambda v: v is None or v >= 1, ">= 1 or null"),
+    ("lora.r", lambda v: v >= 1, ">= 1"),
+    ("lora.alpha", lambda v: v >= 1, ">= 1"),
+    ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("eval.hard_examples", lambda v: v >= 0, ">= 0"),
+    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
+    ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("eval.bootstrap_resamples", lambda v: v >= 0, ">= 0 (0 turns intervals off)"),
+    ("eval.confidence_level", lambda v: 0 < v < 1, "in (0, 1)"),
+)
+"""``(config path, check of its value, the rule as docs/config.md states it)`` for numeric fields."""
+
+
 def _range_problems(cfg: TrainConfig) -> list[str]:
-    t, lo, ev = cfg.training, cfg.lora, cfg.eval
-    checks = [
-        ("training.num_epochs", t.num_epochs > 0, "must be > 0"),
-        ("training.batch_size", t.batch_size >= 1, "must be >= 1"),
-        ("training.gradient_accumulation_steps", t.gradient_accumulation_steps >= 1, "must be >= 1"),
-        ("training.learning_rate", 0 < t.learning_rate < 1, "must be in (0, 1)"),
-        ("training.warmup_ratio", 0 <= t.warmup_ratio < 1, "must be in [0, 1)"),
-        ("training.weight_decay", t.weight_decay >= 0, "must be >= 0"),
-        ("training.max_grad_norm", t.max_grad_norm > 0, "must be > 0"),
-        ("training.max_seq_length", t.max_seq_length >= 8, "must be >= 8"),
-        ("training.eval_steps", t.eval_steps >= 1, "must be >= 1"),
-        ("training.save_steps", t.save_steps >= 1, "must be >= 1"),
-        ("training.logging_steps", t.logging_steps >= 1, "must be >= 1"),
-        ("training.max_steps", t.max_steps == -1 or t.max_steps >= 1, "must be -1 (off) or >= 1"),
-        ("lora.r", lo.r >= 1, "must be >= 1"),
-        ("lora.alpha", lo.alpha >= 1, "must be >= 1"),
-        ("lora.dropout", 0 <= lo.dropout < 1, "must be in [0, 1)"),
-        ("eval.hard_examples", ev.hard_examples >= 0, "must be >= 0"),
-        ("eval.batch_size", ev.batch_size >= 1, "must be >= 1"),
-        ("eval.max_new_tokens", ev.max_new_tokens >= 1, "must be >= 1"),
-        ("eval.bootstrap_resamples", ev.bootstrap_resamples >= 0, "must be >= 0 (0 turns intervals off)"),
-        ("eval.confidence_level", 0 < ev.confidence_level < 1, "must be in (0, 1)"),
-    ]
-    out = [f"$.{path}: {msg}" for path, ok, msg in checks if not ok]
-    if t.early_stopping_patience is not None and t.early_stopping_patience < 1:
-        out.append("$.training.early_stopping_patience: must be >= 1 or null")
+    lo = cfg.lora
+    out = []
+    for path, ok, rule in RANGE_RULES:
+        section, _, key = path.partition(".")
+        if not ok(getattr(getattr(cfg, section), key)):
+            out.append(f"$.{path}: must be {rule}")
     if isinstance(lo.target_modules, str) and lo.target_modules not in ("auto", "all-linear"):
         out.append("$.lora.target_modules: expected 'auto', 'all-linear' or a list of module names")
     if cfg.compute.fp16 and cfg.compute.bf16:
