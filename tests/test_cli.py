@@ -154,3 +154,13 @@ def test_light_commands_import_no_heavy_library(tmp_path, args):
     res = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_a_reader_closing_the_pipe_early_is_no_error():
+    """`verifily plugins | head -1`: the closed pipe ends the command quietly with 141, no error line."""
+    proc = subprocess.Popen([sys.executable, "-c", "from verifily_core.cli import main; main()", "plugins"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert stderr == ""

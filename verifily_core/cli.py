@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+EXIT_BROKEN_PIPE = 141
+"""Exit code when stdout's reader closed the pipe early (128 + SIGPIPE, as a shell reports it)."""
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
@@ -63,6 +67,9 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # the reader went away (`verifily runs | head`): stop quietly, as SIGPIPE would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            ctx.exit(EXIT_BROKEN_PIPE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # an unexpected bug: still one line unless --verbose
