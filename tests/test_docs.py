@@ -28,6 +28,18 @@ def test_every_hook_is_documented(hook):
     assert getattr(hookspecs, hook).__doc__, f"{hook} has no docstring"
 
 
+@pytest.mark.parametrize("hook", _hook_names())
+def test_every_hook_section_names_its_arguments_and_firstresult(hook):
+    """The heading ``### `hook(a, b)` (firstresult)`` matches the spec's signature and kind."""
+    text = (DOCS / "plugins.md").read_text()
+    heading = re.search(rf"^### `{hook}\((.*?)\)`(.*)$", text, re.M)
+    spec = getattr(hookspecs, hook)
+    params = [p for p in inspect.signature(spec).parameters]
+    assert [a.strip() for a in heading.group(1).split(",") if a.strip()] == params
+    firstresult = spec.verifily_spec["firstresult"]
+    assert ("(firstresult)" in heading.group(2)) == firstresult, f"{hook}: firstresult marking differs"
+
+
 def _config_fields(cls=TrainConfig, prefix=""):
     hints = typing.get_type_hints(cls)
     for f in attrs.fields(cls):
