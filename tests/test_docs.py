@@ -168,3 +168,17 @@ def test_a_value_breaking_a_range_rule_is_a_config_error_naming_the_field(path, 
     cfg = TrainConfig.from_dict({"task": "sft", "base_model": "org/m", "data_paths": {"train": "t.jsonl"},
                                  path.split(".")[0]: {path.split(".")[1]: bad}})
     assert f"$.{path}: must be {rule}" in cfg.problems()
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "compare", "reproduce"])
+def test_every_api_function_is_documented_with_its_signature(name):
+    """docs/python-api.md's heading for each function lists its parameters and defaults as the code does."""
+    from verifily_core import api
+
+    text = (DOCS / "python-api.md").read_text()
+    heading = re.search(rf"^### `{name}\((.*)\)`$", text, re.M)
+    assert heading, f"docs/python-api.md has no section for {name}()"
+    real = []
+    for p in inspect.signature(getattr(api, name)).parameters.values():
+        real.append(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}".replace("'", '"'))
+    assert [a.strip() for a in heading.group(1).split(",")] == real
