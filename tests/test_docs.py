@@ -182,3 +182,13 @@ def test_every_api_function_is_documented_with_its_signature(name):
     for p in inspect.signature(getattr(api, name)).parameters.values():
         real.append(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}".replace("'", '"'))
     assert [a.strip() for a in heading.group(1).split(",")] == real
+
+
+def test_the_cli_reference_is_the_one_the_commands_render():
+    """docs/cli.md's option tables are generated from the click commands; regenerate after a change."""
+    from verifily_core.commands.reference import BEGIN, END, render_reference
+
+    text = (DOCS / "cli.md").read_text()
+    documented = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
+    assert documented == render_reference().strip(), (
+        "docs/cli.md is out of date: run python -m verifily_core.commands.reference --write docs/cli.md")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from verifily_core.cli import verbose_option
+from verifily_core.commands import format_option
 from verifily_core.console import out
 
 
@@ -16,7 +17,7 @@ from verifily_core.console import out
 @click.option("--metric", default="f1", show_default=True,
               help="Metric to compare; 'f1' means token_f1 for SFT and macro_f1 for classification.")
 @click.option("--slice-by", help="Slice spec of the evaluation to break the comparison down by (e.g. source).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@format_option("table", "json", "csv", help="table for people; json or csv for programs and spreadsheets.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run ids are looked up.")
 @click.option("--confidence-level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,

@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
+from verifily_core.commands import format_option
 from verifily_core.console import out, style
 
 store_option = click.option("--store", "store", default=None, metavar="DIR",
                             help="Dataset store directory [env: VERIFILY_DATASETS_DIR; default ~/.verifily/datasets].")
-format_option = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 
 
 def _store(store: str | None) -> Any:
@@ -84,7 +84,7 @@ def create(dataset_id: str, version: str, task: str | None, train: str | None, v
 
 @dataset.command(name="list")
 @store_option
-@format_option
+@format_option()
 def list_cmd(store: str | None, fmt: str) -> None:
     """List every dataset version in the store."""
     versions = _store(store).list()
@@ -101,7 +101,7 @@ def list_cmd(store: str | None, fmt: str) -> None:
 @dataset.command()
 @click.argument("ref")
 @store_option
-@format_option
+@format_option()
 def show(ref: str, store: str | None, fmt: str) -> None:
     """Rows per split and per tag value of one version."""
     dv = _store(store).get(ref)
@@ -141,7 +141,7 @@ def verify_cmd(ref: str, rows: bool, store: str | None) -> None:
 @click.argument("ref_a")
 @click.argument("ref_b")
 @store_option
-@format_option
+@format_option()
 def diff(ref_a: str, ref_b: str, store: str | None, fmt: str) -> None:
     """Rows added, removed, changed and retagged from REF_A to REF_B, per split and tag value."""
     from verifily_core.datasets import diff_versions, verify

@@ -7,6 +7,7 @@ import json
 import click
 
 from verifily_core.cli import GlobalState, verbose_option
+from verifily_core.commands import format_option
 from verifily_core.console import out
 
 
@@ -23,7 +24,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--output", type=click.Path(file_okay=False), help="Directory for the results [default: <run>/eval].")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:0, mps or cpu.")
 @click.option("--batch-size", type=int, help="Inference batch size [default: eval.batch_size, 16].")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(help="table for people; json prints eval_results.json.")
 @verbose_option
 @click.pass_obj
 def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: str | None, slice_by: str | None,

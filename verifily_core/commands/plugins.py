@@ -6,11 +6,12 @@ import json
 
 import click
 
+from verifily_core.commands import format_option
 from verifily_core.console import out, style
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option()
 def plugins(fmt: str) -> None:
     """List installed plugins: distribution, version and what each registers."""
     from verifily_core.plugins import describe_plugins, load_registries

@@ -7,6 +7,7 @@ import json
 import click
 
 from verifily_core.cli import GlobalState, verbose_option
+from verifily_core.commands import format_option
 from verifily_core.console import out, style
 
 NOTES = {"PARTIAL MATCH": ("environment differs", "Metric differences may occur due to environment mismatch."),
@@ -24,7 +25,7 @@ NOTES = {"PARTIAL MATCH": ("environment differs", "Metric differences may occur 
               help="Allowed absolute difference per metric (0.005 = 0.5 points).")
 @click.option("--device", default="auto", show_default=True, help="Device for retraining / re-evaluation.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run ids are looked up.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(help="table for people; json prints the report (reproduce.json).")
 @verbose_option
 @click.pass_context
 def reproduce(ctx: click.Context, run_path: str, verify_only: bool, mode: str, output_dir: str | None,

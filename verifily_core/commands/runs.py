@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from verifily_core.commands import format_option
 from verifily_core.console import out
 from verifily_core.errors import DataError
 
@@ -60,7 +61,7 @@ def _main_metrics(row: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("--runs-dir", default="runs", show_default=True, help="Output directory holding run directories.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option()
 def runs(runs_dir: str, fmt: str) -> None:
     """List runs (completed, .partial and .failed) with status, dataset version, start time and main metrics."""
     rows = list_runs(runs_dir)

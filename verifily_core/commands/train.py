@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from verifily_core.cli import GlobalState, verbose_option
+from verifily_core.commands import format_option
 from verifily_core.console import fmt_duration, out, style
 
 # CLI flag -> dotted config path. Flags win over overrides, which win over the file.
@@ -35,7 +36,7 @@ FLAG_PATHS = {
 @click.option("--task", help="sft or classification (overrides the config).")
 @click.option("--output-dir", help="Directory to write run artifacts [config default: runs/].")
 @click.option("--device", help="auto, cuda, cuda:0, mps or cpu [config default: auto].")
-@click.option("--mode", help="local or managed [config default: local].")
+@click.option("--mode", help="Compute backend: local, managed or one a plugin registers [config default: local].")
 @click.option("--epochs", type=int, help="Override training.num_epochs.")
 @click.option("--batch-size", type=int, help="Override training.batch_size.")
 @click.option("--lr", type=float, help="Override training.learning_rate.")
@@ -45,8 +46,7 @@ FLAG_PATHS = {
 @click.option("--name", help="Human-readable run name.")
 @click.option("--dry-run", is_flag=True, help="Validate the config and print the plan; do not train.")
 @click.option("--resume", "resume", metavar="RUN_PATH", help="Continue an interrupted run from its latest checkpoint.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="Output format of the plan and summary.")
+@format_option(help="table for people; json prints the plan (--dry-run) or run_meta.json.")
 @verbose_option
 @click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
 @click.pass_obj
