@@ -192,3 +192,18 @@ def test_the_cli_reference_is_the_one_the_commands_render():
     documented = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
     assert documented == render_reference().strip(), (
         "docs/cli.md is out of date: run python -m verifily_core.commands.reference --write docs/cli.md")
+
+
+def _readme_two_commands() -> list[str]:
+    text = (DOCS.parent / "README.md").read_text()
+    section = text[text.index("## The two commands"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_readme_names_the_two_commands_that_ci_and_the_demo_test_run():
+    """README's main job is what tests/test_demo.py runs; its test command is exactly what .ci/run calls."""
+    main_job, tests = _readme_two_commands()
+    assert main_job == "./demo.sh" and (DOCS.parent / "demo.sh").is_file()
+    ci = [line.strip() for line in (DOCS.parent / ".ci" / "run").read_text().splitlines()]
+    assert tests in ci, f".ci/run does not call README's test command {tests!r}"
