@@ -38,6 +38,9 @@ for v in v1 v2; do
 done
 $V dataset diff "$DS@v1" "$DS@v2"
 
+step "Three training rows of $DS@v1, one per source (the tags travel with each row)"
+head -n 3 "$VERIFILY_DATASETS_DIR/$DS/v1/train.jsonl"
+
 run_path() { $PY -c 'import json,sys; print(json.load(sys.stdin)["artifact_path"])'; }
 step "Train a LoRA run on each version"
 CONFIG=examples/demo/$TASK.yaml
