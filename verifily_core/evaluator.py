@@ -129,8 +129,7 @@ def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token:
     loader = choose_loader(source)
     auto_class = task.model_auto_class(loader.kind)
     kwargs = init_kwargs(source, device)
-    if hasattr(task, "eval_model_kwargs"):
-        kwargs.update(task.eval_model_kwargs(run.path))
+    kwargs.update(task.eval_model_kwargs(run.path))
     if cfg.lora.enabled:
         from peft import PeftModel
 

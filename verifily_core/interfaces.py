@@ -113,6 +113,11 @@ class Task(ABC):
 
     # -- evaluation contract ----------------------------------------------------------------
 
+    def eval_model_kwargs(self, run_path: Path) -> dict[str, Any]:
+        """Extra ``from_pretrained`` keyword arguments to rebuild a trained run's base model for
+        evaluation, read from the run directory alone (e.g. ``num_labels`` from ``labels.json``)."""
+        return {}
+
     def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
                 config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
         """Predict each row in batches: ``{"prediction", "reference", "scores": {...}}`` per row,
