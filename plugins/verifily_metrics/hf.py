@@ -27,10 +27,12 @@ from verifily_metrics.text import ExactMatch, FormatCompliance, GoldExactMatch, 
 _CITATION = "Verifily Train built-in metrics (see docs/evaluation.md)."
 
 
-class VerifilyTextMetric(evaluate.Metric):
-    """An ``evaluate`` module over string predictions and references, backed by a verifily metric."""
+class _VerifilyModule(evaluate.Metric):
+    """An ``evaluate`` module backed by a verifily metric; subclasses name their inputs."""
 
     metric: ClassVar[Metric]
+    inputs: ClassVar[str]
+    input_types: ClassVar[dict[str, str]]  # input name -> ``datasets.Value`` dtype
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("keep_in_memory", True)
@@ -40,10 +42,16 @@ class VerifilyTextMetric(evaluate.Metric):
         return evaluate.MetricInfo(
             description=(type(self.metric).__doc__ or self.metric.name).strip().splitlines()[0],
             citation=_CITATION,
-            inputs_description="predictions: list of str; references: list of str; metric options as keywords.",
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
+            inputs_description=self.inputs,
+            features=datasets.Features({name: datasets.Value(dtype) for name, dtype in self.input_types.items()}),
         )
+
+
+class VerifilyTextMetric(_VerifilyModule):
+    """An ``evaluate`` module over string predictions and references, backed by a verifily metric."""
+
+    inputs = "predictions: list of str; references: list of str; metric options as keywords."
+    input_types = {"predictions": "string", "references": "string"}
 
     def _compute(self, predictions: list[str], references: list[str], **kwargs: Any) -> dict[str, Any]:
         rows = [{} for _ in predictions]
@@ -51,22 +59,11 @@ class VerifilyTextMetric(evaluate.Metric):
         return {self.metric.name: self.metric.compute(predictions, references, rows, scores=scores, **kwargs)}
 
 
-class VerifilyLossMetric(evaluate.Metric):
+class VerifilyLossMetric(_VerifilyModule):
     """An ``evaluate`` module over per-example losses and reference token counts."""
 
-    metric: ClassVar[Metric]
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("keep_in_memory", True)
-        super().__init__(**kwargs)
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=(type(self.metric).__doc__ or self.metric.name).strip().splitlines()[0],
-            citation=_CITATION,
-            inputs_description="losses: per-example mean NLL of the reference tokens; n_tokens: their counts.",
-            features=datasets.Features({"losses": datasets.Value("float64"), "n_tokens": datasets.Value("int64")}),
-        )
+    inputs = "losses: per-example mean NLL of the reference tokens; n_tokens: their counts."
+    input_types = {"losses": "float64", "n_tokens": "int64"}
 
     def _compute(self, losses: list[float], n_tokens: list[int]) -> dict[str, Any]:
         scores = [{"loss": loss, "n_tokens": n} for loss, n in zip(losses, n_tokens)]
