@@ -15,8 +15,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$TASK" in
-  sft) DS=ds_demo; METRIC=token_f1 ;;
-  classification) DS=ds_demo_cls; METRIC=macro_f1 ;;
+  sft) DS=ds_demo ;;
+  classification) DS=ds_demo_cls ;;
   *) echo "demo.sh: unknown task '$TASK' (use sft or classification)" >&2; exit 1 ;;
 esac
 ./scripts/setup.sh
@@ -28,7 +28,8 @@ DATA=.verifily/demo/data/$TASK
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Build the demo base model (cached) and the dataset files ($TASK)"
-$PY -m verifily_core.testing.demo prepare --dir .verifily/demo --task "$TASK" --store "$VERIFILY_DATASETS_DIR"
+$PY -m verifily_core.testing.demo prepare --dir .verifily/demo --task "$TASK" \
+  --store "$VERIFILY_DATASETS_DIR" --dataset-id "$DS"
 
 step "Create dataset versions $DS@v1 and $DS@v2 (immutable, hashed)"
 for v in v1 v2; do
@@ -51,9 +52,9 @@ step "Evaluate each run, sliced by source"
 $V eval --run "$RUN1" --slice-by source
 $V eval --run "$RUN2" --slice-by source
 
-step "Compare v1 -> v2 per source"
-$V compare --runs "$RUN1,$RUN2" --metric "$METRIC" --slice-by source
-$V compare --runs "$RUN1,$RUN2" --metric "$METRIC" --slice-by source --format json \
+step "Compare v1 -> v2 per source (f1: token_f1 for SFT, macro_f1 for classification)"
+$V compare --runs "$RUN1,$RUN2" --metric f1 --slice-by source
+$V compare --runs "$RUN1,$RUN2" --metric f1 --slice-by source --format json \
   --output ".verifily/demo/compare-$TASK.json" >/dev/null
 
 step "The hardest examples of the v1 run"

@@ -74,12 +74,12 @@ def test_a_store_version_made_from_other_demo_data_is_refused(tmp_path, monkeypa
     DatasetStore(store).create("ds_demo", "v1", "sft", {"train": paths["data"] / "v1" / "train.jsonl",
                                                         "test": paths["data"] / "test.jsonl"})
     with pytest.raises(SystemExit, match=r"ds_demo@v1 in .*store hold data of an older demo; remove that store"):
-        demo.prepare(tmp_path / "demo", "sft", store=store)
+        demo.prepare(tmp_path / "demo", "sft", store=store, dataset_id="ds_demo")
     fresh = tmp_path / "fresh"
     DatasetStore(fresh).create("ds_demo", "v1", "sft", {"train": paths["data"] / "v1" / "train.jsonl",
                                                         "val": paths["data"] / "v1" / "val.jsonl",
                                                         "test": paths["data"] / "test.jsonl"})
-    assert demo.prepare(tmp_path / "demo", "sft", store=fresh)["data"] == paths["data"]
+    assert demo.prepare(tmp_path / "demo", "sft", store=fresh, dataset_id="ds_demo")["data"] == paths["data"]
 
 
 def test_hard_examples_table_lists_source_input_reference_and_prediction(tmp_path):

@@ -40,15 +40,20 @@ def test_every_hook_section_names_its_arguments_and_firstresult(hook):
     assert ("(firstresult)" in heading.group(2)) == firstresult, f"{hook}: firstresult marking differs"
 
 
-def _config_fields(cls=TrainConfig, prefix=""):
+def _attrs_fields(cls, prefix=""):
+    """``(dotted path, attrs field, type hint, nested attrs class or None)`` for every field, depth first."""
     hints = typing.get_type_hints(cls)
     for f in attrs.fields(cls):
         typ = hints[f.name]
-        nested = next((t for t in (typ, *getattr(typ, "__args__", ())) if attrs.has(t)), None)
+        nested = next((t for t in (typ, *typing.get_args(typ)) if attrs.has(t)), None)
+        yield prefix + f.name, f, typ, nested
         if nested is not None:
-            yield from _config_fields(nested, prefix + f.name + ".")
-        else:
-            yield prefix + f.name, f
+            yield from _attrs_fields(nested, prefix + f.name + ".")
+
+
+def _config_fields():
+    """The leaf fields of TrainConfig: ``(path, field, type hint)``."""
+    return [(path, f, typ) for path, f, typ, nested in _attrs_fields(TrainConfig) if nested is None]
 
 
 def _documented_rows():
@@ -94,45 +99,26 @@ def _render_default(f):
     return f"`{value}`"
 
 
-@pytest.mark.parametrize("path, field", list(_config_fields()), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("path, field", [(p, f) for p, f, _ in _config_fields()],
+                         ids=lambda x: x if isinstance(x, str) else "")
 def test_every_config_field_is_documented_with_its_default(path, field):
     documented = _documented_defaults()
     assert path in documented, f"{path} is missing from docs/config.md"
     assert documented[path] == _render_default(field), f"default of {path} differs from docs/config.md"
 
 
-@pytest.mark.parametrize("path, field", list(_config_fields()), ids=lambda x: x if isinstance(x, str) else "")
-def test_every_config_field_is_documented_with_its_type(path, field):
-    hints = typing.get_type_hints(_owner(path))
-    assert _documented_rows()[path][0] == _render_type(hints[field.name]), f"type of {path} differs from docs/config.md"
-
-
-def _owner(path: str):
-    """The attrs class that declares the last part of a dotted config path."""
-    cls = TrainConfig
-    for part in path.split(".")[:-1]:
-        typ = typing.get_type_hints(cls)[part]
-        cls = next(t for t in (typ, *typing.get_args(typ)) if attrs.has(t))
-    return cls
+@pytest.mark.parametrize("path, typ", [(p, t) for p, _, t in _config_fields()],
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_every_config_field_is_documented_with_its_type(path, typ):
+    assert _documented_rows()[path][0] == _render_type(typ), f"type of {path} differs from docs/config.md"
 
 
 def test_docs_list_no_unknown_config_fields():
-    known = {p for p, _ in _config_fields()} | {"data_paths"}
+    known = {p for p, _, _ in _config_fields()} | {"data_paths"}
     assert set(_documented_defaults()) - known == set()
 
 
 TASK_OPTION_DOCS = {"sft": "training.md", "classification": "classification.md"}
-
-
-def _option_fields(cls, prefix=""):
-    hints = typing.get_type_hints(cls)
-    for f in attrs.fields(cls):
-        if not f.init:
-            continue
-        yield prefix + f.name
-        nested = next((t for t in (hints[f.name], *typing.get_args(hints[f.name])) if attrs.has(t)), None)
-        if nested is not None:
-            yield from _option_fields(nested, prefix + f.name + ".")
 
 
 def _builtin_tasks():
@@ -152,7 +138,7 @@ def test_every_builtin_task_has_an_options_page():
 def test_every_task_option_is_documented(task):
     options = _builtin_tasks()[task].parse_options({})
     text = (DOCS / TASK_OPTION_DOCS[task]).read_text()
-    for name in _option_fields(type(options)):
+    for name in (path for path, f, _, _ in _attrs_fields(type(options)) if f.init):
         assert f"| `{name}` |" in text, f"task_options.{name} of {task} is missing from docs/{TASK_OPTION_DOCS[task]}"
 
 

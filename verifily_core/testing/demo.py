@@ -141,7 +141,6 @@ RECIPES = {
     "sft": Recipe("demo-llama", "llama", base_corpus, 600, demo_rows, train=150, val=30, test=90),
     "classification": Recipe("demo-bert", "bert", review_corpus, 1000, review_rows, train=240, val=60, test=150),
 }
-DATASET_IDS = {"sft": "ds_demo", "classification": "ds_demo_cls"}
 
 
 def stale_versions(store: str | Path, dataset_id: str, data: Path) -> list[str]:
@@ -160,11 +159,12 @@ def stale_versions(store: str | Path, dataset_id: str, data: Path) -> list[str]:
     return stale
 
 
-def prepare(directory: str | Path, task: str = "sft", store: str | Path | None = None) -> dict[str, Path]:
+def prepare(directory: str | Path, task: str = "sft", store: str | Path | None = None,
+            dataset_id: str | None = None) -> dict[str, Path]:
     """Build (or reuse) the task's base model and write its demo data; returns the paths.
 
-    With ``store``, a demo dataset version already there with other data is an error (the
-    versions are immutable, so the demo would otherwise train on the old rows)."""
+    With ``store`` and ``dataset_id``, a version of that dataset already in the store with other
+    data is an error (versions are immutable, so the demo would otherwise train on the old rows)."""
     recipe = RECIPES[task]
     root = Path(directory)
     model = root / "models" / recipe.model
@@ -183,7 +183,7 @@ def prepare(directory: str | Path, task: str = "sft", store: str | Path | None =
         write_jsonl(data / version / "train.jsonl", recipe.rows(recipe.train, seed=1, contaminated=broken))
         write_jsonl(data / version / "val.jsonl", recipe.rows(recipe.val, seed=5, contaminated=broken))
     write_jsonl(data / "test.jsonl", recipe.rows(recipe.test, seed=2, contaminated=False))
-    stale = stale_versions(store, DATASET_IDS[task], data) if store else []
+    stale = stale_versions(store, dataset_id, data) if store and dataset_id else []
     if stale:
         raise SystemExit(f"demo: {', '.join(stale)} in {store} hold data of an older demo; remove that store "
                          f"(chmod -R u+w {store} && rm -rf {store}) and run the demo again")
@@ -212,14 +212,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dir", required=True)
     p.add_argument("--task", choices=TASKS, default="sft")
     p.add_argument("--store", help="dataset store to check for demo versions made from other data")
+    p.add_argument("--dataset-id", help="the demo dataset's id in --store (ds_demo, ds_demo_cls)")
     h = sub.add_parser("hard", help="print a run's hardest evaluation examples")
     h.add_argument("--run", required=True)
     h.add_argument("-n", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.cmd == "prepare" and bool(args.store) != bool(args.dataset_id):
+        parser.error("--store and --dataset-id go together")
     if args.cmd == "hard":
         print(hard_examples_table(args.run, args.n))
         return
-    for name, path in prepare(args.dir, args.task, args.store).items():
+    for name, path in prepare(args.dir, args.task, args.store, args.dataset_id).items():
         print(f"{name}: {path}")
 
 
