@@ -47,7 +47,7 @@ def _records(data=DATA):
 
 def _build(regs, records=None, metrics=SFT_METRICS, task="sft", **kwargs):
     kwargs.setdefault("slice_by", ["source"])
-    return build_eval_result(records if records is not None else _records(), task,
+    return build_eval_result(records if records is not None else _records(), regs.tasks.get(task),
                              [regs.metrics.get(m) for m in metrics], slicers=regs.slicers, **kwargs)
 
 
@@ -249,7 +249,8 @@ def test_classification_hard_examples_rank_by_probability_of_the_true_label(regs
     probs = [0.9, 0.2, 0.6, 0.05, 0.7, 0.4]
     records = [{"prediction": "a" if p > 0.5 else "b", "reference": "a", "scores": {"p_true": p},
                 "tags": {"source": "x"}} for p in probs]
-    res = build_eval_result(records, "classification", [regs.metrics.get("accuracy")], hard_examples=3)
+    res = build_eval_result(records, regs.tasks.get("classification"), [regs.metrics.get("accuracy")],
+                            hard_examples=3)
     assert res.hard_score == "p_true" and [h["index"] for h in res.hard_examples] == [3, 1, 5]
 
 

@@ -69,10 +69,10 @@ def evaluate(
         from verifily_core.evaluation import build_eval_result, write_eval_files
 
         result = build_eval_result(
-            records, task=cfg.task, metrics=chosen, slicers=regs.slicers, slice_by=keys,
+            records, task=task, metrics=chosen, slicers=regs.slicers, slice_by=keys,
             hard_examples=cfg.eval.hard_examples if hard_examples is None else hard_examples,
             confidence_level=cfg.eval.confidence_level, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed,
-            min_slice_size=cfg.eval.min_slice_size, metric_kwargs=_metric_kwargs(run, cfg),
+            min_slice_size=cfg.eval.min_slice_size, metric_kwargs=task.eval_metric_kwargs(run.path),
             metric_options=cfg.eval.metric_options,
             input_fields=task.input_fields(), run_id=run.run_id, test_data=test_info,
         )
@@ -166,14 +166,4 @@ def _records(rows: list[dict], preds: list[dict]) -> list[dict[str, Any]]:
     return [{"index": i, "row_id": row_id(row), "prediction": p["prediction"], "reference": p["reference"],
              "scores": dict(p.get("scores") or {}), "tags": dict(row.get("tags") or {}), "row": row}
             for i, (row, p) in enumerate(zip(rows, preds))]
-
-
-def _metric_kwargs(run: Any, cfg: TrainConfig) -> dict[str, Any]:
-    import json
-
-    kwargs: dict[str, Any] = {}
-    labels = run.path / "labels.json"
-    if labels.is_file():
-        kwargs["labels"] = json.loads(labels.read_text())["labels"]
-    return kwargs
 

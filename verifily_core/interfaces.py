@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,6 +24,15 @@ class Task(ABC):
     ``required_fields``/``optional_fields`` are the row fields besides ``tags``;
     ``reference_field`` is the gold answer's field (the rest is the input, used by leakage
     checks and dataset diffs); ``default_metrics`` are used when ``eval.metrics`` is not set.
+
+    What the core reports about the task's runs is declared here too, so a third-party task
+    gets the same treatment as a built-in: ``main_metrics`` (the metrics that summarise a run,
+    most important first: ``verifily runs`` shows them and the ``main`` alias of ``verifily
+    compare --metric`` means the first), ``metric_aliases`` (further short names for compare,
+    e.g. ``{"f1": "token_f1"}``), ``hard_example_scores`` (per-example scores that rank hard
+    examples, in order of preference: the first one the evaluated rows carry is used) and
+    ``score_directions`` (``higher_is_better`` of per-example model scores that are not
+    metrics, e.g. ``{"loss": False}``).
     """
 
     name: ClassVar[str]
@@ -30,6 +40,10 @@ class Task(ABC):
     optional_fields: ClassVar[tuple[str, ...]] = ()
     reference_field: ClassVar[str] = ""
     default_metrics: ClassVar[tuple[str, ...]] = ()
+    main_metrics: ClassVar[tuple[str, ...]] = ()
+    metric_aliases: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    hard_example_scores: ClassVar[tuple[str, ...]] = ()
+    score_directions: ClassVar[Mapping[str, bool]] = MappingProxyType({})
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """Return the first problem with one data row as a short phrase, or ``None``.
@@ -117,6 +131,18 @@ class Task(ABC):
         """Extra ``from_pretrained`` keyword arguments to rebuild a trained run's base model for
         evaluation, read from the run directory alone (e.g. ``num_labels`` from ``labels.json``)."""
         return {}
+
+    def eval_metric_kwargs(self, run_path: Path) -> dict[str, Any]:
+        """Keyword arguments every metric receives for this run's predictions, read from the run
+        directory alone (e.g. ``labels``, the label set in id order); used by eval and compare."""
+        return {}
+
+    def resolve_metric_alias(self, name: str) -> str:
+        """The metric a ``--metric`` name means for this task: ``main`` is the first of
+        :attr:`main_metrics`, then :attr:`metric_aliases`; any other name is itself."""
+        if name == "main" and self.main_metrics:
+            return self.main_metrics[0]
+        return self.metric_aliases.get(name, name)
 
     def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
                 config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
@@ -222,9 +248,14 @@ class Slicer(ABC):
 
 
 class ComputeBackend(ABC):
-    """Runs a :class:`~verifily_core.jobs.TrainJob` somewhere and returns a finished run."""
+    """Runs a :class:`~verifily_core.jobs.TrainJob` somewhere and returns a finished run.
+
+    ``reads_data``: whether the backend needs the dataset resolved and verified on this
+    machine before :meth:`run` (a remote service that receives only the config does not).
+    """
 
     name: ClassVar[str]
+    reads_data: ClassVar[bool] = True
 
     @abstractmethod
     def run(self, job: "TrainJob") -> "Run":

@@ -81,7 +81,7 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
 
     cfg = plan.config
     backend = plan.registries.backends.get(cfg.compute.mode)
-    dataset = _resolve_dataset(plan)
+    dataset = _resolve_dataset(plan, backend)
     job_id = new_run_id()
     if resume_from:
         job_id = check_resumable(resume_from, plan, getattr(dataset, "content_hash", ""))
@@ -144,11 +144,10 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if a != b else []
 
 
-def _resolve_dataset(plan: TrainPlan) -> Any:
-    if plan.config.compute.mode == "managed":
-        return None  # the managed stub never reads data
-    try:
-        from verifily_core.datasets import resolve_dataset
-    except ImportError:
-        raise ConfigError("dataset resolution is not implemented yet in this build") from None
+def _resolve_dataset(plan: TrainPlan, backend: Any) -> Any:
+    """The verified dataset version, or ``None`` for a backend that does not read data here."""
+    if not backend.reads_data:
+        return None
+    from verifily_core.datasets import resolve_dataset
+
     return resolve_dataset(plan.config, plan.registries)

@@ -31,6 +31,10 @@ class ClassificationTask(Task):
     reference_field = "label"
     optional_fields = ("text_pair",)
     default_metrics = ("accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix")
+    main_metrics = ("macro_f1", "accuracy")
+    metric_aliases = {"f1": "macro_f1"}
+    hard_example_scores = ("p_true", "accuracy")
+    score_directions = {"p_true": True, "p_pred": True, "loss": False}
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job
@@ -134,6 +138,12 @@ class ClassificationTask(Task):
         from verifily_classification.labels import read_labels
 
         return read_labels(run_path).model_kwargs()
+
+    def eval_metric_kwargs(self, run_path: Path) -> dict[str, Any]:
+        """``labels``: the run's label set in id order (from its ``labels.json``)."""
+        from verifily_classification.labels import read_labels
+
+        return {"labels": read_labels(run_path).labels}
 
     def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
                 config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ class ManagedBackend(ComputeBackend):
     """The managed-mode stub: always raises :class:`ManagedModeUnavailable` (exit 10)."""
 
     name = "managed"
+    reads_data = False  # no data leaves the machine: the stub never reads it
 
     def run(self, job: Any) -> Any:
         """Refuse: managed mode is not available in v1."""

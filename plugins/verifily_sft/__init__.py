@@ -21,6 +21,10 @@ class SFTTask(Task):
     reference_field = "output"
     optional_fields = ("input",)
     default_metrics = ("loss", "perplexity")
+    main_metrics = ("token_f1", "exact_match")
+    metric_aliases = {"f1": "token_f1"}
+    hard_example_scores = ("token_f1", "exact_match", "loss")
+    score_directions = {"loss": False}
 
     def parse_options(self, options: Mapping[str, Any]) -> Any:
         """Structure ``task_options`` into :class:`verifily_sft.options.SFTOptions`."""

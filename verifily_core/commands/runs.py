@@ -14,7 +14,6 @@ from verifily_core.console import out
 from verifily_core.errors import DataError
 
 MAIN_TRAIN_METRICS = ("train_loss", "eval_loss")
-MAIN_TEST_METRICS = {"sft": ("token_f1", "exact_match"), "classification": ("macro_f1", "accuracy")}
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
@@ -54,8 +53,10 @@ def _summary(meta_path: Path) -> dict[str, Any]:
             "started_at": meta.get("started_at"), "metrics": metrics, "error": meta.get("error")}
 
 
-def _main_metrics(row: dict[str, Any]) -> str:
-    keys = [*MAIN_TRAIN_METRICS, *(f"test_{k}" for k in MAIN_TEST_METRICS.get(row["task"] or "", ()))]
+def _main_metrics(row: dict[str, Any], tasks: Any) -> str:
+    """The training losses and the test values of the run's task's ``main_metrics``."""
+    main = tasks.get(row["task"]).main_metrics if row["task"] in tasks else ()
+    keys = [*MAIN_TRAIN_METRICS, *(f"test_{k}" for k in main)]
     return "  ".join(f"{k}={row['metrics'][k]:.4f}" for k in keys if isinstance(row["metrics"].get(k), (int, float)))
 
 
@@ -71,10 +72,13 @@ def runs(runs_dir: str, fmt: str) -> None:
     if not rows:
         out(f"No runs in {runs_dir}.")
         return
+    from verifily_core.plugins import load_registries
+
+    tasks = load_registries().tasks
     name_w = max(len("run"), *(len(r["run_id"]) for r in rows))
     data_w = max(len("dataset"), *(len(r["dataset"] or "-") for r in rows))
     out(f"{'run':<{name_w}}  {'name':<16}  {'status':<10}  {'dataset':<{data_w}}  {'started':<20}  metrics")
     for r in rows:
         extra = f"  error: {r['error']}" if r["status"] == "failed" and r["error"] else ""
         out(f"{r['run_id']:<{name_w}}  {(r['name'] or '-')[:16]:<16}  {r['status']:<10}  {r['dataset'] or '-':<{data_w}}  "
-            f"{r['started_at'] or '-':<20}  {_main_metrics(r)}{extra}".rstrip())
+            f"{r['started_at'] or '-':<20}  {_main_metrics(r, tasks)}{extra}".rstrip())

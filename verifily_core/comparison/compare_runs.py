@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from verifily_core.comparison.evaluated import METRIC_ALIASES, RunEval, load_run_eval, resolve_metric, select_slices
+from verifily_core.comparison.evaluated import (
+    RunEval, common_task, load_run_eval, resolve_metric, select_slices,
+)
 from verifily_core.comparison.result import NOTE, OVERALL, CompareResult
 from verifily_core.errors import ConfigError
 
-__all__ = ["METRIC_ALIASES", "NOTE", "CompareResult", "RunEval", "compare", "load_run_eval"]
+__all__ = ["NOTE", "CompareResult", "RunEval", "compare", "load_run_eval"]
 
 # Not named ``verifily_core/compare.py``: a submodule of that name would shadow the public
 # ``verifily_core.compare`` function once imported.
@@ -34,8 +36,9 @@ def compare(
 ) -> CompareResult:
     """Compare ``metric`` across runs (paths or run ids under ``runs_dir``); the first is the baseline.
 
-    :param metric: a metric of the runs' ``eval_results.json``, or an alias (``f1``: ``token_f1``
-        for SFT, ``macro_f1`` for classification).
+    :param metric: a metric of the runs' ``eval_results.json``, or an alias the runs' task
+        declares (``main``: its first main metric; ``f1``: ``token_f1`` for SFT, ``macro_f1`` for
+        classification).
     :param slice_by: a slice spec of the evaluation (``source``, ``source&difficulty``, ...).
     :param confidence_level: ``resamples`` and ``seed`` set the paired bootstrap of each delta,
         computed when the runs were evaluated on the same test file (else only on the rows they share).
@@ -49,7 +52,13 @@ def compare(
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"--runs: a run is given twice ({', '.join(ids)})")
-    name = resolve_metric(metric, runs)
+    if registries is None:
+        from verifily_core.plugins import load_registries
+
+        registries = load_registries()
+    task_name = common_task(runs)
+    task = registries.tasks.get(task_name) if task_name in registries.tasks else None
+    name = resolve_metric(metric, runs, task)
     base = runs[0]
     slice_names = select_slices(runs, slice_by) if slice_by else []
     result = CompareResult(
@@ -71,7 +80,11 @@ def compare(
     if not result.same_test_set:
         result.warnings.append("the runs were evaluated on DIFFERENT test sets (test file sha256 differs): "
                                "deltas are not like-for-like; intervals cover only the test rows both runs share")
-    _add_intervals_and_changes(result, runs, slice_by, data_changes, registries)
+    if task is None:
+        result.warnings.append(f"task '{task_name}' is not installed here: no metric aliases, and metrics that "
+                               "need the task's run files have no confidence interval")
+    metric_kwargs = task.eval_metric_kwargs(base.path) if task is not None else {}
+    _add_intervals_and_changes(result, runs, slice_by, data_changes, registries, metric_kwargs)
     from verifily_core.comparison.interpret import interpret
 
     result.interpretation = interpret(result)
@@ -83,19 +96,15 @@ def _delta(value: float | None, base: float | None) -> float | None:
 
 
 def _add_intervals_and_changes(result: CompareResult, runs: list[RunEval], slice_by: str | None,
-                               data_changes: bool, registries: Any) -> None:
+                               data_changes: bool, registries: Any, metric_kwargs: dict[str, Any]) -> None:
     from verifily_core.comparison.data_changes import training_data_changes
     from verifily_core.comparison.significance import paired_intervals
 
-    if registries is None:
-        from verifily_core.plugins import load_registries
-
-        registries = load_registries()
     base, conf = runs[0], result.confidence
     for other in runs[1:]:
         intervals, warnings = paired_intervals(base, other, result.metric, slice_by, result.slice_names,
                                                level=conf["level"], resamples=conf["resamples"], seed=conf["seed"],
-                                               registries=registries)
+                                               registries=registries, metric_kwargs=metric_kwargs)
         if intervals:
             result.intervals[other.run_id] = intervals
         result.warnings += [w for w in warnings if w not in result.warnings]

@@ -1,5 +1,6 @@
 """Evaluated runs as ``compare`` reads them: ``run_meta.json``, ``eval/eval_results.json`` and
-``eval/predictions.jsonl``; metric aliases and the slices a ``--slice-by`` spec selects."""
+``eval/predictions.jsonl``; the metric a ``--metric`` name means (the task's aliases) and the
+slices a ``--slice-by`` spec selects."""
 
 from __future__ import annotations
 
@@ -10,13 +11,8 @@ from typing import Any, Sequence
 import attrs
 
 from verifily_core.errors import ConfigError, EvalError
+from verifily_core.interfaces import Task
 from verifily_core.runs import STATUS_COMPLETED, Run, load_run
-
-# ``--metric`` aliases per task: ``f1`` is the task's main F1.
-METRIC_ALIASES: dict[str, dict[str, str]] = {
-    "f1": {"sft": "token_f1", "classification": "macro_f1"},
-}
-
 
 @attrs.define
 class RunEval:
@@ -82,13 +78,6 @@ class RunEval:
             self._records = read_jsonl(path)
         return self._records
 
-    def metric_kwargs(self) -> dict[str, Any]:
-        """Keywords the metrics got at evaluation time (the classification label set)."""
-        labels = self.path / "labels.json"
-        if labels.is_file():
-            return {"labels": json.loads(labels.read_text(encoding="utf-8"))["labels"]}
-        return {}
-
 
 def load_run_eval(ref: str | Path, runs_dir: str | Path = "runs") -> RunEval:
     """A completed run (path or id under ``runs_dir``) and its ``eval/eval_results.json``.
@@ -110,20 +99,31 @@ def load_run_eval(ref: str | Path, runs_dir: str | Path = "runs") -> RunEval:
     return RunEval(run=run, results=results)
 
 
-def resolve_metric(name: str, runs: Sequence[RunEval]) -> str:
-    """Map an alias (``f1``) to the task's metric and check every run has it.
+def common_task(runs: Sequence[RunEval]) -> str:
+    """The task every run was trained for.
 
-    :raises ConfigError: runs of different tasks, or a metric some run lacks (the metrics
-        every run has are listed).
+    :raises ConfigError: runs of different tasks.
     """
     tasks = sorted({r.task for r in runs})
     if len(tasks) > 1:
         raise ConfigError(f"--runs: the runs are for different tasks ({' vs '.join(tasks)}); compare runs of one task")
-    metric = METRIC_ALIASES.get(name, {}).get(tasks[0], name)
+    return tasks[0]
+
+
+def resolve_metric(name: str, runs: Sequence[RunEval], task: Task | None) -> str:
+    """Map an alias (``main``, ``f1``) to the metric it means for the runs' task (see
+    :meth:`Task.resolve_metric_alias`) and check every run has it.
+
+    :param task: the runs' task plugin (``None`` when it is not installed: no aliases).
+    :raises ConfigError: runs of different tasks, or a metric some run lacks (the metrics
+        every run has are listed).
+    """
+    task_name = common_task(runs)
+    metric = task.resolve_metric_alias(name) if task is not None else name
     for r in runs:
         if metric not in r.metric_names():
             common = sorted(set.intersection(*(set(x.metric_names()) for x in runs)))
-            alias = f" ('{name}' means '{metric}' for {tasks[0]})" if metric != name else ""
+            alias = f" ('{name}' means '{metric}' for {task_name})" if metric != name else ""
             raise ConfigError(f"--metric {name}: '{metric}'{alias} is not in the results of {r.label}; "
                               f"available in every run: {', '.join(common) or 'none'}")
     return metric

@@ -18,8 +18,10 @@ from verifily_core.errors import ConfigError, EvalError
 
 def paired_intervals(base: RunEval, other: RunEval, metric: str, slice_by: str | None,
                      slice_names: Sequence[str], *, level: float, resamples: int, seed: int,
-                     registries: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
+                     registries: Any, metric_kwargs: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Intervals of ``other - base`` overall and per slice, and warnings for what was left out.
+
+    :param metric_kwargs: the keywords the metric got at evaluation (the task's ``eval_metric_kwargs``).
 
     :returns: ``({"overall": PairedDelta dict, "source=human": ..., ...}, warnings)``; a slice
         without matched rows has no entry.
@@ -35,7 +37,7 @@ def paired_intervals(base: RunEval, other: RunEval, metric: str, slice_by: str |
     except ConfigError:
         return {}, [f"metric '{metric}' is not installed here: deltas carry no confidence interval"]
     options = {"resamples": resamples, "confidence_level": level, "seed": seed, "task": base.task,
-               "metric_kwargs": base.metric_kwargs(), "registries": registries}
+               "metric_kwargs": metric_kwargs, "registries": registries}
     try:
         out = {OVERALL: paired_bootstrap_delta(records_a, records_b, metric_obj, key=OVERALL, **options).to_json()}
     except EvalError as exc:

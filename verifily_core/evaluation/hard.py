@@ -1,8 +1,9 @@
 """Hard examples (the worst test rows by a per-example score) and which slices they over-represent.
 
-Default ranking score by task: ``sft``: the first of ``token_f1``, ``exact_match`` (lowest
-first) and ``loss`` (highest first) that the rows carry; ``classification``: ``p_true`` (the
-model's probability of the true label, lowest first), else ``accuracy``. Ties keep test order.
+The default ranking score is the first of the task's ``hard_example_scores`` (see
+:class:`verifily_core.interfaces.Task`) that the rows carry, else the first selected metric with
+per-example values. Which way is worse comes from the metric's ``higher_is_better`` or the
+task's ``score_directions``. Ties keep test order.
 """
 
 from __future__ import annotations
@@ -14,21 +15,21 @@ from typing import Any, Mapping, Sequence
 from verifily_core.errors import ConfigError
 from verifily_core.evaluation.records import public_record
 
-DEFAULT_SCORES = {"sft": ("token_f1", "exact_match", "loss"), "classification": ("p_true", "accuracy")}
-KNOWN_DIRECTIONS = {"loss": False, "p_true": True}
 MAX_OVER_REPRESENTED = 20
 
 
-def choose_score(task: str, records: Sequence[Mapping[str, Any]], requested: str | None,
-                 directions: Mapping[str, bool]) -> tuple[str, bool] | None:
+def choose_score(records: Sequence[Mapping[str, Any]], requested: str | None, preferred: Sequence[str],
+                 directions: Mapping[str, bool], score_directions: Mapping[str, bool]) -> tuple[str, bool] | None:
     """``(score name, higher_is_better)`` for ranking, or ``None`` when rows carry no usable score.
 
-    :param directions: ``higher_is_better`` of the selected metrics, by name.
+    :param preferred: the task's ``hard_example_scores``, tried first, in order.
+    :param directions: ``higher_is_better`` of the selected metrics, by name (tried next).
+    :param score_directions: the task's ``score_directions`` of per-example model scores (tried last).
     :raises ConfigError: when ``requested`` is a score no row carries.
     """
     present = {k for r in records for k, v in r["scores"].items() if _number(v) is not None}
-    candidates = [*DEFAULT_SCORES.get(task, ()), *directions, *KNOWN_DIRECTIONS]
-    directions = {**KNOWN_DIRECTIONS, **directions}
+    candidates = [*preferred, *directions, *score_directions]
+    directions = {**score_directions, **directions}
     if requested:
         if requested not in present:
             raise ConfigError(f"hard examples: no row has the score '{requested}'; "

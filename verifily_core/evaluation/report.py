@@ -16,7 +16,7 @@ from verifily_core.evaluation.result import METHOD, EvalResult, MetricValue, Sli
 from verifily_core.evaluation.scoring import MetricPlan, plan_metrics, resampled_values
 from verifily_core.evaluation.slicing import compute_slices, get_slicer, parse_slice_by
 from verifily_core.evaluation.stats import percentile_interval, resample_chunks, rng_for
-from verifily_core.interfaces import Metric
+from verifily_core.interfaces import Metric, Task
 
 OVERALL = "overall"
 MAX_TAG_VALUES = 50  # tag keys with more values are not searched for over-representation
@@ -24,7 +24,7 @@ MAX_TAG_VALUES = 50  # tag keys with more values are not searched for over-repre
 
 def build_eval_result(
     records: Sequence[Mapping[str, Any]],
-    task: str,
+    task: str | Task,
     metrics: Sequence[Metric] | Mapping[str, Metric],
     *,
     slicers: Any = None,
@@ -43,12 +43,13 @@ def build_eval_result(
 ) -> EvalResult:
     """Score ``records`` (see :mod:`verifily_core.evaluation.records`) and assemble an :class:`EvalResult`.
 
+    :param task: the task (its name alone: no preferred hard-example score or score directions).
     :param metrics: metric objects (a registry lookup's result), in report order.
     :param slicers: the slicer registry or a ``{name: Slicer}`` mapping (default: the installed plugins').
     :param slice_by: slice specs (``source``, ``source&difficulty``, ``length:reference``; a string is
         split on commas).
-    :param hard_score: the per-example score that ranks hard examples (default: by task, see
-        :mod:`verifily_core.evaluation.hard`).
+    :param hard_score: the per-example score that ranks hard examples (default: the task's
+        ``hard_example_scores``, see :mod:`verifily_core.evaluation.hard`).
     :param resamples: bootstrap resamples (``0``: no intervals); ``confidence_level`` and ``seed`` as documented.
     :param metric_kwargs: keywords for every metric (e.g. ``labels``); ``metric_options``: per metric name.
     :param input_fields: row fields copied to each record's ``input`` (shown with hard examples).
@@ -56,6 +57,8 @@ def build_eval_result(
     :raises EvalError: a metric or slicer that fails on the records.
     """
     started = time.monotonic()
+    task_obj = task if isinstance(task, Task) else None
+    task = task_obj.name if task_obj is not None else task
     chosen = _check_metrics(list(metrics.values()) if isinstance(metrics, Mapping) else list(metrics), task)
     if not 0 < confidence_level < 1 or resamples < 0:
         raise ConfigError("eval: confidence_level must be in (0, 1) and bootstrap_resamples >= 0")
@@ -80,7 +83,9 @@ def build_eval_result(
                                              len(members) < min_slice_size,
                                              boot.evaluate(scalar, members, gold_mask, sd.name))
     directions = {p.name: p.metric.higher_is_better for p in plans}
-    choice = choose_score(task, test_records, hard_score, {p.name: p.metric.higher_is_better for p in scalar})
+    choice = choose_score(test_records, hard_score, task_obj.hard_example_scores if task_obj else (),
+                          {p.name: p.metric.higher_is_better for p in scalar},
+                          task_obj.score_directions if task_obj else {})
     hard: list[dict[str, Any]] = []
     over: list[dict[str, Any]] = []
     if choice and hard_examples > 0:
