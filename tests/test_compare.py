@@ -54,10 +54,10 @@ def fake_run(root: Path, run_id: str, ref: str | None, f1: list[float], *, test_
                         "prediction": pred, "reference": gold, "tags": {"source": source},
                         "scores": {"loss": (losses or [1.0] * len(f1))[i]}})
     metrics = [regs.metrics.get(m) for m in ("token_f1", "exact_match", "loss")]
-    result = build_eval_result(records, "sft", metrics, slicers=regs.slicers, slice_by=["source"], resamples=100,
+    result = build_eval_result(records, regs.tasks.get("sft"), metrics, slicers=regs.slicers, slice_by=["source"], resamples=100,
                                min_slice_size=2, run_id=run_id,
                                test_data={"path": "test.jsonl", "sha256": test_hash, "num_examples": len(f1)})
-    write_eval_files(result, run / "eval", records)
+    write_eval_files(result, run / "eval")
     return run
 
 
@@ -273,7 +273,7 @@ def classification_run(root: Path, run_id: str, predictions: list[str]) -> Path:
     metrics = [regs.metrics.get(m) for m in ("macro_f1", "accuracy")]
     result = build_eval_result(records, "classification", metrics, slicers=regs.slicers, resamples=0, run_id=run_id,
                                metric_kwargs={"labels": ["neg", "pos"]}, test_data={"sha256": "sha256:t"})
-    write_eval_files(result, run / "eval", records)
+    write_eval_files(result, run / "eval")
     return run
 
 

@@ -36,8 +36,8 @@ def _records(n=40):
 def _result(regs, records=None, **kwargs):
     metrics = [regs.metrics.get(m) for m in ("exact_match", "token_f1", "loss")]
     kwargs.setdefault("slice_by", ["source"])
-    return build_eval_result(records or _records(), "sft", metrics, slicers=regs.slicers, hard_examples=8,
-                             min_slice_size=15, input_fields=["instruction"], run_id="run_x",
+    return build_eval_result(records or _records(), regs.tasks.get("sft"), metrics, slicers=regs.slicers,
+                             hard_examples=8, min_slice_size=15, input_fields=["instruction"], run_id="run_x",
                              test_data={"path": "data/test.jsonl", "sha256": "sha256:abc", "split": "test"}, **kwargs)
 
 
@@ -63,7 +63,9 @@ def test_files_follow_the_contract(regs, tmp_path):
         assert doc["files"][name] == sha256_file(tmp_path / "eval" / name)
     preds = read_jsonl(tmp_path / "eval" / "predictions.jsonl")
     assert [p["index"] for p in preds] == list(range(40))
-    assert set(preds[0]) == {"index", "row_id", "prediction", "reference", "scores", "tags", "input"}
+    assert set(preds[0]) == {"index", "row_id", "prediction", "reference", "scores", "tags", "input", "slices"}
+    # each prediction names the slices the evaluation put it in, so readers never slice again
+    assert all(p["slices"] == [f"source={p['tags']['source']}"] for p in preds)
     assert preds[0]["input"] == {"instruction": "q0"} and preds[1]["scores"]["token_f1"] == 1.0
     hard = read_jsonl(tmp_path / "eval" / "hard_examples.jsonl")
     assert [h["index"] for h in hard] == [h["index"] for h in res.hard_examples] and "score" in hard[0]

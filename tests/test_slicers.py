@@ -7,7 +7,8 @@ import itertools
 import pytest
 
 from verifily_core.errors import ConfigError, EvalError
-from verifily_core.evaluation.slicing import compute_slices, parse_slice_by, parse_slice_spec, slice_keys, tag_keys
+from verifily_core.evaluation.slicing import compute_slices, tag_keys
+from verifily_core.slices import parse_slice_by, parse_slice_spec, slice_keys
 from verifily_slicers.length import LengthSlicer
 from verifily_slicers.tags import CrossSlicer, TagSlicer
 
@@ -24,10 +25,10 @@ def _rows():
 
 
 @pytest.mark.parametrize("text, slicer, keys", [
-    ("source", "tag", ("source",)),
-    (" source ", "tag", ("source",)),
-    ("source&difficulty", "cross", ("source", "difficulty")),
-    ("source+difficulty+lang", "cross", ("source", "difficulty", "lang")),
+    ("source", None, ("source",)),
+    (" source ", None, ("source",)),
+    ("source&difficulty", None, ("source", "difficulty")),
+    ("source+difficulty+lang", None, ("source", "difficulty", "lang")),
     ("length:", "length", ()),
     ("length:input:tertiles", "length", ("input:tertiles",)),
     ("tag:source", "tag", ("source",)),

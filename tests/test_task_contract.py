@@ -83,7 +83,7 @@ def yesno_run(root: Path, run_id: str, preds: list[str], regs) -> Path:
                                slice_by=["source"], resamples=50, min_slice_size=1, hard_examples=3,
                                metric_kwargs=task.eval_metric_kwargs(run), run_id=run_id,
                                test_data={"path": "t.jsonl", "sha256": "sha256:t", "num_examples": len(preds)})
-    write_eval_files(result, run / "eval", records)
+    write_eval_files(result, run / "eval")
     return run
 
 

@@ -233,10 +233,15 @@ class Slicer(ABC):
     """Partitions evaluation records into named slices (``source=human``, ...).
 
     The rows given to :meth:`slices` are evaluation records: dicts with ``tags``,
-    ``reference``, ``prediction``, ``scores`` and the test ``row``.
+    ``reference``, ``prediction``, ``scores`` and the test ``row``. Slice names follow the
+    grammar of :mod:`verifily_core.slices` (build them with ``slice_name``).
+    ``plain_specs``: this slicer computes plain specs of tag keys (``source``,
+    ``source&difficulty``: one slice per observed combination of values); exactly one
+    installed slicer may declare it.
     """
 
     name: ClassVar[str]
+    plain_specs: ClassVar[bool] = False
 
     @abstractmethod
     def slices(self, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[int]]:

@@ -12,8 +12,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from verifily_core.interfaces import Slicer
-
-MISSING = "<missing>"
+from verifily_core.slices import MISSING, slice_name
 
 
 def tag_values(row: Mapping[str, Any], key: str) -> list[str]:
@@ -40,7 +39,7 @@ def cross_slices(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         for combo in itertools.product(*(tag_values(row, k) for k in keys)):
-            groups.setdefault("&".join(f"{k}={v}" for k, v in zip(keys, combo)), []).append(i)
+            groups.setdefault(slice_name(list(zip(keys, combo))), []).append(i)
     return ordered(groups)
 
 
@@ -58,9 +57,11 @@ class TagSlicer(Slicer):
 
 
 class CrossSlicer(Slicer):
-    """``source&difficulty`` -> ``source=human&difficulty=hard``, ... (keys crossed)."""
+    """``source&difficulty`` -> ``source=human&difficulty=hard``, ... (keys crossed); computes the
+    plain specs (``source``, ``source&difficulty``)."""
 
     name = "cross"
+    plain_specs = True
 
     def slices(self, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[int]]:
         """One slice per observed combination of values."""

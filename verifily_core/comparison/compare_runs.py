@@ -84,7 +84,7 @@ def compare(
         result.warnings.append(f"task '{task_name}' is not installed here: no metric aliases, and metrics that "
                                "need the task's run files have no confidence interval")
     metric_kwargs = task.eval_metric_kwargs(base.path) if task is not None else {}
-    _add_intervals_and_changes(result, runs, slice_by, data_changes, registries, metric_kwargs)
+    _add_intervals_and_changes(result, runs, data_changes, registries, metric_kwargs)
     from verifily_core.comparison.interpret import interpret
 
     result.interpretation = interpret(result)
@@ -95,14 +95,13 @@ def _delta(value: float | None, base: float | None) -> float | None:
     return None if value is None or base is None else value - base
 
 
-def _add_intervals_and_changes(result: CompareResult, runs: list[RunEval], slice_by: str | None,
-                               data_changes: bool, registries: Any, metric_kwargs: dict[str, Any]) -> None:
+def _add_intervals_and_changes(result: CompareResult, runs: list[RunEval], data_changes: bool, registries: Any, metric_kwargs: dict[str, Any]) -> None:
     from verifily_core.comparison.data_changes import training_data_changes
     from verifily_core.comparison.significance import paired_intervals
 
     base, conf = runs[0], result.confidence
     for other in runs[1:]:
-        intervals, warnings = paired_intervals(base, other, result.metric, slice_by, result.slice_names,
+        intervals, warnings = paired_intervals(base, other, result.metric, result.slice_names,
                                                level=conf["level"], resamples=conf["resamples"], seed=conf["seed"],
                                                registries=registries, metric_kwargs=metric_kwargs)
         if intervals:

@@ -13,6 +13,7 @@ import attrs
 from verifily_core.errors import ConfigError, EvalError
 from verifily_core.interfaces import Task
 from verifily_core.runs import STATUS_COMPLETED, Run, load_run
+from verifily_core.slices import SliceSpec, parse_slice_spec
 
 @attrs.define
 class RunEval:
@@ -135,13 +136,11 @@ def select_slices(runs: Sequence[RunEval], slice_by: str) -> list[str]:
 
     :raises ConfigError: when no run has such slices (the specs they were sliced by are named).
     """
-    from verifily_core.evaluation.slicing import parse_slice_spec
-
     spec = parse_slice_spec(slice_by)
     names: list[str] = []
     for r in runs:
         for name, block in (r.results.get("slices") or {}).items():
-            if name not in names and _selected(name, block, spec):
+            if name not in names and _selected(block, spec):
                 names.append(name)
     if not names:
         done = sorted({s for r in runs for s in r.results.get("slice_by") or []})
@@ -150,10 +149,8 @@ def select_slices(runs: Sequence[RunEval], slice_by: str) -> list[str]:
     return names
 
 
-def _selected(name: str, block: dict[str, Any], spec: Any) -> bool:
-    if block.get("spec") == spec.text:
-        return True
-    if spec.slicer not in ("tag", "cross"):
+def _selected(block: dict[str, Any], spec: SliceSpec) -> bool:
+    try:
+        return parse_slice_spec(str(block.get("spec") or "")).same_slices(spec)
+    except ConfigError:
         return False
-    keys = tuple(block.get("keys") or (part.split("=", 1)[0] for part in name.split("&")))
-    return keys == spec.keys

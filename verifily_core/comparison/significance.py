@@ -4,7 +4,7 @@ Uses the evaluation's :func:`~verifily_core.evaluation.paired.paired_bootstrap_d
 records of both runs' ``eval/predictions.jsonl``: rows are matched by ``row_id``, each
 resample draws the same matched rows for both runs, and the metric is recomputed on them by
 its plugin (so corpus-level metrics such as ``macro_f1`` are handled exactly). A slice's
-rows are the first run's rows the slice's slicer puts in it.
+rows are the first run's rows its evaluation put in it (each prediction's ``slices``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from verifily_core.comparison.result import OVERALL
 from verifily_core.errors import ConfigError, EvalError
 
 
-def paired_intervals(base: RunEval, other: RunEval, metric: str, slice_by: str | None,
-                     slice_names: Sequence[str], *, level: float, resamples: int, seed: int,
+def paired_intervals(base: RunEval, other: RunEval, metric: str, slice_names: Sequence[str], *, level: float, resamples: int, seed: int,
                      registries: Any, metric_kwargs: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Intervals of ``other - base`` overall and per slice, and warnings for what was left out.
 
@@ -42,7 +41,7 @@ def paired_intervals(base: RunEval, other: RunEval, metric: str, slice_by: str |
         out = {OVERALL: paired_bootstrap_delta(records_a, records_b, metric_obj, key=OVERALL, **options).to_json()}
     except EvalError as exc:
         return {}, [f"{other.label} vs {base.label}: {exc}"]
-    members, warnings = _members(records_a, slice_by, registries) if slice_names else ({}, [])
+    members, warnings = _members(records_a, base.label) if slice_names else ({}, [])
     for name in slice_names:
         rows = members.get(name)
         if not rows:
@@ -56,16 +55,13 @@ def paired_intervals(base: RunEval, other: RunEval, metric: str, slice_by: str |
     return out, warnings
 
 
-def _members(records: list[dict[str, Any]], slice_by: str | None, registries: Any) -> tuple[dict[str, set], list[str]]:
-    """Slice name -> the ``index`` values of its rows, by the spec's slicer."""
-    from verifily_core.evaluation.records import normalize_records
-    from verifily_core.evaluation.slicing import compute_slices, parse_slice_spec
-    from verifily_core.errors import VerifilyTrainError
-
-    rows = normalize_records(records)
-    try:
-        slices = compute_slices(rows, [parse_slice_spec(slice_by or "")], registries.slicers)
-    except VerifilyTrainError as exc:
-        return {}, [f"--slice-by {slice_by}: slices of predictions.jsonl could not be rebuilt ({exc}); "
-                    "slice deltas carry no confidence interval"]
-    return {s.name: {rows[i]["index"] for i in s.indices} for s in slices}, []
+def _members(records: list[dict[str, Any]], label: str) -> tuple[dict[str, set], list[str]]:
+    """Slice name -> the ``index`` values of its rows, as the evaluation recorded them."""
+    if not any("slices" in r for r in records):
+        return {}, [f"{label}: eval/predictions.jsonl records no slice membership (evaluated by an older "
+                    "version); run `verifily eval` again for intervals of slice deltas"]
+    members: dict[str, set] = {}
+    for r in records:
+        for name in r.get("slices") or ():
+            members.setdefault(name, set()).add(r["index"])
+    return members, []

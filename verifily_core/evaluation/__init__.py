@@ -22,7 +22,7 @@ _LAZY = {
     "paired_bootstrap_delta": "verifily_core.evaluation.paired",
     "metric_value": "verifily_core.evaluation.paired",
     "PairedDelta": "verifily_core.evaluation.paired",
-    "parse_slice_by": "verifily_core.evaluation.slicing",
+    "parse_slice_by": "verifily_core.slices",
     "tag_keys": "verifily_core.evaluation.slicing",
     "compute_slices": "verifily_core.evaluation.slicing",
 }

@@ -1,9 +1,10 @@
 """Evaluation records: one dict per evaluated row, the unit every metric, slicer and file uses.
 
 A record is ``{"index", "row_id", "prediction", "reference", "scores", "tags", "row"}`` plus
-optional ``"input"`` (the row's input fields), ``"gold"`` (``true`` for gold rows) and
+optional ``"input"`` (the row's input fields), ``"gold"`` (``true`` for gold rows),
 ``"split"`` (``"gold"`` for rows appended from ``eval.gold_set``; these count only for gold
-metrics). ``scores`` holds per-example numbers: the model's (``loss``, ``n_tokens``,
+metrics) and ``"slices"`` (the names of the slices a test row is in, set by the evaluation
+when it slices). ``scores`` holds per-example numbers: the model's (``loss``, ``n_tokens``,
 ``p_true``) and each per-example metric's value under its name.
 """
 
@@ -15,7 +16,7 @@ from verifily_core.errors import EvalError
 
 GOLD_SPLIT = "gold"
 PUBLIC_KEYS = ("index", "row_id", "prediction", "reference", "scores", "tags")
-OPTIONAL_PUBLIC_KEYS = ("input", "gold", "split")
+OPTIONAL_PUBLIC_KEYS = ("input", "gold", "split", "slices")
 
 
 def normalize_records(records: Sequence[Mapping[str, Any]],

@@ -14,7 +14,8 @@ from verifily_core.evaluation.hard import choose_score, hard_examples as worst_r
 from verifily_core.evaluation.records import is_gold, is_test, normalize_records
 from verifily_core.evaluation.result import METHOD, EvalResult, MetricValue, SliceResult
 from verifily_core.evaluation.scoring import MetricPlan, plan_metrics, resampled_values
-from verifily_core.evaluation.slicing import compute_slices, get_slicer, parse_slice_by
+from verifily_core.evaluation.slicing import compute_slices, plain_slicer
+from verifily_core.slices import parse_slice_by
 from verifily_core.evaluation.stats import percentile_interval, resample_chunks, rng_for
 from verifily_core.interfaces import Metric, Task
 
@@ -43,7 +44,8 @@ def build_eval_result(
 ) -> EvalResult:
     """Score ``records`` (see :mod:`verifily_core.evaluation.records`) and assemble an :class:`EvalResult`.
 
-    :param task: the task (its name alone: no preferred hard-example score or score directions).
+    :param task: the task object (``regs.tasks.get("sft")``), whose declarations rank hard
+        examples; a bare task name applies none of them.
     :param metrics: metric objects (a registry lookup's result), in report order.
     :param slicers: the slicer registry or a ``{name: Slicer}`` mapping (default: the installed plugins').
     :param slice_by: slice specs (``source``, ``source&difficulty``, ``length:reference``; a string is
@@ -76,6 +78,11 @@ def build_eval_result(
         slicers = load_registries().slicers
     test_records = [recs[i] for i in test]
     slice_defs = compute_slices(test_records, specs, slicers) if specs else []
+    for rec in test_records if specs else ():
+        rec["slices"] = []
+    for sd in slice_defs:  # membership is written with each prediction, so readers never re-slice
+        for i in sd.indices:
+            test_records[i]["slices"].append(sd.name)
     slice_results = {}
     for sd in slice_defs:
         members = test[list(sd.indices)]
@@ -165,7 +172,10 @@ def _tag_groups(records: list[dict[str, Any]], slicers: Any) -> dict[str, Sequen
 
         slicers = load_registries().slicers
     try:
-        tag = get_slicer(slicers, "tag")
+        _, plain = plain_slicer(slicers)
     except ConfigError:
         return {}
-    return tag.slices(records, keys)
+    groups: dict[str, Sequence[int]] = {}
+    for key in keys:
+        groups.update(plain.slices(records, [key]))
+    return groups

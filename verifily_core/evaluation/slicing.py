@@ -1,37 +1,16 @@
-"""``--slice-by`` specs and the slices they produce.
-
-Syntax of one spec (a comma-separated list of them makes ``--slice-by``; the same strings go
-in ``eval.slice_by_tags``):
-
-* ``KEY``: one slice per value of a tag key (slicer ``tag``): ``source=human``, ...
-* ``KEY1&KEY2`` or ``KEY1+KEY2``: crossed keys (slicer ``cross``): ``source=human&difficulty=hard``;
-  ``+`` needs no shell quoting.
-* ``SLICER:ARG``: any installed slicer by name, e.g. ``length:reference``,
-  ``length:input:tertiles``, ``tag:source``; ``ARG`` is split on ``&``/``+`` into the keys
-  the slicer receives.
-"""
+"""Computing slices: each ``--slice-by`` spec goes to its slicer plugin, whose slices are checked
+and collected. The grammar of specs and slice names is :mod:`verifily_core.slices`."""
 
 from __future__ import annotations
 
 import operator
-import re
 from typing import Any, Mapping, Sequence
 
 import attrs
 
 from verifily_core.errors import ConfigError, EvalError
 from verifily_core.interfaces import Slicer
-
-_SLICER_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
-
-
-@attrs.frozen
-class SliceSpec:
-    """One parsed spec: the text as given, the slicer's name and the keys it receives."""
-
-    text: str
-    slicer: str
-    keys: tuple[str, ...]
+from verifily_core.slices import SliceSpec, parse_slice_by, slice_keys
 
 
 @attrs.frozen
@@ -44,46 +23,17 @@ class SliceDef:
     indices: tuple[int, ...]
 
 
-def parse_slice_spec(text: str) -> SliceSpec:
-    """Parse one spec (see the module docstring).
-
-    :raises ConfigError: on an empty spec or an empty key.
-    """
-    spec = text.strip()
-    if not spec:
-        raise ConfigError("--slice-by: empty slice spec")
-    head, sep, arg = spec.partition(":")
-    if sep and _SLICER_NAME.match(head):
-        slicer = head
-        keys = tuple(k.strip() for k in re.split(r"[&+]", arg)) if arg.strip() else ()
-    else:
-        keys = tuple(k.strip() for k in re.split(r"[&+]", spec))
-        slicer = "cross" if len(keys) > 1 else "tag"
-    if any(not k for k in keys):
-        raise ConfigError(f"--slice-by: slice spec '{spec}' has an empty key")
-    return SliceSpec(spec, slicer, keys)
-
-
-def parse_slice_by(items: str | Sequence[str] | None) -> list[SliceSpec]:
-    """Parse a comma-separated string or a list of specs; repeated specs are kept once."""
-    if not items:
-        return []
-    texts = items.split(",") if isinstance(items, str) else list(items)
-    specs = [parse_slice_spec(t) for t in texts if t.strip()]
-    return list({s.text: s for s in specs}.values())
-
-
 def tag_keys(items: str | Sequence[str] | None, slicers: Any = None) -> list[str]:
     """The tag keys the specs read (for checking them against a dataset's tags).
 
-    Without ``slicers`` every key of ``tag``/``cross`` specs counts and other slicers read none.
+    Plain specs read their keys; without ``slicers``, specs that name a slicer read none.
     """
     out: list[str] = []
     for spec in parse_slice_by(items):
-        if slicers is not None:
-            out += get_slicer(slicers, spec.slicer).tag_keys(spec.keys)
-        elif spec.slicer in ("tag", "cross"):
+        if spec.plain:
             out += spec.keys
+        elif slicers is not None:
+            out += get_slicer(slicers, spec.slicer).tag_keys(spec.keys)
     return list(dict.fromkeys(out))
 
 
@@ -98,9 +48,25 @@ def get_slicer(slicers: Any, name: str) -> Slicer:
     return found
 
 
-def slice_keys(name: str) -> tuple[str, ...]:
-    """The keys in a slice name: ``source=human&difficulty=hard`` -> ``("source", "difficulty")``."""
-    return tuple(part.split("=", 1)[0] for part in name.split("&"))
+def plain_slicer(slicers: Any) -> tuple[str, Slicer]:
+    """``(name, slicer)`` of the one installed slicer that declares ``plain_specs``.
+
+    :raises ConfigError: when none or several do.
+    """
+    names = list(slicers) if slicers is not None else []
+    found = [(n, get_slicer(slicers, n)) for n in names if get_slicer(slicers, n).plain_specs]
+    if len(found) != 1:
+        which = ", ".join(n for n, _ in found) or "none"
+        raise ConfigError(f"--slice-by: plain tag specs need exactly one installed slicer with plain_specs "
+                          f"(found: {which}); name a slicer instead (NAME:KEYS)")
+    return found[0]
+
+
+def slicer_for(spec: SliceSpec, slicers: Any) -> tuple[str, Slicer]:
+    """``(name, slicer)`` that computes ``spec``: the one it names, or the plain-spec slicer."""
+    if spec.plain:
+        return plain_slicer(slicers)
+    return spec.slicer, get_slicer(slicers, spec.slicer)
 
 
 def compute_slices(rows: Sequence[Mapping[str, Any]], specs: Sequence[SliceSpec], slicers: Any) -> list[SliceDef]:
@@ -111,7 +77,7 @@ def compute_slices(rows: Sequence[Mapping[str, Any]], specs: Sequence[SliceSpec]
     """
     out: dict[str, SliceDef] = {}
     for spec in specs:
-        slicer = get_slicer(slicers, spec.slicer)
+        slicer_name, slicer = slicer_for(spec, slicers)
         produced = slicer.slices(list(rows), list(spec.keys))
         for name, members in produced.items():
             if name in out:
@@ -122,6 +88,6 @@ def compute_slices(rows: Sequence[Mapping[str, Any]], specs: Sequence[SliceSpec]
             except TypeError:
                 indices = [-1]
             if any(not 0 <= i < len(rows) for i in indices):
-                raise EvalError(f"slicer '{spec.slicer}' returned an index outside the {len(rows)} rows for '{name}'")
+                raise EvalError(f"slicer '{slicer_name}' returned an index outside the {len(rows)} rows for '{name}'")
             out[name] = SliceDef(name, slice_keys(name), spec.text, tuple(indices))
     return list(out.values())
