@@ -121,6 +121,7 @@ def test_pip_installed_plugin_is_listed_with_its_distribution(installed_example)
     assert records["example"]["version"] == "0.2.0"
     assert records["example"]["registers"] == {"metric": ["response_length"], "slicer": ["first_letter"],
                                                "backend": ["subprocess"]}
+    assert records["example"]["commands"] == ["longest"]
     for name in BUILTINS:
         assert records[name]["distribution"] == "verifily-train"
 
@@ -133,6 +134,55 @@ def test_pip_installed_plugin_metric_is_usable_in_a_config(installed_example, tm
     without = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "train", "--config", str(cfg), "--dry-run")
     assert without.returncode == 1
     assert "$.eval.metrics[0]: unknown metric 'response_length'" in without.stderr
+
+
+def test_a_pip_installed_plugin_adds_a_command(installed_example, tmp_path):
+    """The command hook: `verifily --help` lists the plugin's command and it runs like a built-in."""
+    help_text = _verifily(installed_example, "--help").stdout
+    assert "longest" in help_text and "Show the longest predictions" in help_text
+    (tmp_path / "eval").mkdir()
+    rows = [{"index": i, "prediction": p, "tags": {"source": s}} for i, (p, s) in
+            enumerate([("ab", "human"), ("abcdef", "synthetic"), ("abcd", "human")])]
+    (tmp_path / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = _verifily(installed_example, "longest", "--run", str(tmp_path), "-n", "2")
+    assert res.returncode == 0, res.stderr
+    assert [line.split()[:3] for line in res.stdout.splitlines()] == [["6", "row", "1"], ["4", "row", "2"]]
+    assert "[source=synthetic]" in res.stdout.splitlines()[0]
+    missing = _verifily(installed_example, "longest", "--run", str(tmp_path / "nope"))
+    assert missing.returncode == 4 and "no predictions" in missing.stderr and "Traceback" not in missing.stderr
+    blocked = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "longest", "--run", str(tmp_path))
+    assert blocked.returncode == 2 and "No such command 'longest'" in blocked.stderr
+
+
+def test_a_plugin_command_may_not_take_a_name_in_use():
+    import click
+
+    from verifily_core.plugins import collect_commands
+
+    class Adds:
+        plugin_name = "adds"
+
+        @hookimpl
+        def verifily_register_commands(self, cli):
+            @cli.command(name="hello")
+            def hello():
+                click.echo("hi")
+
+    class Clashes:
+        plugin_name = "clashes"
+
+        @hookimpl
+        def verifily_register_commands(self, cli):
+            cli.add_command(click.Command("train"))
+
+    found = collect_commands(make_plugin_manager(entrypoints=False, plugins=[Adds()]), reserved=["train"])
+    assert list(found) == ["hello"] and found["hello"][0] == "adds"
+    with pytest.raises(ConfigError, match="plugin 'clashes' adds the command 'train', which verifily \\(built in\\) "
+                                          "already provides"):
+        collect_commands(make_plugin_manager(entrypoints=False, plugins=[Adds(), Clashes()]), reserved=["train"])
+    twice = type("Twice", (Adds,), {"plugin_name": "twice"})
+    with pytest.raises(ConfigError, match="plugin '(adds|twice)' adds the command 'hello', which plugin '(adds|twice)'"):
+        collect_commands(make_plugin_manager(entrypoints=False, plugins=[Adds(), twice()]))
 
 
 def test_the_example_plugins_own_tests_pass_against_the_pip_installed_package(installed_example, tmp_path):

@@ -38,19 +38,31 @@ EXIT_BROKEN_PIPE = 141
 
 
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+    """A click group whose built-in subcommands are imported on first use; commands of plugins
+    (the ``verifily_register_commands`` hook) are collected only when a name that is not built
+    in is looked up, or when the commands are listed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name, (module, _, _) in COMMANDS.items() if _module_exists(module)]
+        builtin = [name for name, (module, _, _) in COMMANDS.items() if _module_exists(module)]
+        try:
+            return builtin + sorted(plugin_commands(ctx))
+        except VerifilyTrainError as exc:  # listing (--help) still works; running a command reports it
+            click.echo(f"Warning: {exc}", err=True)
+            return builtin
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS or not _module_exists(COMMANDS[name][0]):
+        if name not in COMMANDS:
+            return plugin_commands(ctx).get(name)
+        if not _module_exists(COMMANDS[name][0]):
             return None
         module, attr, _ = COMMANDS[name]
         return getattr(import_module(module), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        names = self.list_commands(ctx)
+        found = plugin_commands(ctx) if len(names) > len(COMMANDS) else {}
+        rows = [(name, COMMANDS[name][2] if name in COMMANDS else found[name].get_short_help_str(60))
+                for name in names]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -77,6 +89,16 @@ class LazyGroup(click.Group):
             ctx.exit(1)
 
 
+def plugin_commands(ctx: click.Context) -> dict[str, click.Command]:
+    """The commands plugins add through ``verifily_register_commands``, by name (collected once
+    per process).
+
+    :raises ConfigError: a plugin's command takes a name already in use (both are named).
+    """
+    state = ctx.find_object(GlobalState)
+    return {name: cmd for name, (_, cmd) in (state or GlobalState.default()).commands().items()}
+
+
 def _module_exists(module: str) -> bool:
     from importlib.util import find_spec
 
@@ -91,7 +113,8 @@ def _report(ctx: click.Context, line: str, exc: BaseException) -> None:
 
 
 class GlobalState:
-    """Global flags shared with every subcommand through ``ctx.obj``."""
+    """Global flags shared with every subcommand through ``ctx.obj``, and the plugins, loaded
+    once per process on first use (:attr:`registries`)."""
 
     def __init__(self, hf_token: str | None, verifily_token: str | None, log_level: str, color: bool) -> None:
         self.hf_token = hf_token
@@ -99,6 +122,31 @@ class GlobalState:
         self.log_level = log_level
         self.color = color
         self.verbose = log_level == "DEBUG"
+        self._registries: Any = None
+        self._commands: dict[str, tuple[str, click.Command]] | None = None
+
+    @classmethod
+    def default(cls) -> "GlobalState":
+        """The state before the group's options are parsed (``verifily --help``)."""
+        return cls(None, None, "INFO", True)
+
+    @property
+    def registries(self) -> Any:
+        """The :class:`~verifily_core.plugins.Registries` of every installed plugin, loaded on first use."""
+        if self._registries is None:
+            from verifily_core.plugins import load_registries
+
+            self._registries = load_registries()
+        return self._registries
+
+    def commands(self) -> dict[str, tuple[str, click.Command]]:
+        """``{name: (plugin, command)}`` of plugin commands (see :func:`plugin_commands`)."""
+        if self._commands is None:
+            from verifily_core.plugins import collect_commands, make_plugin_manager
+
+            pm = self._registries.pm if self._registries is not None else make_plugin_manager()
+            self._commands = collect_commands(pm, reserved=COMMANDS)
+        return self._commands
 
     def set_verbose(self) -> None:
         """Turn on DEBUG logging and tracebacks (the per-command ``--verbose``)."""

@@ -117,6 +117,23 @@ def verifily_prepare_model(model: Any, config: Any) -> None:
     """
 
 
+# -- command line ---------------------------------------------------------------------------
+
+
+@hookspec
+def verifily_register_commands(cli: Any) -> None:
+    """Add commands to the ``verifily`` command line (e.g. ``verifily hpo`` of a search plugin).
+
+    Called only when a command that is not built in is looked up, or when ``verifily --help``
+    lists the commands, so plugins cost nothing on other commands. Define commands with
+    ``@cli.command()`` (or ``cli.add_command(...)``); a name that is already taken (a
+    built-in command or another plugin's) is an error naming the plugin. Inside a command,
+    ``click.get_current_context().obj.registries`` holds the loaded plugins.
+
+    :param cli: a ``click.Group`` collecting this plugin's commands.
+    """
+
+
 # -- lifecycle ------------------------------------------------------------------------------
 
 

@@ -181,6 +181,32 @@ def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
     )
 
 
+def collect_commands(pm: pluggy.PluginManager, reserved: Iterable[str] = ()) -> dict[str, tuple[str, Any]]:
+    """``{command name: (plugin name, click command)}`` of what plugins add through
+    ``verifily_register_commands``.
+
+    :param reserved: names already in use (the built-in commands).
+    :raises ConfigError: a name taken twice, naming the plugin (and the other owner).
+    """
+    import click
+
+    owners = {name: "verifily (built in)" for name in reserved}
+    commands: dict[str, tuple[str, Any]] = {}
+    hook = pm.hook.verifily_register_commands
+    plugins = {impl.plugin_name: impl.plugin for impl in hook.get_hookimpls()}
+    for name in plugins:
+        group = click.Group()
+        others = [p for other, p in plugins.items() if other != name]
+        pm.subset_hook_caller("verifily_register_commands", remove_plugins=others)(cli=group)
+        for cmd_name, cmd in group.commands.items():
+            if cmd_name in owners:
+                raise ConfigError(f"plugin '{name}' adds the command '{cmd_name}', which {owners[cmd_name]} "
+                                  f"already provides; block one with {BLOCK_ENV}")
+            owners[cmd_name] = f"plugin '{name}'"
+            commands[cmd_name] = (name, cmd)
+    return commands
+
+
 def describe_plugins(regs: Registries) -> list[dict[str, Any]]:
     """One record per loaded plugin: name, distribution, version and what it registers."""
     dists = {id(plugin): dist for plugin, dist in regs.pm.list_plugin_distinfo()}

@@ -1,5 +1,5 @@
-"""An example third-party plugin: the ``response_length`` metric, the ``first_letter`` slicer and
-the ``subprocess`` compute backend."""
+"""An example third-party plugin: the ``response_length`` metric, the ``first_letter`` slicer, the
+``subprocess`` compute backend and the ``verifily longest`` command."""
 
 from __future__ import annotations
 
@@ -87,3 +87,28 @@ class SubprocessBackend(ComputeBackend):
 def verifily_register_backends(registry: Any) -> None:
     """Register ``subprocess``."""
     registry.add(SubprocessBackend())
+
+
+@hookimpl
+def verifily_register_commands(cli: Any) -> None:
+    """Add ``verifily longest --run R [-n N]``: the longest predictions of an evaluated run."""
+    import click
+
+    @cli.command(name="longest")
+    @click.option("--run", "run_path", required=True, type=click.Path(file_okay=False),
+                  help="An evaluated run directory.")
+    @click.option("-n", "count", default=3, show_default=True, help="How many predictions to show.")
+    def longest(run_path: str, count: int) -> None:
+        """Show the longest predictions of an evaluated run, with their tags."""
+        from pathlib import Path
+
+        from verifily_core.errors import EvalError
+        from verifily_core.evaluation import read_jsonl
+
+        path = Path(run_path) / "eval" / "predictions.jsonl"
+        if not path.is_file():
+            raise EvalError(f"{path}: no predictions; run `verifily eval --run {run_path}` first")
+        rows = sorted(read_jsonl(path), key=lambda r: (-len(str(r["prediction"])), r["index"]))
+        for row in rows[:count]:
+            tags = ", ".join(f"{k}={v}" for k, v in sorted((row.get("tags") or {}).items()))
+            click.echo(f"{len(str(row['prediction'])):>5}  row {row['index']}  [{tags}]  {row['prediction']}")
