@@ -111,3 +111,23 @@ def test_documented_run_files_have_the_keys_of_a_real_run(run_dir, documented_js
         one = next(iter(real["slices"].values()))
         assert set(next(iter(documented["slices"].values()))) == set(one)
         assert set(documented["hard_examples"]) == set(real["hard_examples"])
+
+
+def test_the_run_records_its_loader_and_eval_rebuilds_the_model_with_it(run_dir, tmp_path):
+    import shutil
+    import stat
+
+    meta = json.loads((run_dir / "run_meta.json").read_text())
+    assert meta["model"] == {"loader": "causal_lm", "kind": "causal_lm", "auto_class": "AutoModelForCausalLM"}
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    for p in [copy, *copy.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    meta["model"]["loader"] = "seq2seq"  # the config still says model.loader: auto
+    (copy / "run_meta.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(cli, ["eval", "--run", str(copy)])
+    assert res.exit_code == 1 and "cannot be loaded as AutoModelForSeq2SeqLM" in res.stderr, res.stderr
+    meta["model"]["loader"] = "no_such_loader"
+    (copy / "run_meta.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(cli, ["eval", "--run", str(copy)])
+    assert res.exit_code == 1 and "unknown model loader 'no_such_loader'" in res.stderr

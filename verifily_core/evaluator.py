@@ -118,33 +118,15 @@ def _gold_rows(path: Path, task: Any) -> list[dict]:
     return [row for _, row in iter_jsonl(path)]
 
 
-def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token: str | None) -> tuple[Any, Any, str]:
-    """Rebuild ``(model, tokenizer, model_kind)`` of a run from its directory alone."""
-    from transformers import AutoTokenizer
+def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token: str | None,
+                   options: Any = None) -> Any:
+    """Rebuild a run's model from its directory alone, through the same assembly as training
+    (the loader the run recorded, else the configured or selected one); returns the
+    :class:`~verifily_core.modeling.AssembledModel`."""
+    from verifily_core.modeling import ModelSource, assemble_model
 
-    from verifily_core.modeling import ModelSource, choose_loader, init_kwargs
-
-    task = regs.tasks.get(cfg.task)
-    source = ModelSource(cfg, regs, hf_token)
-    loader = choose_loader(source)
-    auto_class = task.model_auto_class(loader.kind)
-    kwargs = init_kwargs(source, device)
-    kwargs.update(task.eval_model_kwargs(run.path))
-    if cfg.lora.enabled:
-        from peft import PeftModel
-
-        base, _ = loader.load(source, auto_class=auto_class, **kwargs)
-        regs.hook.verifily_prepare_model(model=base, config=cfg)  # as in training (e.g. 4-bit layers)
-        model = PeftModel.from_pretrained(base, str(run.path / "adapter"))
-    else:
-        import transformers
-
-        model = getattr(transformers, auto_class).from_pretrained(str(run.path / "adapter"), **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(run.path / "tokenizer"))
-    if not kwargs.get("quantization_config"):
-        model.to(device)
-    model.eval()
-    return model, tokenizer, loader.kind
+    return assemble_model(ModelSource(cfg, regs, hf_token), device, options, trained_run=run.path,
+                          loader=run.model.get("loader"))
 
 
 def _predict(run, cfg, regs, task, rows, device, batch_size, hf_token) -> list[dict[str, Any]]:
@@ -152,9 +134,9 @@ def _predict(run, cfg, regs, task, rows, device, batch_size, hf_token) -> list[d
 
     quiet_libraries()
     dev = resolve_device(device)
-    model, tokenizer, kind = load_run_model(run, cfg, regs, dev, hf_token)
     options = task.parse_options(cfg.task_options)
-    preds = task.predict(model, tokenizer, rows, kind, cfg, options, batch_size, dev)
+    built = load_run_model(run, cfg, regs, dev, hf_token, options)
+    preds = task.predict(built.model, built.tokenizer, rows, built.kind, cfg, options, batch_size, dev)
     if len(preds) != len(rows):
         raise EvalError(f"task '{cfg.task}' returned {len(preds)} predictions for {len(rows)} rows")
     return preds

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from verifily_core.jobs import TrainJob
+    from verifily_core.modeling import ModelSource
     from verifily_core.runs import Run
 
 
@@ -109,8 +110,10 @@ class Task(ABC):
         """Extra ``from_pretrained`` keyword arguments for the base model (e.g. ``num_labels``)."""
         return {}
 
-    def prepare_model(self, model: Any, tokenizer: Any, job: "TrainJob", options: Any) -> Any:
-        """Adjust the loaded model before LoRA is applied; return it (or a replacement)."""
+    def prepare_model(self, model: Any, tokenizer: Any, job: "TrainJob | ModelSource", options: Any) -> Any:
+        """Adjust the loaded model before LoRA is applied or a run's adapter is attached; return it
+        (or a replacement). Called when training (``job`` is the :class:`TrainJob`) and when a
+        run is rebuilt for evaluation (``job`` is a ``ModelSource``: config, plugins, no dataset)."""
         return model
 
     def lora_extra(self, model: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Heavy libraries are imported inside the functions.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -178,3 +179,98 @@ class PretrainedLoader:
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer
+
+
+@attrs.frozen
+class AssembledModel:
+    """A model ready to train or evaluate, its tokenizer, and how it was loaded."""
+
+    model: Any
+    tokenizer: Any
+    loader: str
+    kind: str
+    auto_class: str
+
+    def describe(self) -> dict[str, str]:
+        """``{"loader", "kind", "auto_class"}``: recorded in ``run_meta.json`` as ``model``."""
+        return {"loader": self.loader, "kind": self.kind, "auto_class": self.auto_class}
+
+
+def assemble_model(source: Any, device: str, options: Any, *, trained_run: Path | None = None,
+                   loader: str | None = None) -> AssembledModel:
+    """The one way a model is built, for training and for evaluation.
+
+    Base model and tokenizer come from the loader (``loader`` when given, e.g. the one a run
+    recorded, otherwise the configured or selected one) with the ``verifily_model_init_kwargs``
+    of all plugins and the task's keyword arguments; then the ``verifily_prepare_model`` hook
+    and the task's ``prepare_model`` run. For training (``trained_run`` is ``None``) a fresh,
+    seeded LoRA adapter is added. For evaluation the run's trained adapter is attached (with
+    ``lora.enabled: false`` the run's full model is loaded instead), the run's tokenizer is
+    used, and the model is put on ``device`` in eval mode. Loading a run never runs code from it.
+
+    :param source: a :class:`~verifily_core.jobs.TrainJob` (training) or :class:`ModelSource`.
+    :param options: the task's parsed ``task_options``.
+    """
+    cfg, regs = source.config, source.registries
+    task = regs.tasks.get(cfg.task)
+    chosen = regs.model_loaders.get(loader) if loader else choose_loader(source)
+    auto_class = task.model_auto_class(chosen.kind)
+    kwargs = init_kwargs(source, device)
+    kwargs.update(task.eval_model_kwargs(trained_run) if trained_run is not None else task.model_kwargs(source))
+    if trained_run is None:
+        import transformers
+
+        transformers.set_seed(cfg.seed)  # before model creation: heads and dropout draw from the RNG
+        model, tokenizer = chosen.load(source, auto_class=auto_class, **kwargs)
+    elif cfg.lora.enabled:
+        model, _ = chosen.load(source, auto_class=auto_class, **kwargs)  # the base the adapter was trained on
+        tokenizer = _run_tokenizer(trained_run)
+    else:  # full fine-tuning: the run holds the whole model (no code from the run is executed)
+        import transformers
+
+        model = getattr(transformers, auto_class).from_pretrained(str(trained_run / "adapter"), **kwargs)
+        tokenizer = _run_tokenizer(trained_run)
+    regs.hook.verifily_prepare_model(model=model, config=cfg)
+    model = task.prepare_model(model, tokenizer, source, options) or model
+    if trained_run is None:
+        model = apply_lora(model, cfg, task, chosen.kind)
+    else:
+        model = _attach_trained(model, cfg, trained_run, device, quantized="quantization_config" in kwargs)
+    return AssembledModel(model, tokenizer, chosen.name, chosen.kind, auto_class)
+
+
+def apply_lora(model: Any, cfg: Any, task: Any, kind: str) -> Any:
+    """Wrap the model with a new PEFT LoRA adapter (seeded), or return it for full fine-tuning."""
+    lo = cfg.lora
+    if not lo.enabled:
+        return model
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    targets = None if lo.target_modules == "auto" else lo.target_modules
+    lora = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
+                      task_type=task.peft_task_type(kind), **task.lora_extra(model))
+    transformers.set_seed(cfg.seed)  # LoRA initialisation draws from the RNG
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(f"$.lora.target_modules: {str(exc).splitlines()[0]}") from None
+
+
+def _run_tokenizer(run_dir: Path) -> Any:
+    """The tokenizer a run saved (never with code from the run)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"), trust_remote_code=False)
+
+
+def _attach_trained(model: Any, cfg: Any, run_dir: Path, device: str, quantized: bool) -> Any:
+    """The run's LoRA adapter on the prepared base, on ``device``, in eval mode."""
+    if cfg.lora.enabled:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(run_dir / "adapter"))
+    if not quantized:  # quantized weights are placed by from_pretrained and cannot be moved
+        model.to(device)
+    model.eval()
+    return model

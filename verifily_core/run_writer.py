@@ -44,6 +44,11 @@ class RunWriter:
         self.started_at = utc_now()
         self.environment = collect_environment(device)
         self.env_hash = env_hash(self.environment)
+        self.model: dict[str, str] = {}
+
+    def record_model(self, description: dict[str, str]) -> None:
+        """How the model was assembled (loader, kind, Auto class), written into ``run_meta.json``."""
+        self.model = dict(description)
 
     @property
     def checkpoints(self) -> Path:
@@ -65,7 +70,7 @@ class RunWriter:
         job = self.job
         return Run(
             run_id=job.job_id, name=job.config.output.name, status=status, task=job.task,
-            base_model=job.base_model, dataset=job.dataset.to_ref_dict(), started_at=self.started_at,
+            base_model=job.base_model, model=self.model, dataset=job.dataset.to_ref_dict(), started_at=self.started_at,
             completed_at=None if status == STATUS_RUNNING else utc_now(),
             duration_seconds=round(time.monotonic() - self.started_monotonic, 3),
             metrics=metrics, artifact_path=str(path), config_hash=job.config_hash, data_hash=job.data_hash,

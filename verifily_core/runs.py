@@ -46,6 +46,8 @@ class Run:
     env_hash: str
     reproducibility_hash: str
     error: str | None = None
+    model: dict[str, Any] = attrs.field(factory=dict)
+    """How the model was assembled: ``loader``, ``kind``, ``auto_class`` (empty in older runs)."""
 
     @property
     def path(self) -> Path:

@@ -75,12 +75,13 @@ class ClassificationTask(Task):
         return labels.model_kwargs()
 
     def prepare_model(self, model: Any, tokenizer: Any, job: Any, options: ClassificationOptions) -> Any:
-        """Fill ``options.label_names`` and the validation metrics for ``training.metric_for_best_model``."""
+        """A pad token id for the head; when training, fill ``options.label_names`` and the
+        validation metrics for ``training.metric_for_best_model``."""
         from verifily_classification.validation import best_model_metrics
 
-        labels = self._labels(job)
-        options.label_names = labels.labels
-        options.validation = best_model_metrics(job.config.training.metric_for_best_model, job.registries)
+        if getattr(job, "dataset", None) is not None:  # training (evaluation reads the run's labels.json)
+            options.label_names = self._labels(job).labels
+            options.validation = best_model_metrics(job.config.training.metric_for_best_model, job.registries)
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model

@@ -16,9 +16,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import Seq2SeqTrainer, Trainer  # noqa: E402
 
-from verifily_core.errors import ConfigError, TrainingError, VerifilyTrainError
+from verifily_core.errors import TrainingError, VerifilyTrainError
 from verifily_core.modeling import (
-    choose_loader, init_kwargs, precision_flags, quiet_libraries, raise_training_error, resolve_device,
+    assemble_model, precision_flags, quiet_libraries, raise_training_error, resolve_device,
 )
 from verifily_core.plugins import describe_plugins
 from verifily_core.run_writer import RunWriter
@@ -40,23 +40,6 @@ class _Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.features[i]
-
-
-def apply_lora(model: Any, job: Any, task: Any, kind: str) -> Any:
-    """Wrap the model with a PEFT LoRA adapter (seeded), or return it for full fine-tuning."""
-    lo = job.config.lora
-    if not lo.enabled:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    targets = None if lo.target_modules == "auto" else lo.target_modules
-    lora = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
-                      task_type=task.peft_task_type(kind), **task.lora_extra(model))
-    transformers.set_seed(job.config.seed)  # LoRA initialisation draws from the RNG
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as exc:
-        raise ConfigError(f"$.lora.target_modules: {str(exc).splitlines()[0]}") from None
 
 
 def run_local(job: Any, resume_dir: Path | None = None) -> Run:
@@ -89,21 +72,17 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool) -> dict[str
     cfg, regs = job.config, job.registries
     task = regs.tasks.get(cfg.task)
     options = task.parse_options(cfg.task_options)
-    loader = choose_loader(job)
-    transformers.set_seed(cfg.seed)  # before model creation: heads and dropout draw from the RNG
-    kwargs = {**init_kwargs(job, device), **task.model_kwargs(job)}
-    model, tokenizer = loader.load(job, auto_class=task.model_auto_class(loader.kind), **kwargs)
-    regs.hook.verifily_prepare_model(model=model, config=cfg)
-    model = task.prepare_model(model, tokenizer, job, options) or model
-    model = apply_lora(model, job, task, loader.kind)
+    assembled = assemble_model(job, device, options)
+    writer.record_model(assembled.describe())
+    model, tokenizer, kind = assembled.model, assembled.tokenizer, assembled.kind
     train_rows = job.dataset.read_rows("train")
-    train_feats, stats = task.prepare_features(train_rows, tokenizer, loader.kind, cfg, options)
+    train_feats, stats = task.prepare_features(train_rows, tokenizer, kind, cfg, options)
     _report_truncation("train", stats, cfg.training.max_seq_length)
     val_feats = None
     if job.dataset.has_split("val"):
-        val_feats, vstats = task.prepare_features(job.dataset.read_rows("val"), tokenizer, loader.kind, cfg, options)
+        val_feats, vstats = task.prepare_features(job.dataset.read_rows("val"), tokenizer, kind, cfg, options)
         _report_truncation("val", vstats, cfg.training.max_seq_length)
-    trainer, guard, log_file = _trainer(job, writer, device, task, options, loader.kind, model, tokenizer,
+    trainer, guard, log_file = _trainer(job, writer, device, task, options, kind, model, tokenizer,
                                         train_rows, train_feats, val_feats)
     checkpoint = latest_checkpoint(writer.checkpoints) if resuming else None
     if resuming and checkpoint is None:
