@@ -73,8 +73,9 @@ def store(tmp_path):
     v1 = [sft_row(i, "human") for i in range(6)] + [sft_row(i, "ai_contaminated") for i in range(6, 10)]
     v2 = v1[:6] + [sft_row(6, "ai_contaminated", "fixed"), sft_row(7, "ai_contaminated", "fixed"), sft_row(10, "human")]
     s = DatasetStore(tmp_path / "store")
-    s.create("ds", "v1", "sft", {"train": write_jsonl(tmp_path / "v1.jsonl", v1)}, None)
-    s.create("ds", "v2", "sft", {"train": write_jsonl(tmp_path / "v2.jsonl", v2)}, None)
+    regs = load_registries()
+    s.create("ds", "v1", "sft", {"train": write_jsonl(tmp_path / "v1.jsonl", v1)}, registries=regs)
+    s.create("ds", "v2", "sft", {"train": write_jsonl(tmp_path / "v2.jsonl", v2)}, registries=regs)
     return tmp_path / "store"
 
 

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from verifily_core.cli import cli
+from verifily_core.plugins import load_registries
 from verifily_core.testing import make_sft_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,8 @@ def runs(tmp_path_factory, tiny_llama_dir):
     v1 = make_sft_rows(24, seed=1, corrupt_source="ai_contaminated")
     v2 = make_sft_rows(24, seed=1)
     for version, rows in (("v1", v1), ("v2", v2)):
-        store.create("ds", version, "sft", {"train": write_jsonl(root / f"{version}.jsonl", rows), "test": test}, None)
+        store.create("ds", version, "sft", {"train": write_jsonl(root / f"{version}.jsonl", rows), "test": test},
+                     registries=load_registries())
     out = []
     for version in ("v1", "v2"):
         cfg = {"task": "sft", "base_model": str(tiny_llama_dir), "dataset_version": f"ds@{version}",

@@ -35,7 +35,7 @@ def cfg(**data):
 def add(store, tmp_path, version, rows, task="sft", dataset_id="ds", **kw):
     src = tmp_path / f"src_{dataset_id}_{version}"
     paths = {split: write_jsonl(src / f"{split}.jsonl", r) for split, r in rows.items()}
-    return store.create(dataset_id, version, task, paths, **kw)
+    return store.create(dataset_id, version, task, paths, **{"registries": load_registries(), **kw})
 
 
 def _writable(path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from verifily_core.plugins import load_registries
 from verifily_core.testing import demo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,13 +73,15 @@ def test_a_store_version_made_from_other_demo_data_is_refused(tmp_path, monkeypa
     paths = demo.prepare(tmp_path / "demo", "sft")
     store = tmp_path / "store"
     DatasetStore(store).create("ds_demo", "v1", "sft", {"train": paths["data"] / "v1" / "train.jsonl",
-                                                        "test": paths["data"] / "test.jsonl"})
+                                                        "test": paths["data"] / "test.jsonl"},
+                               registries=load_registries())
     with pytest.raises(SystemExit, match=r"ds_demo@v1 in .*store hold data of an older demo; remove that store"):
         demo.prepare(tmp_path / "demo", "sft", store=store, dataset_id="ds_demo")
     fresh = tmp_path / "fresh"
     DatasetStore(fresh).create("ds_demo", "v1", "sft", {"train": paths["data"] / "v1" / "train.jsonl",
                                                         "val": paths["data"] / "v1" / "val.jsonl",
-                                                        "test": paths["data"] / "test.jsonl"})
+                                                        "test": paths["data"] / "test.jsonl"},
+                               registries=load_registries())
     assert demo.prepare(tmp_path / "demo", "sft", store=fresh, dataset_id="ds_demo")["data"] == paths["data"]
 
 

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from verifily_core.cli import cli
+from verifily_core.plugins import load_registries
 from verifily_core.testing import make_sft_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def original(tmp_path_factory, tiny_llama_dir):
     write_jsonl(root / "train.jsonl", make_sft_rows(16, seed=1))
     write_jsonl(root / "test.jsonl", make_sft_rows(9, seed=3))
     DatasetStore(root / "store").create("ds", "v1", "sft", {"train": root / "train.jsonl", "test": root / "test.jsonl"},
-                                        None)
+                                        registries=load_registries())
     cfg = {"task": "sft", "base_model": str(tiny_llama_dir), "dataset_version": "ds@latest",
            "dataset_store": str(root / "store"),
            "training": {"max_steps": 3, "batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 48,

@@ -13,11 +13,14 @@ def write_run(root, dirname, status, started, ref="ds@v1", metrics=None, error=N
     run = root / dirname
     run.mkdir(parents=True)
     meta = {"format_version": 1, "run_id": dirname.split(".")[0], "name": name, "status": status, "task": "sft",
-            "base_model": "m", "dataset": {"ref": ref}, "started_at": started, "metrics": metrics or {}, "error": error}
+            "base_model": "m", "dataset": {"ref": ref}, "started_at": started, "completed_at": None,
+            "duration_seconds": None, "metrics": metrics or {}, "artifact_path": str(run), "error": error,
+            "hashes": {"config_hash": "", "data_hash": "", "env_hash": "", "reproducibility_hash": ""}}
     (run / "run_meta.json").write_text(json.dumps(meta))
     if test is not None:
         (run / "eval").mkdir()
-        doc = {"format_version": 1, "overall": {"metrics": {k: {"value": v} for k, v in test.items()}}}
+        doc = {"format_version": 1, "task": "sft",
+               "overall": {"n": 10, "metrics": {k: {"value": v} for k, v in test.items()}}}
         (run / "eval" / "eval_results.json").write_text(json.dumps(doc))
     return run
 

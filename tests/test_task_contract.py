@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from verifily_core import hookimpl
-from verifily_core.commands.runs import _main_metrics, list_runs
+from verifily_core.api import list_runs
+from verifily_core.commands.runs import _main_metrics
 from verifily_core.interfaces import Metric, Task
 from verifily_core.plugins import load_registries, make_plugin_manager
 
@@ -124,7 +125,8 @@ def test_an_unknown_alias_is_refused_naming_the_metrics(tmp_path, regs):
 
 def test_runs_shows_the_tasks_main_metrics(tmp_path, regs):
     yesno_run(tmp_path, "run_a", ["yes"] * 8, regs)
-    row = list_runs(tmp_path)[0]
-    assert _main_metrics(row, regs.tasks) == "train_loss=1.0000  test_agreement=0.5000"
+    row = list_runs(tmp_path, registries=regs)[0]
+    assert row["main_metrics"] == ["test_agreement"] and row["metrics"]["test_agreement"] == 0.5
+    assert _main_metrics(row) == "train_loss=1.0000  test_agreement=0.5000"
     # without the task's plugin there is nothing to say about its test metrics
-    assert _main_metrics(row, load_registries().tasks) == "train_loss=1.0000"
+    assert _main_metrics(list_runs(tmp_path, registries=load_registries())[0]) == "train_loss=1.0000"

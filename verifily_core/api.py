@@ -1,16 +1,44 @@
-"""The public Python API: ``train``, ``evaluate``, ``compare``, ``reproduce``.
+"""The public Python API, and the one path every ``verifily`` command takes.
 
-The CLI is a thin wrapper over these functions. Heavy libraries are imported only
-when a function actually trains or evaluates.
+Each CLI command parses its options and calls one function here; the function resolves the
+plugins once (``registries``, loaded when not given) and passes them down, so nothing below
+loads plugins again. Heavy libraries are imported only when a function trains or evaluates.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from verifily_core.config import TrainConfig
 from verifily_core.plugins import Registries
+
+TRAIN_FLAGS: dict[str, str] = {
+    "dataset": "dataset_version",
+    "base_model": "base_model",
+    "task": "task",
+    "output_dir": "output.dir",
+    "device": "compute.device",
+    "mode": "compute.mode",
+    "epochs": "training.num_epochs",
+    "batch_size": "training.batch_size",
+    "learning_rate": "training.learning_rate",
+    "lora_r": "lora.r",
+    "quantization": "lora.quantization",
+    "seed": "seed",
+    "name": "output.name",
+}
+"""The one flag table: each :func:`train` parameter (and ``verifily train`` option) that sets a
+config field, with the field's dotted path. Flags beat overrides, which beat the file."""
+
+
+def plugins_or_installed(registries: Registries | None) -> Registries:
+    """``registries``, or every installed plugin's when ``None`` (the entry's one plugin load)."""
+    if registries is not None:
+        return registries
+    from verifily_core.plugins import load_registries
+
+    return load_registries()
 
 
 def train(
@@ -26,27 +54,33 @@ def train(
     name: str | None = None,
     hf_token: str | None = None,
     registries: Registries | None = None,
+    task: str | None = None,
+    mode: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    lora_r: int | None = None,
+    quantization: str | None = None,
+    on_eval: Callable[[Any], None] | None = None,
 ) -> Any:
     """Run a training job and return the finished :class:`~verifily_core.runs.Run`.
 
-    With ``dry_run=True`` nothing is trained and the validated
-    :class:`~verifily_core.training.TrainPlan` is returned instead.
+    The parameters from ``dataset`` on that set a config field are the flags of
+    :data:`TRAIN_FLAGS`. With ``dry_run=True`` nothing is trained and the validated
+    :class:`~verifily_core.training.TrainPlan` is returned instead. ``on_eval`` receives the
+    :class:`~verifily_core.evaluation.result.EvalResult` of the evaluation that follows training.
     Raises ConfigError, DataError or TrainingError on failure.
     """
     from verifily_core.training import execute_plan, plan_training
 
-    flags = {
-        "dataset_version": dataset,
-        "base_model": base_model,
-        "output.dir": output_dir,
-        "compute.device": device,
-        "seed": seed,
-        "output.name": name,
-    }
-    plan = plan_training(config, overrides=overrides, flags=flags, registries=registries)
+    given = dict(dataset=dataset, base_model=base_model, output_dir=output_dir, device=device, seed=seed, name=name,
+                 task=task, mode=mode, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                 lora_r=lora_r, quantization=quantization)
+    flags = {TRAIN_FLAGS[key]: value for key, value in given.items()}
+    plan = plan_training(config, overrides=overrides, flags=flags, registries=plugins_or_installed(registries))
     if dry_run:
         return plan
-    return execute_plan(plan, resume_from=resume_from, hf_token=hf_token)
+    return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval)
 
 
 def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[str] | None = None,
@@ -62,7 +96,8 @@ def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[s
     from verifily_core.evaluator import evaluate as _evaluate
 
     return _evaluate(run_path, test_data=test_data, metrics=metrics, slice_by=slice_by, hard_examples=hard_examples,
-                     output=output, device=device, batch_size=batch_size, hf_token=hf_token, registries=registries)
+                     output=output, device=device, batch_size=batch_size, hf_token=hf_token,
+                     registries=plugins_or_installed(registries))
 
 
 def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by: str | None = None,
@@ -76,7 +111,7 @@ def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by
 
     return _compare(run_paths, metric=metric, slice_by=slice_by, runs_dir=runs_dir,
                     confidence_level=confidence_level, resamples=resamples, seed=seed, data_changes=data_changes,
-                    registries=registries)
+                    registries=plugins_or_installed(registries))
 
 
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",
@@ -91,4 +126,103 @@ def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str |
     if verify_only:
         return verify_run(run_path, runs_dir)
     return reproduce_run(run_path, mode=mode, output_dir=output_dir, tolerance=tolerance, device=device,
-                         runs_dir=runs_dir, hf_token=hf_token, registries=registries)
+                         runs_dir=runs_dir, hf_token=hf_token, registries=plugins_or_installed(registries))
+
+
+def list_runs(runs_dir: str | Path = "runs", registries: Registries | None = None) -> list[dict[str, Any]]:
+    """Every run directory under ``runs_dir`` (completed, ``.partial``, ``.failed``), newest first:
+    ``run_id``, ``name``, ``status``, ``path``, ``task``, ``dataset``, ``started_at``, ``metrics``
+    (training metrics and ``test_<metric>`` of evaluated runs), ``main_metrics`` (the task's, as
+    ``test_<metric>``) and ``error``. Raises DataError when ``runs_dir`` is not a directory."""
+    from verifily_core.runs import list_runs as _list_runs
+
+    tasks = plugins_or_installed(registries).tasks
+    rows = _list_runs(runs_dir)
+    for row in rows:
+        main = tasks.get(row["task"]).main_metrics if row["task"] in tasks else ()
+        row["main_metrics"] = [f"test_{m}" for m in main]
+    return rows
+
+
+def create_dataset(dataset_id: str, version: str, task: str | None = None, paths: Mapping[str, str] | None = None,
+                   from_dir: str | None = None, tag_schema: Mapping[str, Any] | None = None, store: str | None = None,
+                   registries: Registries | None = None) -> Any:
+    """Validate rows against the task's schema, copy the files into the store and seal the
+    version ``dataset_id@version``; returns the :class:`~verifily_core.datasets.DatasetVersion`.
+
+    ``paths`` maps splits (``train``, ``val``, ``test``) to JSONL files; ``from_dir`` takes the
+    splits (and, from its manifest, the task and tag schema) from a folder.
+    Raises ConfigError (no task) or DataError (bad rows, an existing version).
+    """
+    from verifily_core.datasets import open_store, splits_in_dir
+    from verifily_core.errors import ConfigError, DataError
+
+    paths = dict(paths or {})
+    if from_dir:
+        found = splits_in_dir(from_dir)
+        for split, path in found.paths.items():
+            paths.setdefault(split, str(path))
+        if found.task and task and found.task != task:
+            raise DataError(f"{from_dir}: its manifest is for task '{found.task}', not '{task}'")
+        task = task or found.task
+        tag_schema = tag_schema or found.tag_schema
+    regs = plugins_or_installed(registries)
+    if not task:
+        raise ConfigError(f"--task: name the task ({', '.join(regs.tasks.names())})")
+    if not paths:
+        raise DataError("no data files: pass --train FILE (and --val/--test) or --from-dir DIR")
+    return open_store(store).create(dataset_id, version, task, paths, tag_schema=tag_schema, registries=regs)
+
+
+def list_datasets(store: str | None = None) -> list[Any]:
+    """Every dataset version in the store (``store``, else ``$VERIFILY_DATASETS_DIR``, else the default)."""
+    from verifily_core.datasets import open_store
+
+    return open_store(store).list()
+
+
+def show_dataset(ref: str, store: str | None = None) -> tuple[Any, dict[str, dict[str, int]]]:
+    """The version ``ref`` and its rows per tag value, per split: ``{split: {"source=human": n}}``."""
+    from collections import Counter
+
+    from verifily_core.datasets import open_store
+
+    dv = open_store(store).get(ref)
+    counts: dict[str, dict[str, int]] = {}
+    for f in dv.files:
+        c: Counter[str] = Counter()
+        for row in dv.iter_rows(f.split):
+            c.update(f"{k}={v}" for k, v in (row.get("tags") or {}).items())
+        counts[f.split] = dict(sorted(c.items()))
+    return dv, counts
+
+
+def verify_dataset(ref: str, rows: bool = False, store: str | None = None,
+                   registries: Registries | None = None) -> Any:
+    """Recompute every file hash of ``ref`` (and, with ``rows``, re-validate every row against
+    its task and tag schema); returns the version. Raises DataError on any mismatch."""
+    from verifily_core.datasets import open_store, verify
+
+    dv = open_store(store).get(ref)
+    verify(dv, plugins_or_installed(registries).tasks.get(dv.task).validate_row if rows else None)
+    return dv
+
+
+def diff_datasets(ref_a: str, ref_b: str, store: str | None = None,
+                  registries: Registries | None = None) -> dict[str, Any]:
+    """Both versions verified, then the rows added, removed, changed and retagged from
+    ``ref_a`` to ``ref_b`` per split and tag value (see :func:`verifily_core.datasets.diff_versions`)."""
+    from verifily_core.datasets import diff_versions, open_store, verify
+
+    s = open_store(store)
+    a, b = s.get(ref_a), s.get(ref_b)
+    verify(a)
+    verify(b)
+    return diff_versions(a, b, plugins_or_installed(registries).tasks.get(b.task).input_fields())
+
+
+def list_plugins(registries: Registries | None = None) -> list[dict[str, Any]]:
+    """One record per loaded plugin: name, distribution, version, what it registers, its hooks."""
+    from verifily_core.plugins import describe_plugins
+
+    return describe_plugins(plugins_or_installed(registries))

@@ -30,7 +30,8 @@ def evaluate(
     device: str = "auto",
     batch_size: int | None = None,
     hf_token: str | None = None,
-    registries: Any = None,
+    *,
+    registries: Any,
 ) -> Any:
     """Evaluate a completed run and write ``eval/`` files; returns the ``EvalResult``.
 
@@ -40,13 +41,11 @@ def evaluate(
     :param output: directory for the files (default: ``<run>/eval``).
     :raises EvalError: (exit 4) when prediction or metric computation fails.
     """
-    from verifily_core.plugins import load_registries
-
     started = time.monotonic()
     run = load_run(run_path)
     if run.status != STATUS_COMPLETED:
         raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be evaluated")
-    regs = registries or load_registries()
+    regs = registries
     cfg = TrainConfig.from_yaml(run.path / "config.yaml")
     task = regs.tasks.get(cfg.task)
     names = list(metrics or cfg.eval.metrics or task.default_metrics)

@@ -97,3 +97,39 @@ def load_run(ref: str | Path, search_dirs: tuple[str | Path, ...] = ("runs",)) -
         return Run(**values)
     except TypeError as exc:
         raise DataError(f"{path / RUN_META}: missing fields ({exc})") from None
+
+
+def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """Every run directory under ``runs_dir`` (completed, ``.partial``, ``.failed``) summarised,
+    newest first: ``run_id``, ``name``, ``status``, ``path``, ``task``, ``dataset``,
+    ``started_at``, ``metrics`` (the training metrics and, for evaluated runs,
+    ``test_<metric>``) and ``error``. A directory whose ``run_meta.json`` cannot be read is
+    listed with status ``unreadable``.
+
+    :raises DataError: when ``runs_dir`` is not a directory.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise DataError(f"{runs_dir}: no such directory; pass --runs-dir (the output.dir of your configs)")
+    rows = [_summary(meta.parent) for meta in sorted(root.glob(f"*/{RUN_META}"))]
+    return sorted(rows, key=lambda r: r["started_at"] or "", reverse=True)
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    from verifily_core.errors import EvalError
+    from verifily_core.evaluation.result import load_eval_result
+
+    try:
+        run = load_run(path)
+    except DataError:
+        return {"run_id": path.name, "name": None, "status": "unreadable", "path": str(path), "task": None,
+                "dataset": None, "started_at": None, "metrics": {}, "error": f"{RUN_META} unreadable"}
+    metrics = {k: v for k, v in run.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if (path / "eval").is_dir():
+        try:
+            metrics.update({f"test_{k}": v for k, v in load_eval_result(path / "eval").overall.items()})
+        except EvalError:
+            pass  # an unreadable evaluation adds no test metrics
+    return {"run_id": run.run_id or path.name, "name": run.name, "status": run.status or "unknown", "path": str(path),
+            "task": run.task, "dataset": run.dataset.get("ref") or "data_paths", "started_at": run.started_at,
+            "metrics": metrics, "error": run.error}

@@ -14,7 +14,7 @@ import attrs
 
 from verifily_core.config import TrainConfig, resolve_config
 from verifily_core.errors import ConfigError
-from verifily_core.plugins import Registries, load_registries
+from verifily_core.plugins import Registries
 
 
 @attrs.frozen
@@ -47,17 +47,19 @@ class TrainPlan:
 
 
 def plan_training(
-    config: str | Path | Mapping[str, Any] | TrainConfig | None = None,
+    config: str | Path | Mapping[str, Any] | TrainConfig | None,
     overrides: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
-    registries: Registries | None = None,
+    *,
+    registries: Registries,
 ) -> TrainPlan:
     """Resolve and validate a config (file path, dict or TrainConfig) into a plan.
 
     :param overrides: ``section.key=value`` strings, applied over the file.
     :param flags: dotted config paths to CLI flag values, applied last; ``None`` is ignored.
+    :param registries: the installed plugins (resolved once, at the entry).
     """
-    regs = registries or load_registries()
+    regs = registries
     if isinstance(config, TrainConfig):
         data: Mapping[str, Any] | None = config.to_dict()
         path = None

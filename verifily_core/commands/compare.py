@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from verifily_core.cli import verbose_option
+from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
 from verifily_core.console import out
 
@@ -15,7 +15,7 @@ from verifily_core.console import out
 @click.command()
 @click.option("--runs", "runs", required=True, help="Comma-separated run paths or run ids; the first is the baseline.")
 @click.option("--metric", default="f1", show_default=True,
-              help="Metric to compare; 'f1' means token_f1 for SFT and macro_f1 for classification.")
+              help="Metric to compare, or an alias of the runs' task: 'main' is its main metric, 'f1' its main F1.")
 @click.option("--slice-by", help="Slice spec of the evaluation to break the comparison down by (e.g. source).")
 @format_option("table", "json", "csv", help="table for people; json or csv for programs and spreadsheets.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
@@ -26,18 +26,20 @@ from verifily_core.console import out
               help="Paired bootstrap resamples (0: no intervals).")
 @click.option("--no-data-changes", is_flag=True, help="Skip the training-data diff between dataset versions.")
 @verbose_option
-def compare(runs: str, metric: str, slice_by: str | None, fmt: str, output: str | None, runs_dir: str,
+@click.pass_obj
+def compare(state: GlobalState, runs: str, metric: str, slice_by: str | None, fmt: str, output: str | None, runs_dir: str,
             confidence_level: float, resamples: int, no_data_changes: bool) -> None:
     """Compare a metric across runs (e.g. trained on different dataset versions).
 
     Deltas are against the first run. When the runs were evaluated on the same test file,
     each delta gets a paired bootstrap interval; '*' marks deltas whose interval excludes 0.
     """
-    from verifily_core.comparison.compare_runs import compare as do_compare
+    from verifily_core.api import compare as do_compare
     from verifily_core.comparison.render import to_csv, to_json, to_table
 
     result = do_compare([r.strip() for r in runs.split(",") if r.strip()], metric, slice_by, runs_dir,
-                        confidence_level=confidence_level, resamples=resamples, data_changes=not no_data_changes)
+                        confidence_level=confidence_level, resamples=resamples, data_changes=not no_data_changes,
+                        registries=state.registries)
     text = {"json": to_json, "csv": to_csv, "table": to_table}[fmt](result)
     if output:
         _write_atomic(Path(output), text if text.endswith("\n") else text + "\n")

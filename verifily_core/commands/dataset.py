@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
+from verifily_core.cli import GlobalState
 from verifily_core.commands import format_option
 from verifily_core.console import out, style
 
 store_option = click.option("--store", "store", default=None, metavar="DIR",
                             help="Dataset store directory [env: VERIFILY_DATASETS_DIR; default ~/.verifily/datasets].")
-
-
-def _store(store: str | None) -> Any:
-    from verifily_core.datasets import open_store
-
-    return open_store(store)
 
 
 def _read_tag_schema(path: str | None) -> dict[str, Any] | None:
@@ -45,7 +39,7 @@ def dataset() -> None:
 @dataset.command()
 @click.option("--id", "dataset_id", required=True, help="Dataset id, e.g. ds_demo.")
 @click.option("--version", "version", required=True, help="Version name, e.g. v2 (immutable once created).")
-@click.option("--task", help="Task whose row schema every row must follow (sft, classification); "
+@click.option("--task", help="Task whose row schema every row must follow (a task of `verifily plugins`); "
               "default: the task of --from-dir's manifest.json.")
 @click.option("--train", type=click.Path(dir_okay=False), help="Training split (JSONL).")
 @click.option("--val", type=click.Path(dir_okay=False), help="Validation split (JSONL).")
@@ -55,27 +49,15 @@ def dataset() -> None:
 @click.option("--tag-schema", type=click.Path(dir_okay=False),
               help="JSON file with the tag schema to enforce (default: inferred from the rows).")
 @store_option
-def create(dataset_id: str, version: str, task: str | None, train: str | None, val: str | None, test: str | None,
-           from_dir: str | None, tag_schema: str | None, store: str | None) -> None:
+@click.pass_obj
+def create(state: GlobalState, dataset_id: str, version: str, task: str | None, train: str | None, val: str | None,
+           test: str | None, from_dir: str | None, tag_schema: str | None, store: str | None) -> None:
     """Validate rows, copy the files into the store and seal a new version."""
-    from verifily_core.datasets import splits_in_dir
-    from verifily_core.errors import ConfigError, DataError
+    from verifily_core.api import create_dataset
 
-    paths: dict[str, str] = {s: p for s, p in (("train", train), ("val", val), ("test", test)) if p}
-    schema = _read_tag_schema(tag_schema)
-    if from_dir:
-        found = splits_in_dir(from_dir)
-        for split, path in found.paths.items():
-            paths.setdefault(split, str(path))
-        if found.task and task and found.task != task:
-            raise DataError(f"{from_dir}: its manifest is for task '{found.task}', not '{task}'")
-        task = task or found.task
-        schema = schema or found.tag_schema
-    if not task:
-        raise ConfigError("--task: name the task (sft, classification)")
-    if not paths:
-        raise DataError("no data files: pass --train FILE (and --val/--test) or --from-dir DIR")
-    dv = _store(store).create(dataset_id, version, task, paths, tag_schema=schema)
+    paths = {s: p for s, p in (("train", train), ("val", val), ("test", test)) if p}
+    dv = create_dataset(dataset_id, version, task, paths, from_dir=from_dir, tag_schema=_read_tag_schema(tag_schema),
+                        store=store, registries=state.registries)
     out(f"Created {dv.ref}: {dv.num_rows} rows ({', '.join(f'{f.split} {f.num_rows}' for f in dv.files)})")
     out(f"  Tag keys:     {', '.join(dv.tag_keys) or '(none)'}")
     out(f"  Content hash: {dv.content_hash}")
@@ -87,7 +69,9 @@ def create(dataset_id: str, version: str, task: str | None, train: str | None, v
 @format_option()
 def list_cmd(store: str | None, fmt: str) -> None:
     """List every dataset version in the store."""
-    versions = _store(store).list()
+    from verifily_core.api import list_datasets
+
+    versions = list_datasets(store)
     if fmt == "json":
         out(json.dumps([{"ref": v.ref, "task": v.task, "num_rows": v.num_rows, "created_at": v.created_at,
                          "content_hash": v.content_hash} for v in versions], indent=2))
@@ -104,13 +88,9 @@ def list_cmd(store: str | None, fmt: str) -> None:
 @format_option()
 def show(ref: str, store: str | None, fmt: str) -> None:
     """Rows per split and per tag value of one version."""
-    dv = _store(store).get(ref)
-    counts: dict[str, dict[str, int]] = {}
-    for f in dv.files:
-        c: Counter[str] = Counter()
-        for row in dv.iter_rows(f.split):
-            c.update(f"{k}={v}" for k, v in (row.get("tags") or {}).items())
-        counts[f.split] = dict(sorted(c.items()))
+    from verifily_core.api import show_dataset
+
+    dv, counts = show_dataset(ref, store)
     if fmt == "json":
         out(json.dumps({**dv.to_manifest(), "rows_by_tag": counts}, indent=2))
         return
@@ -126,13 +106,12 @@ def show(ref: str, store: str | None, fmt: str) -> None:
 @click.argument("ref")
 @click.option("--rows", is_flag=True, help="Also re-validate every row against the task and tag schema.")
 @store_option
-def verify_cmd(ref: str, rows: bool, store: str | None) -> None:
+@click.pass_obj
+def verify_cmd(state: GlobalState, ref: str, rows: bool, store: str | None) -> None:
     """Recompute every file hash of a version; exit 2 on any mismatch."""
-    from verifily_core.datasets import verify
-    from verifily_core.plugins import load_registries
+    from verifily_core.api import verify_dataset
 
-    dv = _store(store).get(ref)
-    verify(dv, load_registries().tasks.get(dv.task).validate_row if rows else None)
+    dv = verify_dataset(ref, rows=rows, store=store, registries=state.registries if rows else None)
     checked = f"{len(dv.files)} file(s)" + (f", {dv.num_rows} rows" if rows else "")
     out(f"{dv.ref}: OK ({checked}, content hash {dv.content_hash})")
 
@@ -142,19 +121,16 @@ def verify_cmd(ref: str, rows: bool, store: str | None) -> None:
 @click.argument("ref_b")
 @store_option
 @format_option()
-def diff(ref_a: str, ref_b: str, store: str | None, fmt: str) -> None:
+@click.pass_obj
+def diff(state: GlobalState, ref_a: str, ref_b: str, store: str | None, fmt: str) -> None:
     """Rows added, removed, changed and retagged from REF_A to REF_B, per split and tag value."""
-    from verifily_core.datasets import diff_versions, verify
+    from verifily_core.api import diff_datasets
 
-    s = _store(store)
-    a, b = s.get(ref_a), s.get(ref_b)
-    verify(a)
-    verify(b)
-    result = diff_versions(a, b)
+    result = diff_datasets(ref_a, ref_b, store=store, registries=state.registries)
     if fmt == "json":
         out(json.dumps(result, indent=2))
         return
-    out(style(f"{a.ref} -> {b.ref}", bold=True))
+    out(style(f"{result['from']} -> {result['to']}", bold=True))
     for split, c in result["splits"].items():
         out(f"  {split:<6} {_counts(c, zeros=True)}")
         for label, t in result["by_tag"][split].items():

@@ -30,12 +30,12 @@ def _csv(value: str | None) -> list[str] | None:
 def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: str | None, slice_by: str | None,
              hard_examples: int | None, output: str | None, device: str, batch_size: int | None, fmt: str) -> None:
     """Evaluate a trained run: overall and per-tag-slice metrics, hard examples."""
+    from verifily_core.api import evaluate
     from verifily_core.evaluation import render_eval
-    from verifily_core.evaluator import evaluate
 
     result = evaluate(run_path, test_data=test_data, metrics=_csv(metrics), slice_by=_csv(slice_by),
                       hard_examples=hard_examples, output=output, device=device, batch_size=batch_size,
-                      hf_token=state.hf_token)
+                      hf_token=state.hf_token, registries=state.registries)
     if fmt == "json":
         out(json.dumps(result.to_json_dict(), indent=2))
     else:

@@ -16,9 +16,9 @@ from verifily_core.console import out, style
 @click.pass_obj
 def plugins(state: GlobalState, fmt: str) -> None:
     """List installed plugins: distribution, version, what each registers and the commands it adds."""
-    from verifily_core.plugins import describe_plugins
+    from verifily_core.api import list_plugins
 
-    records = describe_plugins(state.registries)
+    records = list_plugins(state.registries)
     added = state.commands()
     for rec in records:
         rec["commands"] = sorted(name for name, (plugin, _) in added.items() if plugin == rec["name"])

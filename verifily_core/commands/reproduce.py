@@ -42,8 +42,8 @@ def reproduce(ctx: click.Context, run_path: str, verify_only: bool, mode: str, o
 
     state = ctx.find_object(GlobalState)
     result = do_reproduce(run_path, verify_only=verify_only, output_dir=output_dir, device=device,
-                          tolerance=tolerance, mode=mode, runs_dir=runs_dir,
-                          hf_token=state.hf_token if state is not None else None)
+                          tolerance=tolerance, mode=mode, runs_dir=runs_dir, hf_token=state.hf_token,
+                          registries=None if verify_only else state.registries)
     if fmt == "json":
         out(json.dumps(result.to_json_dict(), indent=2))
     elif verify_only:

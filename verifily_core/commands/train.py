@@ -3,45 +3,30 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
+from verifily_core.config import Quantization
 from verifily_core.console import fmt_duration, out, style
-
-# CLI flag -> dotted config path. Flags win over overrides, which win over the file.
-FLAG_PATHS = {
-    "dataset": "dataset_version",
-    "base_model": "base_model",
-    "task": "task",
-    "output_dir": "output.dir",
-    "device": "compute.device",
-    "mode": "compute.mode",
-    "epochs": "training.num_epochs",
-    "batch_size": "training.batch_size",
-    "lr": "training.learning_rate",
-    "lora_r": "lora.r",
-    "quantization": "lora.quantization",
-    "seed": "seed",
-    "name": "output.name",
-}
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("--config", "config_path", default="train.yaml", show_default=True, help="Path to the train.yaml config.")
 @click.option("--dataset", help="Dataset version ref, e.g. ds_abc123@v3 (overrides the config).")
 @click.option("--base-model", help="HuggingFace model id or local path (overrides the config).")
-@click.option("--task", help="sft or classification (overrides the config).")
+@click.option("--task", help="A task that an installed plugin registers (see `verifily plugins`; overrides the config).")
 @click.option("--output-dir", help="Directory to write run artifacts [config default: runs/].")
 @click.option("--device", help="auto, cuda, cuda:0, mps or cpu [config default: auto].")
-@click.option("--mode", help="Compute backend: local, managed or one a plugin registers [config default: local].")
+@click.option("--mode", help="Compute backend that an installed plugin registers (see `verifily plugins`) "
+              "[config default: local].")
 @click.option("--epochs", type=int, help="Override training.num_epochs.")
 @click.option("--batch-size", type=int, help="Override training.batch_size.")
-@click.option("--lr", type=float, help="Override training.learning_rate.")
+@click.option("--lr", "learning_rate", type=float, help="Override training.learning_rate.")
 @click.option("--lora-r", type=int, help="Override lora.r.")
-@click.option("--quantization", type=click.Choice(["none", "4bit", "8bit"]), help="Override lora.quantization.")
+@click.option("--quantization", type=click.Choice(list(get_args(Quantization))), help="Override lora.quantization.")
 @click.option("--seed", type=int, help="Random seed [config default: 42].")
 @click.option("--name", help="Human-readable run name.")
 @click.option("--dry-run", is_flag=True, help="Validate the config and print the plan; do not train.")
@@ -51,23 +36,22 @@ FLAG_PATHS = {
 @click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
 @click.pass_obj
 def train(state: GlobalState, config_path: str, dry_run: bool, resume: str | None, fmt: str,
-          overrides: tuple[str, ...], **flag_values: Any) -> None:
+          overrides: tuple[str, ...], **flags: Any) -> None:
     """Fine-tune a model with LoRA/QLoRA on a dataset version.
 
     Extra SECTION.KEY=VALUE arguments override the config file, e.g.
     `training.num_epochs=5 lora.target_modules=[q_proj,v_proj]`. Precedence:
     CLI flags > overrides > config file > defaults.
     """
-    from verifily_core.training import execute_plan, plan_training
+    from verifily_core.api import train as do_train
 
-    flags = {FLAG_PATHS[k]: v for k, v in flag_values.items()}
-    plan = plan_training(config_path, overrides=overrides, flags=flags)
-    if dry_run:
-        _print_plan(plan.describe(), fmt)
-        return
     evals: list[Any] = []
-    run = execute_plan(plan, resume_from=resume, hf_token=state.hf_token, on_eval=evals.append)
-    _print_summary(run, fmt)
+    run_or_plan = do_train(config_path, dry_run=dry_run, resume_from=resume, overrides=overrides,
+                           hf_token=state.hf_token, registries=state.registries, on_eval=evals.append, **flags)
+    if dry_run:
+        _print_plan(run_or_plan.describe(), fmt)
+        return
+    _print_summary(run_or_plan, fmt)
     if evals and fmt == "table":
         from verifily_core.evaluation import render_eval
 

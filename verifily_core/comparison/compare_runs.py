@@ -32,7 +32,8 @@ def compare(
     resamples: int = 1000,
     seed: int = 42,
     data_changes: bool = True,
-    registries: Any = None,
+    *,
+    registries: Any,
 ) -> CompareResult:
     """Compare ``metric`` across runs (paths or run ids under ``runs_dir``); the first is the baseline.
 
@@ -52,10 +53,6 @@ def compare(
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"--runs: a run is given twice ({', '.join(ids)})")
-    if registries is None:
-        from verifily_core.plugins import load_registries
-
-        registries = load_registries()
     task_name = common_task(runs)
     task = registries.tasks.get(task_name) if task_name in registries.tasks else None
     name = resolve_metric(metric, runs, task)
@@ -67,11 +64,11 @@ def compare(
         deltas={r.run_id: _delta(r.value(name), base.value(name)) for r in runs},
         slices={s: {r.run_id: r.value(name, s) for r in runs} for s in slice_names} if slice_by else None,
         slice_deltas={s: {r.run_id: _delta(r.value(name, s), base.value(name, s)) for r in runs} for s in slice_names},
-        slice_sizes={OVERALL: {r.run_id: (r.results.get("overall") or {}).get("n") for r in runs},
+        slice_sizes={OVERALL: {r.run_id: r.result.num_examples for r in runs},
                      **{s: {r.run_id: r.slice_size(s) for r in runs} for s in slice_names}},
         labels={r.run_id: r.label for r in runs}, datasets={r.run_id: r.dataset_ref for r in runs},
         test_sets={r.run_id: r.test_hash for r in runs},
-        higher_is_better=bool((base.results.get("higher_is_better") or {}).get(name, True)),
+        higher_is_better=bool(base.result.higher_is_better.get(name, True)),
         confidence={"method": "paired percentile bootstrap", "level": confidence_level, "resamples": resamples,
                     "seed": seed},
     )

@@ -4,23 +4,24 @@ slices a ``--slice-by`` spec selects."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import attrs
 
 from verifily_core.errors import ConfigError, EvalError
+from verifily_core.evaluation.result import EvalResult, SliceResult, load_eval_result
 from verifily_core.interfaces import Task
 from verifily_core.runs import STATUS_COMPLETED, Run, load_run
 from verifily_core.slices import SliceSpec, parse_slice_spec
+
 
 @attrs.define
 class RunEval:
     """One completed run with its evaluation results (predictions are read on demand)."""
 
     run: Run
-    results: dict[str, Any]
+    result: EvalResult
     _records: list[dict[str, Any]] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -41,7 +42,7 @@ class RunEval:
     @property
     def task(self) -> str:
         """The task the run was trained and evaluated for."""
-        return str(self.results.get("task") or self.run.task)
+        return str(self.result.task or self.run.task)
 
     @property
     def dataset_ref(self) -> str:
@@ -51,22 +52,23 @@ class RunEval:
     @property
     def test_hash(self) -> str | None:
         """sha256 of the test file the run was evaluated on."""
-        return (self.results.get("test_data") or {}).get("sha256")
+        return (self.result.test_data or {}).get("sha256")
 
     def metric_names(self) -> list[str]:
         """The scalar metrics in the results."""
-        return sorted(self.results.get("overall", {}).get("metrics", {}))
+        return sorted(self.result.metric_values)
 
     def value(self, metric: str, slice_name: str | None = None) -> float | None:
         """A metric's value overall or on a slice, or ``None`` when absent."""
-        block = self.results.get("overall") if slice_name is None else self.results.get("slices", {}).get(slice_name)
-        entry = (block or {}).get("metrics", {}).get(metric)
-        return None if entry is None else entry.get("value")
+        block = self.result.slice_results.get(slice_name) if slice_name is not None else None
+        values = self.result.metric_values if slice_name is None else (block.metrics if block else {})
+        entry = values.get(metric)
+        return None if entry is None else entry.value
 
     def slice_size(self, slice_name: str) -> int | None:
         """Rows in a slice, or ``None`` when the run has no such slice."""
-        block = self.results.get("slices", {}).get(slice_name)
-        return None if block is None else block.get("n")
+        block = self.result.slice_results.get(slice_name)
+        return None if block is None else block.n
 
     def records(self) -> list[dict[str, Any]] | None:
         """The rows of ``eval/predictions.jsonl`` (``None`` when the file is absent)."""
@@ -88,16 +90,9 @@ def load_run_eval(ref: str | Path, runs_dir: str | Path = "runs") -> RunEval:
     run = load_run(ref, search_dirs=(runs_dir,))
     if run.status != STATUS_COMPLETED:
         raise EvalError(f"{run.path}: run status is '{run.status}'; only completed, evaluated runs can be compared")
-    path = run.path / "eval" / "eval_results.json"
-    if not path.is_file():
+    if not (run.path / "eval" / "eval_results.json").is_file():
         raise EvalError(f"{run.path}: no evaluation results; run `verifily eval --run {run.path}` first")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"{path}: unreadable evaluation results ({exc})") from None
-    if results.get("format_version") != 1:
-        raise EvalError(f"{path}: format_version {results.get('format_version')!r} is not supported (expected 1)")
-    return RunEval(run=run, results=results)
+    return RunEval(run=run, result=load_eval_result(run.path / "eval"))
 
 
 def common_task(runs: Sequence[RunEval]) -> str:
@@ -139,18 +134,18 @@ def select_slices(runs: Sequence[RunEval], slice_by: str) -> list[str]:
     spec = parse_slice_spec(slice_by)
     names: list[str] = []
     for r in runs:
-        for name, block in (r.results.get("slices") or {}).items():
+        for name, block in r.result.slice_results.items():
             if name not in names and _selected(block, spec):
                 names.append(name)
     if not names:
-        done = sorted({s for r in runs for s in r.results.get("slice_by") or []})
+        done = sorted({s for r in runs for s in r.result.slice_by})
         raise ConfigError(f"--slice-by {slice_by}: the runs' results have no such slices (they were sliced by: "
                           f"{', '.join(done) or 'nothing'}); evaluate with `verifily eval --run R --slice-by {slice_by}`")
     return names
 
 
-def _selected(block: dict[str, Any], spec: SliceSpec) -> bool:
+def _selected(block: SliceResult, spec: SliceSpec) -> bool:
     try:
-        return parse_slice_spec(str(block.get("spec") or "")).same_slices(spec)
+        return parse_slice_spec(block.spec).same_slices(spec)
     except ConfigError:
         return False

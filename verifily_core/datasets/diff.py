@@ -9,7 +9,7 @@ content is equal but whose tags differ count as *retagged*.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, Sequence
 
 from verifily_core.datasets.manifest import SPLITS, DatasetVersion
 from verifily_core.datasets.rows import input_key, row_id
@@ -52,23 +52,14 @@ def _tag_labels(row: dict[str, Any]) -> list[str]:
     return [f"{k}={v}" for k, v in sorted((row.get("tags") or {}).items())]
 
 
-def input_fields_of(task: str, registries: Any = None) -> tuple[str, ...]:
-    """The input fields of a task (all row fields but the reference), from its plugin."""
-    if registries is None:
-        from verifily_core.plugins import load_registries
-
-        registries = load_registries()
-    return tuple(registries.tasks.get(task).input_fields())
-
-
 def diff_versions(
-    a: DatasetVersion, b: DatasetVersion, input_fields: tuple[str, ...] | None = None, registries: Any = None,
+    a: DatasetVersion, b: DatasetVersion, input_fields: Sequence[str],
 ) -> dict[str, Any]:
     """Rows added, removed, changed and retagged from ``a`` to ``b``.
 
-    ``input_fields`` decide what "the same input" means for *changed* rows; by default the
-    task plugin's :meth:`~verifily_core.interfaces.Task.input_fields` (``instruction``,
-    ``input`` for SFT; ``text``, ``text_pair`` for classification).
+    ``input_fields`` decide what "the same input" means for *changed* rows: the task plugin's
+    :meth:`~verifily_core.interfaces.Task.input_fields` (``instruction``, ``input`` for SFT;
+    ``text``, ``text_pair`` for classification).
 
     :returns: ``{"from", "to", "splits": {split: {kind: n}}, "by_tag": {split: {"source=human":
         {kind: n}}}, "total": {kind: n}}``. Added and changed rows count under the tags they
@@ -76,8 +67,6 @@ def diff_versions(
     """
     if a.task != b.task:
         raise DataError(f"cannot diff {a.ref} ({a.task}) with {b.ref} ({b.task}): different tasks")
-    if input_fields is None:
-        input_fields = input_fields_of(b.task, registries)
     out: dict[str, Any] = {"from": a.ref, "to": b.ref, "splits": {}, "by_tag": {}, "total": dict.fromkeys(KINDS, 0)}
     for split in SPLITS:
         old, new = _index(a, split), _index(b, split)

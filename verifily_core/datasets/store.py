@@ -138,13 +138,14 @@ class DatasetStore:
         validate_row: Callable[[Mapping[str, Any]], str | None] | None = None,
         tag_schema: Mapping[str, Any] | None = None,
         created_at: str | None = None,
-        registries: Any = None,
+        *,
+        registries: Any,
     ) -> DatasetVersion:
         """Validate, copy and seal a new version. Refuses an existing version; writes nothing on error.
 
         Rows are validated by ``validate_row``, by default the ``task`` plugin's (from
-        ``registries``, loaded when not given). ``tag_schema`` is enforced when given, else
-        inferred from the rows.
+        ``registries``, which also give the manifest's row schema). ``tag_schema`` is enforced
+        when given, else inferred from the rows.
         """
         from verifily_core.jobs import utc_now
 
@@ -156,7 +157,7 @@ class DatasetStore:
         unknown = set(paths) - set(SPLITS)
         if unknown:
             raise DataError(f"unknown split(s) {sorted(unknown)}; expected {', '.join(SPLITS)}")
-        task_plugin = _task_plugin(task, registries)
+        task_plugin = registries.tasks.get(task)
         if validate_row is None:
             validate_row = task_plugin.validate_row
         final = self.root / dataset_id / version
@@ -204,14 +205,6 @@ def open_store(path: str | Path | None = None, config_store: str | None = None) 
 def _exists(dataset_id: str, version: str, root: Path) -> DataError:
     return DataError(f"dataset {dataset_id}@{version} already exists in {root}; versions are immutable, "
                      "create a new version instead")
-
-
-def _task_plugin(task: str, registries: Any) -> Any:
-    if registries is None:
-        from verifily_core.plugins import load_registries
-
-        registries = load_registries()
-    return registries.tasks.get(task)
 
 
 def row_schema_of(task: str, plugin: Any) -> dict[str, list[str]]:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 import numpy as np
 
-from verifily_core.errors import EvalError
+from verifily_core.errors import ConfigError, EvalError
 from verifily_core.evaluation.records import is_gold, is_test, normalize_records
 from verifily_core.evaluation.scoring import plan_metrics
 from verifily_core.evaluation.stats import percentile_interval, resample_chunks, rng_for
@@ -124,9 +124,7 @@ def _resolve(metric: Metric | str, registries: Any) -> Metric:
     if isinstance(metric, Metric):
         return metric
     if registries is None:
-        from verifily_core.plugins import load_registries
-
-        registries = load_registries()
+        raise ConfigError(f"metric '{metric}' given by name: pass registries to look it up, or the Metric object")
     return registries.metrics.get(metric)
 
 

@@ -47,7 +47,8 @@ def build_eval_result(
     :param task: the task object (``regs.tasks.get("sft")``), whose declarations rank hard
         examples; a bare task name applies none of them.
     :param metrics: metric objects (a registry lookup's result), in report order.
-    :param slicers: the slicer registry or a ``{name: Slicer}`` mapping (default: the installed plugins').
+    :param slicers: the slicer registry or a ``{name: Slicer}`` mapping; needed for ``slice_by`` and
+        for the search of over-represented tag values among hard examples (skipped without it).
     :param slice_by: slice specs (``source``, ``source&difficulty``, ``length:reference``; a string is
         split on commas).
     :param hard_score: the per-example score that ranks hard examples (default: the task's
@@ -73,9 +74,7 @@ def build_eval_result(
 
     specs = parse_slice_by(slice_by)
     if specs and slicers is None:
-        from verifily_core.plugins import load_registries
-
-        slicers = load_registries().slicers
+        raise ConfigError("slice_by needs the slicers to compute them: pass slicers=registries.slicers")
     test_records = [recs[i] for i in test]
     slice_defs = compute_slices(test_records, specs, slicers) if specs else []
     for rec in test_records if specs else ():
@@ -165,12 +164,8 @@ def _tag_groups(records: list[dict[str, Any]], slicers: Any) -> dict[str, Sequen
     keys = sorted({k for r in records for k in r["tags"]})
     keys = [k for k in keys
             if len({repr(r["tags"].get(k)) for r in records}) <= min(MAX_TAG_VALUES, max(len(records) // 2, 1))]
-    if not keys:
+    if not keys or slicers is None:
         return {}
-    if slicers is None:
-        from verifily_core.plugins import load_registries
-
-        slicers = load_registries().slicers
     try:
         _, plain = plain_slicer(slicers)
     except ConfigError:

@@ -193,7 +193,12 @@ def load_eval_result(path: str | Path) -> EvalResult:
     except (OSError, ValueError) as exc:
         raise EvalError(f"{candidate}: cannot read eval results ({exc})") from None
     hard_path = candidate.parent / HARD_FILE
-    result = EvalResult.from_json_dict(doc, read_jsonl(hard_path) if hard_path.is_file() else [])
+    try:
+        result = EvalResult.from_json_dict(doc, read_jsonl(hard_path) if hard_path.is_file() else [])
+    except EvalError as exc:
+        raise EvalError(f"{candidate}: {exc}") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise EvalError(f"{candidate}: malformed eval results ({type(exc).__name__}: {exc})") from None
     result.output_dir = str(candidate.parent)
     return result
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from verifily_core.errors import ConfigError, ReproduceError
+from verifily_core.evaluation.result import RESULTS_FILE, EvalResult, load_eval_result
 from verifily_core.reproduction.result import (
     ARTIFACTS, CONFIG, DATA, ENV, NOT_REPRODUCIBLE, REPRODUCIBLE, MetricRow, ReproduceResult,
 )
@@ -35,7 +36,7 @@ REDACTED = "***"
 
 def reproduce_run(run_path: str | Path, mode: str = "train", output_dir: str | Path | None = None,
                   tolerance: float = 0.005, device: str = "auto", runs_dir: str | Path = "runs",
-                  hf_token: str | None = None, registries: Any = None) -> ReproduceResult:
+                  hf_token: str | None = None, *, registries: Any) -> ReproduceResult:
     """Re-create a run (see the module docstring) and compare metrics within ``tolerance``
     (absolute difference).
 
@@ -53,7 +54,7 @@ def reproduce_run(run_path: str | Path, mode: str = "train", output_dir: str | P
         if c.name in required and not c.ok:
             raise ReproduceError(f"{original.run_id}: {c.name} MISMATCH ({c.reason}); the run's inputs changed, so "
                                  f"it cannot be reproduced (see `verifily reproduce --run {original.path} --verify-only`)")
-    orig_eval = _read_eval(original.path / "eval" / "eval_results.json")
+    orig_eval = _read_eval(original.path / "eval")
     result = ReproduceResult(run_id=original.run_id, verdict=NOT_REPRODUCIBLE, mode=mode, checks=verified.checks,
                              tolerance=tolerance)
     env = verified.check(ENV)
@@ -62,7 +63,7 @@ def reproduce_run(run_path: str | Path, mode: str = "train", output_dir: str | P
     if mode == "train":
         new, report_dir = _retrain(original, orig_eval, output_dir, device, hf_token, registries, result)
         before = {**_train_metrics(original.metrics), **_eval_metrics(orig_eval)}
-        after = {**_train_metrics(new.metrics), **_eval_metrics(_read_eval(new.path / "eval" / "eval_results.json"))}
+        after = {**_train_metrics(new.metrics), **_eval_metrics(_read_eval(new.path / "eval"))}
         result.reproduced_run, result.output_dir = new.run_id, str(new.path)
     else:
         if orig_eval is None:
@@ -70,7 +71,7 @@ def reproduce_run(run_path: str | Path, mode: str = "train", output_dir: str | P
                                  "eval/eval_results.json (or use --mode train)")
         report_dir = Path(output_dir) if output_dir else original.path.parent / f"{original.run_id}.reproduce-eval"
         _evaluate_like(original.path, orig_eval, report_dir, device, hf_token, registries)
-        before, after = _eval_metrics(orig_eval), _eval_metrics(_read_eval(report_dir / "eval_results.json"))
+        before, after = _eval_metrics(orig_eval), _eval_metrics(_read_eval(report_dir))
         result.output_dir = str(report_dir)
     if not before:
         raise ReproduceError(f"{original.path}: the run records no metrics to compare")
@@ -97,10 +98,10 @@ def compare_metrics(before: dict[str, float | None], after: dict[str, float | No
     return rows
 
 
-def _retrain(original: Run, orig_eval: dict | None, output_dir: str | Path | None, device: str,
+def _retrain(original: Run, orig_eval: EvalResult | None, output_dir: str | Path | None, device: str,
              hf_token: str | None, registries: Any, result: ReproduceResult) -> tuple[Run, Path]:
-    from verifily_core.api import train
     from verifily_core.config import TrainConfig
+    from verifily_core.training import execute_plan, plan_training
 
     data = _unredacted(TrainConfig.from_yaml(original.path / "config.yaml").to_dict())
     data["output"].update({"dir": str(output_dir or original.path.parent), "name": f"reproduce-{original.run_id}",
@@ -113,53 +114,55 @@ def _retrain(original: Run, orig_eval: dict | None, output_dir: str | Path | Non
         data["dataset_version"] = ref
         result.notes.append(f"dataset_version {data['dataset_version'].split('@')[0]}@latest pinned to {ref}, the "
                             "version the run used (so the new run's config hash differs)")
-    new = train(data, hf_token=hf_token, registries=registries)
+    new = execute_plan(plan_training(data, registries=registries), hf_token=hf_token)
     if new.config_hash != original.config_hash and not pinned:
         result.notes.append(f"the reproduced run's config hash differs ({original.config_hash} vs {new.config_hash})")
     if new.data_hash != original.data_hash:
         result.notes.append(f"the reproduced run's data hash differs ({original.data_hash} vs {new.data_hash})")
     if orig_eval is not None:
-        done = _read_eval(new.path / "eval" / "eval_results.json")
+        done = _read_eval(new.path / "eval")
         if not _same_eval_options(orig_eval, done):
             _evaluate_like(new.path, orig_eval, new.path / "eval", device, hf_token, registries)
     return new, new.path / "eval"
 
 
-def _evaluate_like(run_path: Path, orig: dict, out: Path, device: str, hf_token: str | None, registries: Any) -> None:
+def _evaluate_like(run_path: Path, orig: EvalResult, out: Path, device: str, hf_token: str | None,
+                   registries: Any) -> None:
     """Evaluate ``run_path`` with the options of the original evaluation ``orig``."""
     from verifily_core.evaluator import evaluate
 
-    test = orig.get("test_data") or {}
+    test = orig.test_data or {}
     test_file = None if test.get("split") == "test" else test.get("path")
-    evaluate(run_path, test_data=test_file, metrics=orig.get("metrics") or None, slice_by=orig.get("slice_by") or [],
-             hard_examples=(orig.get("hard_examples") or {}).get("count"), output=out, device=device,
-             hf_token=hf_token, registries=registries)
+    evaluate(run_path, test_data=test_file, metrics=orig.metrics or None, slice_by=orig.slice_by,
+             hard_examples=len(orig.hard_examples), output=out, device=device, hf_token=hf_token,
+             registries=registries)
 
 
-def _same_eval_options(orig: dict, new: dict | None) -> bool:
+def _same_eval_options(orig: EvalResult, new: EvalResult | None) -> bool:
     if new is None:
         return False
-    return all(orig.get(k) == new.get(k) for k in ("metrics", "slice_by")) and \
-        (orig.get("test_data") or {}).get("sha256") == (new.get("test_data") or {}).get("sha256")
+    return (orig.metrics, orig.slice_by) == (new.metrics, new.slice_by) and \
+        (orig.test_data or {}).get("sha256") == (new.test_data or {}).get("sha256")
 
 
-def _read_eval(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
+def _read_eval(path: Path) -> EvalResult | None:
+    """The evaluation in ``path`` (a folder holding ``eval_results.json``), or ``None`` when there is none."""
+    if not (path / RESULTS_FILE).is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return load_eval_result(path)
 
 
 def _train_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {k: v for k, v in metrics.items() if _numeric(v) and not any(u in k for u in UNSTABLE)}
 
 
-def _eval_metrics(doc: dict[str, Any] | None) -> dict[str, float | None]:
+def _eval_metrics(result: EvalResult | None) -> dict[str, float | None]:
     """``test_<metric>`` overall and ``test_<metric>[<slice>]`` per slice."""
-    if doc is None:
+    if result is None:
         return {}
-    out = {f"test_{k}": v.get("value") for k, v in (doc.get("overall") or {}).get("metrics", {}).items()}
-    for name, block in (doc.get("slices") or {}).items():
-        out.update({f"test_{k}[{name}]": v.get("value") for k, v in (block.get("metrics") or {}).items()})
+    out = {f"test_{k}": v for k, v in result.overall.items()}
+    for name, values in result.slices.items():
+        out.update({f"test_{k}[{name}]": v for k, v in values.items()})
     return out
 
 
