@@ -27,7 +27,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from verifily_core.config import resolve_config
+    from verifily_core.config_loading import resolve_config
     from verifily_core.plugins import load_registries
     from verifily_core.testing import make_sft_rows
     from verifily_core.testing.tiny_models import build_tiny_model

@@ -7,7 +7,8 @@ from typing import Literal
 import attrs
 import pytest
 
-from verifily_core.config import TrainConfig, parse_override, redact, resolve_config
+from verifily_core.config import TrainConfig, redact
+from verifily_core.config_loading import parse_override, resolve_config
 from verifily_core.errors import ConfigError
 
 BASE = {"task": "sft", "base_model": "org/model", "data_paths": {"train": "train.jsonl"}}

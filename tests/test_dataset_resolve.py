@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from verifily_core.config import resolve_config
+from verifily_core.config_loading import resolve_config
 from verifily_core.datasets import DatasetStore, open_store, resolve_dataset, store_path
 from verifily_core.errors import ConfigError, DataError
 from verifily_core.plugins import load_registries

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from verifily_core.cli import cli
-from verifily_core.config import resolve_config
+from verifily_core.config_loading import resolve_config
 from verifily_core.datasets import DatasetStore, diff_versions, resolve_dataset, row_id, verify
 from verifily_core.errors import ConfigError, DataError
 from verifily_core.plugins import load_registries

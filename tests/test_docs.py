@@ -12,7 +12,8 @@ import attrs
 import pytest
 
 from verifily_core import hookspecs
-from verifily_core.config import RANGE_RULES, TrainConfig
+from verifily_core.config import TrainConfig
+from verifily_core.config_validation import RANGE_RULES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

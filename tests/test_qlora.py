@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from verifily_core.config import resolve_config
+from verifily_core.config_loading import resolve_config
 from verifily_core.errors import ConfigError
 
 

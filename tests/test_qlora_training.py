@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import verifily_qlora
-from verifily_core.config import resolve_config
+from verifily_core.config_loading import resolve_config
 from verifily_core.testing import make_classification_rows, make_sft_rows
 
 pytestmark = pytest.mark.slow

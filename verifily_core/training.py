@@ -12,7 +12,8 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
-from verifily_core.config import TrainConfig, resolve_config
+from verifily_core.config import TrainConfig
+from verifily_core.config_loading import resolve_config
 from verifily_core.errors import ConfigError
 from verifily_core.plugins import Registries
 

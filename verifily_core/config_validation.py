@@ -1,0 +1,124 @@
+"""The rules a resolved config must satisfy beyond its schema (core-spec.md section 8).
+
+Rule 6 (slice keys exist in the dataset's tags) needs the dataset and is checked when it
+is resolved. Every problem is a ``$.path: message`` line; the CLI reports the first one
+and how many more there are (exit code 1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from verifily_core.config import TrainConfig
+    from verifily_core.plugins import Registries
+
+TASKS_BUILTIN = ("sft", "classification")
+_DATASET_REF_RE = re.compile(r"^[\w.-]+@[\w.:-]+$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("training.num_epochs", lambda v: v > 0, "> 0"),
+    ("training.batch_size", lambda v: v >= 1, ">= 1"),
+    ("training.gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),
+    ("training.learning_rate", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("training.warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("training.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("training.max_grad_norm", lambda v: v > 0, "> 0"),
+    ("training.max_seq_length", lambda v: v >= 8, ">= 8"),
+    ("training.eval_steps", lambda v: v >= 1, ">= 1"),
+    ("training.save_steps", lambda v: v >= 1, ">= 1"),
+    ("training.logging_steps", lambda v: v >= 1, ">= 1"),
+    ("training.max_steps", lambda v: v == -1 or v >= 1, "-1 (off) or >= 1"),
+    ("training.early_stopping_patience", lambda v: v is None or v >= 1, ">= 1 or null"),
+    ("lora.r", lambda v: v >= 1, ">= 1"),
+    ("lora.alpha", lambda v: v >= 1, ">= 1"),
+    ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("eval.hard_examples", lambda v: v >= 0, ">= 0"),
+    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
+    ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("eval.bootstrap_resamples", lambda v: v >= 0, ">= 0 (0 turns intervals off)"),
+    ("eval.confidence_level", lambda v: 0 < v < 1, "in (0, 1)"),
+)
+"""``(config path, check of its value, the rule as docs/config.md states it)`` for numeric fields."""
+
+
+def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> list[str]:
+    """All validation problems of ``cfg`` as ``$.path: message`` lines.
+
+    :param registries: from :func:`verifily_core.plugins.load_registries`; with them plugin
+        names are checked too and every plugin's ``verifily_validate_config`` hook runs.
+    """
+    out: list[str] = []
+    tasks = registries.tasks if registries is not None else None
+    if tasks is not None and cfg.task not in tasks:
+        out.append(f"$.task: {tasks.unknown_message(cfg.task)}")
+    elif tasks is None and cfg.task not in TASKS_BUILTIN:
+        out.append(f"$.task: unknown task '{cfg.task}'; built-in tasks: {', '.join(TASKS_BUILTIN)}")
+    if not cfg.dataset_version and not (cfg.data_paths and cfg.data_paths.train):
+        out.append("$.dataset_version: set either dataset_version (id@version) or data_paths.train")
+    if cfg.dataset_version and not _DATASET_REF_RE.match(cfg.dataset_version):
+        out.append(
+            f"$.dataset_version: expected 'id@version' (e.g. ds_demo@v2 or ds_demo@latest), "
+            f"got '{cfg.dataset_version}'"
+        )
+    if cfg.lora.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        out.append(
+            f"$.lora.quantization: '{cfg.lora.quantization}' needs bitsandbytes, which is not "
+            "installed; run: pip install 'verifily-train[qlora]'"
+        )
+    if not _DEVICE_RE.match(cfg.compute.device):
+        out.append(f"$.compute.device: expected auto, cpu, mps, cuda or cuda:N, got '{cfg.compute.device}'")
+    out.extend(_base_model_problems(cfg.base_model))
+    out.extend(_range_problems(cfg))
+    for name, opts in cfg.eval.metric_options.items():
+        if not isinstance(opts, dict):
+            out.append(f"$.eval.metric_options.{name}: expected a mapping of options")
+    if registries is not None:
+        out.extend(_registry_problems(cfg, registries))
+        for result in registries.hook.verifily_validate_config(config=cfg):
+            out.extend(result or [])
+    return out
+
+
+def _base_model_problems(base_model: str) -> list[str]:
+    looks_local = base_model.startswith((".", "/", "~")) or Path(base_model).expanduser().exists()
+    if looks_local:
+        if not Path(base_model).expanduser().exists():
+            return [f"$.base_model: local path '{base_model}' does not exist"]
+        return []
+    if not _HUB_ID_RE.match(base_model):
+        return [f"$.base_model: '{base_model}' is neither an existing local path nor a Hub id like org/name"]
+    return []
+
+
+def _range_problems(cfg: TrainConfig) -> list[str]:
+    lo = cfg.lora
+    out = []
+    for path, ok, rule in RANGE_RULES:
+        section, _, key = path.partition(".")
+        if not ok(getattr(getattr(cfg, section), key)):
+            out.append(f"$.{path}: must be {rule}")
+    if isinstance(lo.target_modules, str) and lo.target_modules not in ("auto", "all-linear"):
+        out.append("$.lora.target_modules: expected 'auto', 'all-linear' or a list of module names")
+    if cfg.compute.fp16 and cfg.compute.bf16:
+        out.append("$.compute.fp16: fp16 and bf16 cannot both be true; set compute.bf16=false to use fp16")
+    if not cfg.lora.enabled and cfg.lora.quantization != "none":
+        out.append("$.lora.quantization: quantized training needs LoRA; set lora.enabled=true or quantization=none")
+    return out
+
+
+def _registry_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
+    out = []
+    if cfg.compute.mode not in regs.backends:
+        out.append(f"$.compute.mode: {regs.backends.unknown_message(cfg.compute.mode)}")
+    if cfg.model.loader != "auto" and cfg.model.loader not in regs.model_loaders:
+        out.append(f"$.model.loader: {regs.model_loaders.unknown_message(cfg.model.loader)}")
+    for i, name in enumerate(cfg.eval.metrics or []):
+        if name not in regs.metrics:
+            out.append(f"$.eval.metrics[{i}]: {regs.metrics.unknown_message(name)}")
+    return out
