@@ -10,6 +10,7 @@ import pytest
 from verifily_core.config import TrainConfig, redact
 from verifily_core.config_loading import parse_override, resolve_config
 from verifily_core.errors import ConfigError
+from verifily_core.plugins import load_registries, make_plugin_manager
 
 BASE = {"task": "sft", "base_model": "org/model", "data_paths": {"train": "train.jsonl"}}
 
@@ -77,8 +78,28 @@ def test_missing_required_top_level_field():
 def test_validation_rules(data, message):
     cfg = TrainConfig.from_dict(data)
     with pytest.raises(ConfigError) as err:
-        cfg.validate()
+        cfg.validate(load_registries())
     assert message in str(err.value)
+
+
+def test_task_names_come_from_the_registries():
+    from verifily_core import hookimpl
+    from verifily_core.interfaces import Task
+
+    class Regression(Task):
+        name = "regression"
+
+    class RegressionPlugin:
+        plugin_name = "regression-plugin"
+
+        @hookimpl
+        def verifily_register_tasks(self, registry):
+            registry.add(Regression())
+
+    cfg = TrainConfig.from_dict(with_(task="regression"))
+    assert cfg.problems(load_registries(make_plugin_manager(plugins=[RegressionPlugin()]))) == []
+    only_regression = load_registries(make_plugin_manager(entrypoints=False, plugins=[RegressionPlugin()]))
+    assert "$.task: unknown task 'sft'; available: regression" in TrainConfig.from_dict(BASE).problems(only_regression)
 
 
 def test_quantization_requires_bitsandbytes(monkeypatch):

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from verifily_core.config import TrainConfig
     from verifily_core.plugins import Registries
 
-TASKS_BUILTIN = ("sft", "classification")
 _DATASET_REF_RE = re.compile(r"^[\w.-]+@[\w.:-]+$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -50,15 +49,14 @@ RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> list[str]:
     """All validation problems of ``cfg`` as ``$.path: message`` lines.
 
-    :param registries: from :func:`verifily_core.plugins.load_registries`; with them plugin
-        names are checked too and every plugin's ``verifily_validate_config`` hook runs.
+    :param registries: from :func:`verifily_core.plugins.load_registries`. Plugin names
+        (``task``, ``compute.mode``, ``model.loader``, ``eval.metrics``) are checked against
+        them and every plugin's ``verifily_validate_config`` hook runs; without them only the
+        rules of the schema itself are checked.
     """
     out: list[str] = []
-    tasks = registries.tasks if registries is not None else None
-    if tasks is not None and cfg.task not in tasks:
-        out.append(f"$.task: {tasks.unknown_message(cfg.task)}")
-    elif tasks is None and cfg.task not in TASKS_BUILTIN:
-        out.append(f"$.task: unknown task '{cfg.task}'; built-in tasks: {', '.join(TASKS_BUILTIN)}")
+    if registries is not None and cfg.task not in registries.tasks:
+        out.append(f"$.task: {registries.tasks.unknown_message(cfg.task)}")
     if not cfg.dataset_version and not (cfg.data_paths and cfg.data_paths.train):
         out.append("$.dataset_version: set either dataset_version (id@version) or data_paths.train")
     if cfg.dataset_version and not _DATASET_REF_RE.match(cfg.dataset_version):
