@@ -109,7 +109,7 @@ def test_quantization_requires_bitsandbytes(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     cfg = TrainConfig.from_dict(with_(lora={"quantization": "4bit"}))
     with pytest.raises(ConfigError, match=r"\$\.lora\.quantization: '4bit' needs bitsandbytes"):
-        cfg.validate()
+        cfg.validate(load_registries())
 
 
 def test_precedence_flags_over_overrides_over_file(tmp_path):

@@ -108,6 +108,22 @@ def test_hooks_do_nothing_without_quantization(tmp_path):
     assert verifily_qlora.verifily_prepare_model(model=object(), config=cfg) is None
 
 
+def test_the_bitsandbytes_check_is_the_plugins_validate_hook(monkeypatch, tmp_path):
+    import importlib.util
+
+    import verifily_qlora
+    from verifily_core.plugins import make_plugin_manager
+
+    hook = make_plugin_manager(entrypoints=False, plugins=[verifily_qlora]).hook.verifily_validate_config
+    assert hook(config=_config(tmp_path, quantization="8bit")) == []  # bitsandbytes is installed here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    assert hook(config=_config(tmp_path, quantization="8bit")) == [[
+        "$.lora.quantization: '8bit' needs bitsandbytes, which is not installed; run: pip install 'verifily-train[qlora]'"
+    ]]
+    assert hook(config=_config(tmp_path, quantization="none")) == []
+
+
 def test_hooks_are_registered_and_discovery_imports_nothing_heavy():
     import subprocess
     import sys

@@ -7,7 +7,6 @@ and how many more there are (exit code 1).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -63,11 +62,6 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
         out.append(
             f"$.dataset_version: expected 'id@version' (e.g. ds_demo@v2 or ds_demo@latest), "
             f"got '{cfg.dataset_version}'"
-        )
-    if cfg.lora.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
-        out.append(
-            f"$.lora.quantization: '{cfg.lora.quantization}' needs bitsandbytes, which is not "
-            "installed; run: pip install 'verifily-train[qlora]'"
         )
     if not _DEVICE_RE.match(cfg.compute.device):
         out.append(f"$.compute.device: expected auto, cpu, mps, cuda or cuda:N, got '{cfg.compute.device}'")

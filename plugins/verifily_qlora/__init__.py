@@ -7,14 +7,29 @@ on CPU the 4-bit layers are kept trainable across evaluation passes. Guide: ``do
 
 Heavy imports happen in :mod:`verifily_qlora.loading` and :mod:`verifily_qlora.preparation`,
 imported only when a quantized model is loaded. That bitsandbytes is installed at all is
-checked by the core config validation, without importing it.
+checked when the config is validated (:func:`verifily_validate_config`), without importing it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
 from verifily_core import hookimpl
+
+if TYPE_CHECKING:
+    from verifily_core.config import TrainConfig
+
+
+@hookimpl
+def verifily_validate_config(config: TrainConfig) -> list[str] | None:
+    """A quantized config needs bitsandbytes installed (found without importing it)."""
+    if config.lora.quantization == "none" or importlib.util.find_spec("bitsandbytes") is not None:
+        return None
+    return [
+        f"$.lora.quantization: '{config.lora.quantization}' needs bitsandbytes, which is not "
+        "installed; run: pip install 'verifily-train[qlora]'"
+    ]
 
 
 @hookimpl
