@@ -41,6 +41,15 @@ def test_every_hook_section_names_its_arguments_and_firstresult(hook):
     assert ("(firstresult)" in heading.group(2)) == firstresult, f"{hook}: firstresult marking differs"
 
 
+def test_the_plugin_kinds_table_lists_every_kind_with_its_base_class_and_hook():
+    from verifily_core.plugins import PLUGIN_KINDS
+
+    text = (DOCS / "plugins.md").read_text()
+    table = text[text.index("## Plugin kinds"):text.index("## Hook reference")]
+    rows = set(re.findall(r"^\| [\w ]+ \| `([\w.]+)` \| `(verifily_register_\w+)` \|", table, re.M))
+    assert rows == {(f"{k.base.__module__}.{k.base.__qualname__}", k.hook_name) for k in PLUGIN_KINDS}
+
+
 def _attrs_fields(cls, prefix=""):
     """``(dotted path, attrs field, type hint, nested attrs class or None)`` for every field, depth first."""
     hints = typing.get_type_hints(cls)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 from verifily_core import hookimpl
 from verifily_core.errors import ConfigError
 from verifily_core.interfaces import Metric, Task
-from verifily_core.plugins import load_registries, make_plugin_manager
+from verifily_core.plugins import PLUGIN_KINDS, Registries, load_registries, make_plugin_manager
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "verifily-example-plugin"
 
@@ -82,6 +84,18 @@ def test_unknown_name_lists_the_available_ones():
     regs = load_registries(make_plugin_manager(entrypoints=False, plugins=[EchoPlugin()]))
     with pytest.raises(ConfigError, match=r"unknown metric 'echoo' \(did you mean 'echo'\?\); available: echo"):
         regs.metrics.get("echoo")
+
+
+def test_the_plugin_kinds_are_the_registries_fields_each_with_its_registration_hook():
+    from verifily_core import hookspecs, interfaces
+
+    assert [k.attribute for k in PLUGIN_KINDS] == [f.name for f in attrs.fields(Registries)][1:]
+    regs = load_registries(make_plugin_manager(entrypoints=False))
+    for kind in PLUGIN_KINDS:
+        assert getattr(interfaces, kind.base.__name__) is kind.base
+        assert list(inspect.signature(getattr(hookspecs, kind.hook_name)).parameters) == ["registry"]
+        assert regs.all()[kind.name] is getattr(regs, kind.attribute)
+        assert getattr(regs, kind.attribute).base is kind.base
 
 
 def test_block_env_var(monkeypatch):

@@ -269,11 +269,3 @@ class ComputeBackend(ABC):
     def run(self, job: "TrainJob") -> "Run":
         """Execute the job and return the completed :class:`~verifily_core.runs.Run`."""
 
-
-KINDS: dict[str, type] = {
-    "task": Task,
-    "model_loader": ModelLoader,
-    "metric": Metric,
-    "slicer": Slicer,
-    "backend": ComputeBackend,
-}

@@ -2,13 +2,19 @@
 
 Nothing here runs at import time. ``make_plugin_manager()`` loads the ``verifily``
 entry-point group (built-ins are registered there exactly like third-party plugins);
-``load_registries(pm)`` asks every plugin to fill the five typed registries.
+``load_registries(pm)`` asks every plugin to fill the typed registries.
+
+The plugin kinds are listed once, as the fields of :class:`Registries`: the attribute
+(``model_loaders``), the base class of its objects (``Registry[ModelLoader]``) and the
+kind's name (``model_loader``). :data:`PLUGIN_KINDS` is read from them, and each kind is
+registered through the hook ``verifily_register_<attribute>``.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import typing
 from typing import Any, Generic, Iterable, Iterator, TypeVar
 
 import attrs
@@ -16,7 +22,7 @@ import pluggy
 
 from verifily_core import hookspecs
 from verifily_core.errors import ConfigError
-from verifily_core.interfaces import KINDS, ComputeBackend, Metric, ModelLoader, Slicer, Task
+from verifily_core.interfaces import ComputeBackend, Metric, ModelLoader, Slicer, Task
 
 ENTRYPOINT_GROUP = "verifily"
 BLOCK_ENV = "VERIFILY_BLOCK_PLUGINS"
@@ -93,16 +99,25 @@ class Registry(Generic[T]):
         return len(self._items)
 
 
+_KIND = "verifily_kind"
+
+
 @attrs.frozen
 class Registries:
-    """The five registries filled by all loaded plugins, plus the manager that filled them."""
+    """One registry per plugin kind, filled by all loaded plugins, plus the manager that
+    filled them.
+
+    The fields after ``pm`` are the table of plugin kinds (see :data:`PLUGIN_KINDS`): a new
+    kind is one field here, a base class in :mod:`verifily_core.interfaces` and its
+    ``verifily_register_<field>`` hook in :mod:`verifily_core.hookspecs`.
+    """
 
     pm: pluggy.PluginManager
-    tasks: Registry[Task]
-    model_loaders: Registry[ModelLoader]
-    metrics: Registry[Metric]
-    slicers: Registry[Slicer]
-    backends: Registry[ComputeBackend]
+    tasks: Registry[Task] = attrs.field(metadata={_KIND: "task"})
+    model_loaders: Registry[ModelLoader] = attrs.field(metadata={_KIND: "model_loader"})
+    metrics: Registry[Metric] = attrs.field(metadata={_KIND: "metric"})
+    slicers: Registry[Slicer] = attrs.field(metadata={_KIND: "slicer"})
+    backends: Registry[ComputeBackend] = attrs.field(metadata={_KIND: "backend"})
 
     @property
     def hook(self) -> Any:
@@ -111,13 +126,42 @@ class Registries:
 
     def all(self) -> dict[str, Registry[Any]]:
         """Registries by kind name (``task``, ``model_loader``, ...)."""
-        return {
-            "task": self.tasks,
-            "model_loader": self.model_loaders,
-            "metric": self.metrics,
-            "slicer": self.slicers,
-            "backend": self.backends,
-        }
+        return {kind.name: getattr(self, kind.attribute) for kind in PLUGIN_KINDS}
+
+
+@attrs.frozen
+class PluginKind:
+    """One kind of plugin object, as a field of :class:`Registries` declares it."""
+
+    name: str
+    """The kind's name (``model_loader``), as ``verifily plugins`` prints it."""
+    base: type
+    """The class every registered object must be an instance of."""
+    attribute: str
+    """The :class:`Registries` attribute holding its registry (``model_loaders``)."""
+
+    @property
+    def label(self) -> str:
+        """The name in messages: ``unknown model loader 'x'``."""
+        return self.name.replace("_", " ")
+
+    @property
+    def hook_name(self) -> str:
+        """The registration hook (``verifily_register_model_loaders``)."""
+        return f"verifily_register_{self.attribute}"
+
+
+def _plugin_kinds() -> tuple[PluginKind, ...]:
+    hints = typing.get_type_hints(Registries)
+    return tuple(
+        PluginKind(name=f.metadata[_KIND], base=typing.get_args(hints[f.name])[0], attribute=f.name)
+        for f in attrs.fields(Registries)
+        if _KIND in f.metadata
+    )
+
+
+PLUGIN_KINDS: tuple[PluginKind, ...] = _plugin_kinds()
+"""Every plugin kind, in the order of the :class:`Registries` fields."""
 
 
 def blocked_plugins() -> list[str]:
@@ -148,15 +192,6 @@ def make_plugin_manager(entrypoints: bool = True, plugins: Iterable[Any] = ()) -
     return pm
 
 
-_REGISTER_HOOKS = {
-    "task": "verifily_register_tasks",
-    "model_loader": "verifily_register_model_loaders",
-    "metric": "verifily_register_metrics",
-    "slicer": "verifily_register_slicers",
-    "backend": "verifily_register_backends",
-}
-
-
 def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
     """Ask every plugin to register its objects and return the filled registries.
 
@@ -164,21 +199,15 @@ def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
     error can name both plugins.
     """
     pm = pm or make_plugin_manager()
-    regs: dict[str, Registry[Any]] = {kind: Registry(kind.replace("_", " "), base) for kind, base in KINDS.items()}
-    for kind, hook_name in _REGISTER_HOOKS.items():
-        registry = regs[kind]
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+    registries: dict[str, Registry[Any]] = {}
+    for kind in PLUGIN_KINDS:
+        registry: Registry[Any] = Registry(kind.label, kind.base)
+        for impl in getattr(pm.hook, kind.hook_name).get_hookimpls():
             registry._current_plugin = impl.plugin_name
             impl.function(**{arg: registry for arg in impl.argnames if arg == "registry"})
         registry._current_plugin = "<direct>"
-    return Registries(
-        pm=pm,
-        tasks=regs["task"],
-        model_loaders=regs["model_loader"],
-        metrics=regs["metric"],
-        slicers=regs["slicer"],
-        backends=regs["backend"],
-    )
+        registries[kind.attribute] = registry
+    return Registries(pm=pm, **registries)
 
 
 def collect_commands(pm: pluggy.PluginManager, reserved: Iterable[str] = ()) -> dict[str, tuple[str, Any]]:
