@@ -14,7 +14,7 @@ import pytest
 from verifily_core import hookimpl
 from verifily_core.errors import ConfigError
 from verifily_core.interfaces import Metric, Task
-from verifily_core.plugins import PLUGIN_KINDS, Registries, load_registries, make_plugin_manager
+from verifily_core.plugins import DIRECT, PLUGIN_KINDS, Registries, Registry, load_registries, make_plugin_manager
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "verifily-example-plugin"
 
@@ -84,6 +84,43 @@ def test_unknown_name_lists_the_available_ones():
     regs = load_registries(make_plugin_manager(entrypoints=False, plugins=[EchoPlugin()]))
     with pytest.raises(ConfigError, match=r"unknown metric 'echoo' \(did you mean 'echo'\?\); available: echo"):
         regs.metrics.get("echoo")
+
+
+def test_registrations_go_through_pluggy_one_plugin_at_a_time():
+    class OtherEcho(_Echo):
+        name = "echo2"
+
+    class OtherPlugin:
+        plugin_name = "other-plugin"
+
+        @hookimpl
+        def verifily_register_metrics(self, registry):
+            registry.add(OtherEcho())
+
+    class Wrapper:
+        plugin_name = "wrapper"
+        seen = []
+
+        @hookimpl(wrapper=True)
+        def verifily_register_metrics(self, registry):
+            before = set(registry.names())
+            yield
+            self.seen.append(sorted(set(registry.names()) - before))
+
+    regs = load_registries(make_plugin_manager(entrypoints=False, plugins=[EchoPlugin(), OtherPlugin(), Wrapper()]))
+    assert Wrapper.seen == [["echo"], ["echo2"]]
+    assert (regs.metrics.owner("echo"), regs.metrics.owner("echo2")) == ("echo-plugin", "other-plugin")
+
+
+def test_a_registry_attributes_additions_to_the_plugin_named_in_the_block():
+    registry = Registry("metric", Metric)
+    with registry.on_behalf_of("echo-plugin") as same:
+        same.add(_Echo())
+    registry.add(_Echo(), name="echo-again")
+    assert registry.owner("echo") == "echo-plugin" and registry.owner("echo-again") == DIRECT
+    with pytest.raises(ConfigError, match="registered twice: by plugin 'echo-plugin' and by plugin 'late'"):
+        with registry.on_behalf_of("late"):
+            registry.add(_Echo())
 
 
 def test_the_plugin_kinds_are_the_registries_fields_each_with_its_registration_hook():

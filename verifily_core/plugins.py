@@ -12,6 +12,7 @@ registered through the hook ``verifily_register_<attribute>``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import typing
@@ -27,6 +28,8 @@ from verifily_core.interfaces import ComputeBackend, Metric, ModelLoader, Slicer
 ENTRYPOINT_GROUP = "verifily"
 BLOCK_ENV = "VERIFILY_BLOCK_PLUGINS"
 """Comma-separated plugin names (entry-point names) that must not be loaded."""
+DIRECT = "<direct>"
+"""The owner of objects added to a registry outside :meth:`Registry.on_behalf_of`."""
 
 T = TypeVar("T")
 
@@ -43,25 +46,35 @@ class Registry(Generic[T]):
         self.base = base
         self._items: dict[str, T] = {}
         self._owners: dict[str, str] = {}
-        self._current_plugin = "<direct>"
+        self._plugin = DIRECT
+
+    @contextlib.contextmanager
+    def on_behalf_of(self, plugin: str) -> Iterator[Registry[T]]:
+        """Attribute what is added inside the ``with`` block to ``plugin`` (in
+        :meth:`owner`, :meth:`by_plugin` and error messages)."""
+        previous, self._plugin = self._plugin, plugin
+        try:
+            yield self
+        finally:
+            self._plugin = previous
 
     def add(self, obj: T, name: str | None = None) -> None:
         """Register ``obj`` under ``name`` (default: ``obj.name``)."""
         if not isinstance(obj, self.base):
             raise ConfigError(
-                f"plugin '{self._current_plugin}' registered {obj!r} as a {self.kind}, "
+                f"plugin '{self._plugin}' registered {obj!r} as a {self.kind}, "
                 f"but it is not a {self.base.__module__}.{self.base.__qualname__}"
             )
         name = name or getattr(obj, "name", None)
         if not name:
-            raise ConfigError(f"plugin '{self._current_plugin}' registered a {self.kind} without a name")
+            raise ConfigError(f"plugin '{self._plugin}' registered a {self.kind} without a name")
         if name in self._items:
             raise ConfigError(
                 f"{self.kind} '{name}' is registered twice: by plugin '{self._owners[name]}' "
-                f"and by plugin '{self._current_plugin}'; block one with {BLOCK_ENV}"
+                f"and by plugin '{self._plugin}'; block one with {BLOCK_ENV}"
             )
         self._items[name] = obj
-        self._owners[name] = self._current_plugin
+        self._owners[name] = self._plugin
 
     def get(self, name: str) -> T:
         """Return the object named ``name`` or raise a ConfigError listing what exists."""
@@ -192,20 +205,32 @@ def make_plugin_manager(entrypoints: bool = True, plugins: Iterable[Any] = ()) -
     return pm
 
 
+def each_plugin(pm: pluggy.PluginManager, hook_name: str) -> Iterator[tuple[str, Any]]:
+    """``(plugin name, that plugin's own caller of the hook)`` for every plugin implementing
+    ``hook_name``, in registration order, so results can be attributed to their plugin.
+
+    The callers come from ``pm.subset_hook_caller``: pluggy still checks the arguments and
+    runs hook wrappers around each plugin's call.
+    """
+    impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+    for impl in impls:
+        others = [other.plugin for other in impls if other is not impl]
+        yield impl.plugin_name, pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+
 def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
     """Ask every plugin to register its objects and return the filled registries.
 
-    Each registration hook implementation is called on its own, so a duplicate name
-    error can name both plugins.
+    Each plugin's registration hook is called on its own, so a duplicate name error can
+    name both plugins.
     """
     pm = pm or make_plugin_manager()
     registries: dict[str, Registry[Any]] = {}
     for kind in PLUGIN_KINDS:
         registry: Registry[Any] = Registry(kind.label, kind.base)
-        for impl in getattr(pm.hook, kind.hook_name).get_hookimpls():
-            registry._current_plugin = impl.plugin_name
-            impl.function(**{arg: registry for arg in impl.argnames if arg == "registry"})
-        registry._current_plugin = "<direct>"
+        for plugin, call in each_plugin(pm, kind.hook_name):
+            with registry.on_behalf_of(plugin):
+                call(registry=registry)
         registries[kind.attribute] = registry
     return Registries(pm=pm, **registries)
 
