@@ -135,6 +135,24 @@ def test_the_plugin_kinds_are_the_registries_fields_each_with_its_registration_h
         assert getattr(regs, kind.attribute).base is kind.base
 
 
+def test_hookspec_arguments_are_typed_with_classes_that_exist():
+    """The spec annotations (imported for type checkers only) resolve to real classes."""
+    import ast
+    import typing
+
+    from verifily_core import hookspecs
+
+    tree = ast.parse(inspect.getsource(hookspecs))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    namespace = dict(vars(hookspecs))
+    exec(compile(ast.Module(body=block.body, type_ignores=[]), "hookspecs", "exec"), namespace)
+    for name, spec in inspect.getmembers(hookspecs, inspect.isfunction):
+        if name.startswith("verifily_"):
+            hints = typing.get_type_hints(spec, globalns=namespace)
+            assert set(inspect.signature(spec).parameters) <= set(hints), f"{name} has an untyped argument"
+            assert all(hint is not typing.Any for arg, hint in hints.items() if arg != "return"), name
+
+
 def test_block_env_var(monkeypatch):
     monkeypatch.setenv("VERIFILY_BLOCK_PLUGINS", "managed, echo-plugin")
     regs = load_registries(make_plugin_manager(plugins=[EchoPlugin()]))

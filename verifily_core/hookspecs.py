@@ -8,13 +8,26 @@ Conventions (see ``docs/plugins.md``):
   registry; a name registered twice is an error naming both plugins;
 * ``firstresult`` hooks answer a one-answer question; built-ins implement them with
   ``trylast=True`` so a third-party plugin's answer wins.
+
+Argument types are imported for type checkers only: importing this module stays cheap
+(no torch or transformers).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
+
+    from verifily_core.config import TrainConfig
+    from verifily_core.interfaces import ComputeBackend, Metric, ModelLoader, Slicer, Task
+    from verifily_core.plugins import Registry
+    from verifily_core.runs import Run
 
 PROJECT = "verifily"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -25,7 +38,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def verifily_register_tasks(registry: Any) -> None:
+def verifily_register_tasks(registry: Registry[Task]) -> None:
     """Register task objects (:class:`verifily_core.interfaces.Task`).
 
     :param registry: call ``registry.add(TaskInstance())``; the name comes from ``.name``.
@@ -33,7 +46,7 @@ def verifily_register_tasks(registry: Any) -> None:
 
 
 @hookspec
-def verifily_register_model_loaders(registry: Any) -> None:
+def verifily_register_model_loaders(registry: Registry[ModelLoader]) -> None:
     """Register model loaders (:class:`verifily_core.interfaces.ModelLoader`).
 
     :param registry: call ``registry.add(LoaderInstance())``.
@@ -41,7 +54,7 @@ def verifily_register_model_loaders(registry: Any) -> None:
 
 
 @hookspec
-def verifily_register_metrics(registry: Any) -> None:
+def verifily_register_metrics(registry: Registry[Metric]) -> None:
     """Register metrics (:class:`verifily_core.interfaces.Metric`), selectable by name in
     ``eval.metrics`` and ``verifily eval --metrics``.
 
@@ -50,7 +63,7 @@ def verifily_register_metrics(registry: Any) -> None:
 
 
 @hookspec
-def verifily_register_slicers(registry: Any) -> None:
+def verifily_register_slicers(registry: Registry[Slicer]) -> None:
     """Register slicers (:class:`verifily_core.interfaces.Slicer`).
 
     :param registry: call ``registry.add(SlicerInstance())``.
@@ -58,7 +71,7 @@ def verifily_register_slicers(registry: Any) -> None:
 
 
 @hookspec
-def verifily_register_backends(registry: Any) -> None:
+def verifily_register_backends(registry: Registry[ComputeBackend]) -> None:
     """Register compute backends (:class:`verifily_core.interfaces.ComputeBackend`),
     selected by ``compute.mode``.
 
@@ -70,7 +83,7 @@ def verifily_register_backends(registry: Any) -> None:
 
 
 @hookspec(firstresult=True)
-def verifily_select_model_loader(task: str, model_config: Any, config: Any) -> str | None:
+def verifily_select_model_loader(task: str, model_config: PretrainedConfig, config: TrainConfig) -> str | None:
     """Name the model loader for a base model, or return ``None`` to pass.
 
     Called only when ``model.loader`` is ``auto``. The first non-``None`` answer wins;
@@ -87,7 +100,7 @@ def verifily_select_model_loader(task: str, model_config: Any, config: Any) -> s
 
 
 @hookspec
-def verifily_validate_config(config: Any) -> list[str] | None:
+def verifily_validate_config(config: TrainConfig) -> list[str] | None:
     """Check a resolved config beyond its schema, without importing heavy libraries.
 
     :param config: the resolved :class:`verifily_core.config.TrainConfig`.
@@ -97,7 +110,7 @@ def verifily_validate_config(config: Any) -> list[str] | None:
 
 
 @hookspec
-def verifily_model_init_kwargs(config: Any, device: str) -> dict[str, Any] | None:
+def verifily_model_init_kwargs(config: TrainConfig, device: str) -> dict[str, Any] | None:
     """Contribute keyword arguments to ``from_pretrained`` of the base model
     (e.g. ``quantization_config``). Results of all plugins are merged; a key given by
     two plugins is an error.
@@ -108,7 +121,7 @@ def verifily_model_init_kwargs(config: Any, device: str) -> dict[str, Any] | Non
 
 
 @hookspec
-def verifily_prepare_model(model: Any, config: Any) -> None:
+def verifily_prepare_model(model: PreTrainedModel, config: TrainConfig) -> None:
     """Prepare a freshly loaded base model before LoRA is applied (e.g.
     ``prepare_model_for_kbit_training``). Called on every plugin, in place.
 
@@ -138,7 +151,7 @@ def verifily_register_commands(cli: Any) -> None:
 
 
 @hookspec
-def verifily_trainer_callbacks(config: Any, run_dir: Any) -> list[Any] | None:
+def verifily_trainer_callbacks(config: TrainConfig, run_dir: Path) -> list[TrainerCallback] | None:
     """Return extra ``transformers.TrainerCallback`` objects (trackers, custom logging).
 
     :param config: the resolved :class:`verifily_core.config.TrainConfig`.
@@ -147,7 +160,7 @@ def verifily_trainer_callbacks(config: Any, run_dir: Any) -> list[Any] | None:
 
 
 @hookspec
-def verifily_run_written(run: Any) -> None:
+def verifily_run_written(run: Run) -> None:
     """Called after a completed run directory is written and sealed, e.g. to upload or
     index it. Must not modify the directory.
 

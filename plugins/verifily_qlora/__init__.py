@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from verifily_core import hookimpl
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from verifily_core.config import TrainConfig
 
 
@@ -33,7 +35,7 @@ def verifily_validate_config(config: TrainConfig) -> list[str] | None:
 
 
 @hookimpl
-def verifily_model_init_kwargs(config: Any, device: str) -> dict[str, Any] | None:
+def verifily_model_init_kwargs(config: TrainConfig, device: str) -> dict[str, Any] | None:
     """``quantization_config`` and ``device_map`` for ``from_pretrained`` when quantizing;
     a ConfigError when bitsandbytes cannot run the quantized layers on ``device``."""
     if config.lora.quantization == "none":
@@ -44,7 +46,7 @@ def verifily_model_init_kwargs(config: Any, device: str) -> dict[str, Any] | Non
 
 
 @hookimpl
-def verifily_prepare_model(model: Any, config: Any) -> None:
+def verifily_prepare_model(model: PreTrainedModel, config: TrainConfig) -> None:
     """``prepare_model_for_kbit_training`` and the CPU 4-bit gradient fix, for quantized models."""
     if config.lora.quantization == "none":
         return
