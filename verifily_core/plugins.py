@@ -192,8 +192,8 @@ def make_plugin_manager(entrypoints: bool = True, plugins: Iterable[Any] = ()) -
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    for name in blocked_plugins():
-        pm.set_blocked(name)
+    for blocked in blocked_plugins():
+        pm.set_blocked(blocked)
     if entrypoints:
         pm.load_setuptools_entrypoints(ENTRYPOINT_GROUP)
     for plugin in plugins:
