@@ -4,8 +4,9 @@ Conventions (see ``docs/plugins.md``):
 
 * hooks are always called with keyword arguments; an implementation may accept
   fewer arguments than the spec lists, so specs can grow without breaking plugins;
-* the ``verifily_register_*`` hooks are called once per plugin with a typed
-  registry; a name registered twice is an error naming both plugins;
+* the ``verifily_register_*`` hooks are called once per plugin, so what each adds is
+  attributed to it: a plugin kind's hook gets a typed registry, and a name registered
+  twice is an error naming both plugins;
 * ``firstresult`` hooks answer a one-answer question; built-ins implement them with
   ``trylast=True`` so a third-party plugin's answer wins.
 
@@ -22,6 +23,7 @@ import pluggy
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import click
     from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
 
     from verifily_core.config import TrainConfig
@@ -134,7 +136,7 @@ def verifily_prepare_model(model: PreTrainedModel, config: TrainConfig) -> None:
 
 
 @hookspec
-def verifily_register_commands(cli: Any) -> None:
+def verifily_register_commands(cli: click.Group) -> None:
     """Add commands to the ``verifily`` command line (e.g. ``verifily hpo`` of a search plugin).
 
     Called only when a command that is not built in is looked up, or when ``verifily --help``

@@ -246,12 +246,9 @@ def collect_commands(pm: pluggy.PluginManager, reserved: Iterable[str] = ()) -> 
 
     owners = {name: "verifily (built in)" for name in reserved}
     commands: dict[str, tuple[str, Any]] = {}
-    hook = pm.hook.verifily_register_commands
-    plugins = {impl.plugin_name: impl.plugin for impl in hook.get_hookimpls()}
-    for name in plugins:
+    for name, call in each_plugin(pm, "verifily_register_commands"):
         group = click.Group()
-        others = [p for other, p in plugins.items() if other != name]
-        pm.subset_hook_caller("verifily_register_commands", remove_plugins=others)(cli=group)
+        call(cli=group)
         for cmd_name, cmd in group.commands.items():
             if cmd_name in owners:
                 raise ConfigError(f"plugin '{name}' adds the command '{cmd_name}', which {owners[cmd_name]} "
