@@ -231,6 +231,11 @@ class Metric(ABC):
         return the file names written."""
         return []
 
+    def render_details(self, details: Mapping[str, Any]) -> list[str]:
+        """Optional: lines that show a non-scalar result in the terminal report of ``verifily
+        eval`` (e.g. a small confusion matrix); none by default."""
+        return []
+
 
 class Slicer(ABC):
     """Partitions evaluation records into named slices (``source=human``, ...).

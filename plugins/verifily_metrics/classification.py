@@ -16,6 +16,9 @@ from typing import Any, Mapping, Sequence
 from verifily_core.interfaces import Metric
 from verifily_metrics.base import MeanMetric
 
+MAX_TABLE_LABELS = 10
+"""Confusion matrices with more labels are not printed in the terminal report."""
+
 OTHER = "<other>"
 
 
@@ -170,6 +173,20 @@ class ConfusionMatrix(Metric):
         from verifily_metrics.plots import write_confusion_png
 
         return write_confusion_png(details, out_dir)
+
+    def render_details(self, details: Mapping[str, Any]) -> list[str]:
+        """The matrix as a text table (up to ``MAX_TABLE_LABELS`` labels; larger ones are in the PNG)."""
+        if not isinstance(details, Mapping) or len(details.get("labels") or ()) > MAX_TABLE_LABELS:
+            return []
+        rows = [str(x) for x in details["labels"]]
+        cols = [str(x) for x in details.get("columns") or details["labels"]]
+        cells = [[str(c) for c in row] for row in details["matrix"]]
+        w = max([len(x) for x in rows + cols] + [len(c) for row in cells for c in row])
+        lines = ["", "  Confusion matrix (rows: true, columns: predicted):",
+                 "    " + " " * w + "".join(f"  {c:>{w}}" for c in cols)]
+        for name, row in zip(rows, cells):
+            lines.append(f"    {name:<{w}}" + "".join(f"  {c:>{w}}" for c in row))
+        return lines
 
 
 class ClassificationReport(Metric):

@@ -8,7 +8,6 @@ from typing import Any
 
 from verifily_core.evaluation.result import HARD_FILE, NOTE, RESULTS_FILE, EvalResult, MetricValue
 
-MAX_MATRIX_LABELS = 10
 MAX_OVER_LINES = 3
 
 
@@ -37,7 +36,8 @@ def fmt_metric(name: str, mv: MetricValue) -> str:
 
 
 def render_eval(result: EvalResult, output_dir: str | Path | None = None) -> str:
-    """The human report: overall metrics, slices, confusion matrix, hard examples, the note."""
+    """The human report: overall metrics, slices, what metrics show of non-scalar results (e.g.
+    a confusion matrix), hard examples, the note."""
     out_dir = output_dir or result.output_dir
     source = f" ({result.test_data_path})" if result.test_data_path else ""
     lines = [f"Evaluation: {result.run_id or '(no run)'}", f"  Test set: {result.num_examples} examples{source}",
@@ -48,7 +48,9 @@ def render_eval(result: EvalResult, output_dir: str | Path | None = None) -> str
         lines.append(f"    {name + ':':<{width}}  {fmt_value(mv.value):<8} {fmt_interval(mv)}".rstrip() + extra)
     for spec, group in groupby(result.slice_results.values(), key=lambda s: s.spec):
         lines += ["", f"  Sliced by [{spec}]:"] + _slice_lines(list(group))
-    lines += _confusion_lines(result.details.get("confusion_matrix"))
+    for name, details in result.details.items():  # non-scalar results the metric itself can show
+        metric = result.metric_objects.get(name)
+        lines += metric.render_details(details) if metric is not None else []
     lines += [""] + _hard_lines(result, out_dir)
     conf = result.confidence
     if conf.get("resamples"):
@@ -83,16 +85,3 @@ def _hard_lines(result: EvalResult, out_dir: str | Path | None) -> list[str]:
     if out_dir:
         lines.append(f"  Full results: {Path(out_dir) / RESULTS_FILE}")
     return lines + [""]
-
-
-def _confusion_lines(cm: Any) -> list[str]:
-    if not isinstance(cm, dict) or len(cm.get("labels") or ()) > MAX_MATRIX_LABELS:
-        return []
-    rows, cols = [str(x) for x in cm["labels"]], [str(x) for x in cm.get("columns") or cm["labels"]]
-    cells = [[str(c) for c in row] for row in cm["matrix"]]
-    w = max([len(x) for x in rows + cols] + [len(c) for row in cells for c in row])
-    lines = ["", "  Confusion matrix (rows: true, columns: predicted):",
-             "    " + " " * w + "".join(f"  {c:>{w}}" for c in cols)]
-    for name, row in zip(rows, cells):
-        lines.append(f"    {name:<{w}}" + "".join(f"  {c:>{w}}" for c in row))
-    return lines
