@@ -5,7 +5,6 @@ Heavy libraries are imported inside the functions.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,7 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(peft|bitsandbytes)\..*")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"peft\..*")
 
 
 def resolve_device(requested: str) -> str:

@@ -6,6 +6,7 @@ Imports torch, transformers and bitsandbytes; imported only when a quantized mod
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -13,6 +14,8 @@ import torch
 from verifily_core.errors import ConfigError
 
 log = logging.getLogger("verifily.qlora")
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # optional CPU kernels it reports missing
+warnings.filterwarnings("ignore", category=UserWarning, module=r"bitsandbytes\..*")
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SEQ_CLS_HEADS = ("classifier", "score", "pooler")
