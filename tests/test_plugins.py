@@ -276,3 +276,25 @@ def test_pip_installed_backend_trains_a_run(installed_example, tmp_path, tiny_ll
     assert "Run completed: run_" in res.stdout
     meta = json.loads(next((tmp_path / "runs").glob("run_*/run_meta.json")).read_text())
     assert meta["status"] == "completed"
+
+
+def test_help_lists_plugin_commands_from_an_index_rebuilt_when_plugins_change(tmp_path, monkeypatch):
+    """`verifily --help` reads the plugin-command index while its fingerprint matches, else reloads."""
+    from click.testing import CliRunner
+
+    from verifily_core.cli import cli
+    from verifily_core.command_index import INDEX_FILE, fingerprint
+
+    monkeypatch.setenv("VERIFILY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("VERIFILY_BLOCK_PLUGINS", raising=False)
+    first = CliRunner().invoke(cli, ["--help"])
+    assert first.exit_code == 0 and "  train " in first.stdout
+    index = json.loads((tmp_path / INDEX_FILE).read_text())
+    assert index == {"fingerprint": fingerprint(), "commands": {}}  # the built-in plugins add no commands
+    forged = {"fingerprint": index["fingerprint"], "commands": {"ghost": "A command only the index knows."}}
+    (tmp_path / INDEX_FILE).write_text(json.dumps(forged))
+    assert "  ghost      A command only the index knows." in CliRunner().invoke(cli, ["--help"]).stdout
+    # blocking a plugin changes what is installed: the index is rebuilt from the plugins
+    monkeypatch.setenv("VERIFILY_BLOCK_PLUGINS", "metrics")
+    assert "ghost" not in CliRunner().invoke(cli, ["--help"]).stdout
+    assert json.loads((tmp_path / INDEX_FILE).read_text()) == {"fingerprint": fingerprint(), "commands": {}}

@@ -39,16 +39,13 @@ EXIT_BROKEN_PIPE = 141
 
 class LazyGroup(click.Group):
     """A click group whose built-in subcommands are imported on first use; commands of plugins
-    (the ``verifily_register_commands`` hook) are collected only when a name that is not built
-    in is looked up, or when the commands are listed."""
+    (the ``verifily_register_commands`` hook) are collected when a name that is not built in is
+    looked up. Listing them (``verifily --help``) reads the index of
+    :mod:`verifily_core.command_index`, which loads the plugins only when what is installed changed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         builtin = [name for name, (module, _, _) in COMMANDS.items() if _module_exists(module)]
-        try:
-            return builtin + sorted(plugin_commands(ctx))
-        except VerifilyTrainError as exc:  # listing (--help) still works; running a command reports it
-            click.echo(f"Warning: {exc}", err=True)
-            return builtin
+        return builtin + sorted(plugin_command_help(ctx))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
@@ -59,10 +56,8 @@ class LazyGroup(click.Group):
         return getattr(import_module(module), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        names = self.list_commands(ctx)
-        found = plugin_commands(ctx) if len(names) > len(COMMANDS) else {}
-        rows = [(name, COMMANDS[name][2] if name in COMMANDS else found[name].get_short_help_str(60))
-                for name in names]
+        found = plugin_command_help(ctx)
+        rows = [(name, COMMANDS[name][2] if name in COMMANDS else found[name]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -95,8 +90,34 @@ def plugin_commands(ctx: click.Context) -> dict[str, click.Command]:
 
     :raises ConfigError: a plugin's command takes a name already in use (both are named).
     """
+    return {name: cmd for name, (_, cmd) in _state(ctx).commands().items()}
+
+
+def plugin_command_help(ctx: click.Context) -> dict[str, str]:
+    """``{name: one-line help}`` of plugin commands, for listings; a plugin whose command clashes
+    is reported as a warning (running a command reports it as an error)."""
+    state = _state(ctx)
+    if state.command_help is None:
+        from verifily_core.command_index import cached_command_help
+
+        def build() -> dict[str, str]:
+            return {name: cmd.get_short_help_str(60) for name, cmd in plugin_commands(ctx).items()}
+
+        try:
+            state.command_help = cached_command_help(build)
+        except VerifilyTrainError as exc:
+            click.echo(f"Warning: {exc}", err=True)
+            state.command_help = {}
+    return state.command_help
+
+
+def _state(ctx: click.Context) -> "GlobalState":
+    """The context's state; before the group's options are parsed (``verifily --help``), a
+    default one kept in the root context's ``meta``."""
     state = ctx.find_object(GlobalState)
-    return {name: cmd for name, (_, cmd) in (state or GlobalState.default()).commands().items()}
+    if state is None:
+        state = ctx.find_root().meta.setdefault("verifily.state", GlobalState(None, None, "INFO", True))
+    return state
 
 
 def _module_exists(module: str) -> bool:
@@ -124,11 +145,7 @@ class GlobalState:
         self.verbose = log_level == "DEBUG"
         self._registries: Any = None
         self._commands: dict[str, tuple[str, click.Command]] | None = None
-
-    @classmethod
-    def default(cls) -> "GlobalState":
-        """The state before the group's options are parsed (``verifily --help``)."""
-        return cls(None, None, "INFO", True)
+        self.command_help: dict[str, str] | None = None
 
     @property
     def registries(self) -> Any:
