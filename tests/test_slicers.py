@@ -118,3 +118,12 @@ def test_slicer_returning_bad_indices_is_an_eval_error():
 
     with pytest.raises(EvalError, match="slicer 'bad' returned an index outside"):
         compute_slices(_rows(), parse_slice_by("bad:x"), {"bad": Bad()})
+
+
+def test_dataset_diffs_label_tag_values_as_slices_are_named():
+    """A bool, a number, a list and a null tag: the diff's labels are the slice names the tag slicer makes."""
+    from verifily_core.slices import tag_labels
+
+    rows = [{"tags": {"gold": True, "n": 3, "topics": ["a", "b"], "src": None}}]
+    names = set(TagSlicer().slices(rows, ["gold", "n", "topics", "src"]))
+    assert set(tag_labels(rows[0]["tags"])) == names == {"gold=true", "n=3", "topics=a", "topics=b", "src=<missing>"}

@@ -186,13 +186,14 @@ def show_dataset(ref: str, store: str | None = None) -> tuple[Any, dict[str, dic
     from collections import Counter
 
     from verifily_core.datasets import open_store
+    from verifily_core.slices import tag_labels
 
     dv = open_store(store).get(ref)
     counts: dict[str, dict[str, int]] = {}
     for f in dv.files:
         c: Counter[str] = Counter()
         for row in dv.iter_rows(f.split):
-            c.update(f"{k}={v}" for k, v in (row.get("tags") or {}).items())
+            c.update(tag_labels(row.get("tags")))
         counts[f.split] = dict(sorted(c.items()))
     return dv, counts
 

@@ -10,14 +10,17 @@ Slice specs (a comma-separated list makes ``--slice-by``; the same strings go in
   ``ARG`` is split on ``&``/``+`` into the keys that slicer receives.
 
 Slice names are ``key=value`` pairs joined by ``&`` (``source=human&difficulty=hard``); a value
-may itself contain ``=`` but not ``&``. Slicers build names with :func:`slice_name`; readers
-take names apart with :func:`slice_keys`.
+may itself contain ``=`` but not ``&``. A tag value is written as :func:`tag_value_texts` says:
+strings as they are, other JSON values as JSON (``true``, ``3``), each element of a list on its
+own, ``<missing>`` for an absent key or ``null``. Slicers build names with :func:`slice_name`;
+readers take names apart with :func:`slice_keys`; dataset diffs label tag values the same way.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import attrs
 
@@ -82,6 +85,19 @@ def parse_slice_by(items: str | Sequence[str] | None) -> list[SliceSpec]:
 def slice_name(pairs: Sequence[tuple[str, str]]) -> str:
     """``[("source", "human"), ("difficulty", "hard")]`` -> ``source=human&difficulty=hard``."""
     return PAIR_SEPARATOR.join(f"{key}={value}" for key, value in pairs)
+
+
+def tag_value_texts(value: Any) -> list[str]:
+    """The texts of one tag value in slice names (see the module docstring)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = [v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+           for v in items if v is not None]
+    return list(dict.fromkeys(out)) or [MISSING]
+
+
+def tag_labels(tags: Mapping[str, Any] | None) -> list[str]:
+    """``key=value`` for every value of every tag of a row, keys sorted (``source=human``, ...)."""
+    return [slice_name([(k, text)]) for k, v in sorted((tags or {}).items()) for text in tag_value_texts(v)]
 
 
 def slice_keys(name: str) -> tuple[str, ...]:

@@ -8,25 +8,15 @@ a list value puts the row in one slice per element (so multi-valued tags may ove
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Any, Mapping, Sequence
 
 from verifily_core.interfaces import Slicer
-from verifily_core.slices import MISSING, slice_name
+from verifily_core.slices import MISSING, slice_name, tag_value_texts
 
 
 def tag_values(row: Mapping[str, Any], key: str) -> list[str]:
     """The slice values of one tag key for a row (``[MISSING]`` when absent)."""
-    value = (row.get("tags") or {}).get(key)
-    items = value if isinstance(value, (list, tuple)) else [value]
-    out = [_text(v) for v in items if v is not None]
-    return list(dict.fromkeys(out)) or [MISSING]
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return tag_value_texts((row.get("tags") or {}).get(key))
 
 
 def ordered(groups: dict[str, list[int]]) -> dict[str, list[int]]:

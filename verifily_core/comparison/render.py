@@ -12,6 +12,7 @@ import io
 import json
 
 from verifily_core.comparison.result import OVERALL, CompareResult
+from verifily_core.slices import slice_keys
 
 CSV_FIELDS = ("run", "run_id", "dataset_version", "slice", "n", "value", "delta", "ci_low", "ci_high", "significant",
               "train_added", "train_removed", "train_changed", "train_retagged")
@@ -50,7 +51,7 @@ def _changes(result: CompareResult, rid: str, column: str) -> dict | None:
         return None
     if column == OVERALL:
         return changes["train"]
-    if "&" in column:  # crossed slices have no per-tag diff
+    if len(slice_keys(column)) > 1:  # crossed slices have no per-tag diff
         return None
     return changes["by_tag"].get(column, dict.fromkeys(KINDS, 0))
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from verifily_core.datasets.manifest import SPLITS, DatasetVersion
 from verifily_core.datasets.rows import input_key, row_id
 from verifily_core.errors import DataError
+from verifily_core.slices import tag_labels
 
 KINDS = ("added", "removed", "changed", "retagged")
 
@@ -46,10 +47,6 @@ def _match(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[list, 
     leftover = [row for rows in pending.values() for row in rows]
     n = min(len(leftover), len(unmatched_new))
     return leftover[n:], unmatched_new[n:], unmatched_new[:n]
-
-
-def _tag_labels(row: dict[str, Any]) -> list[str]:
-    return [f"{k}={v}" for k, v in sorted((row.get("tags") or {}).items())]
 
 
 def diff_versions(
@@ -87,7 +84,7 @@ def diff_versions(
 
         def count(kind: str, row: dict[str, Any]) -> None:
             counts[kind] += 1
-            for label in _tag_labels(row):
+            for label in tag_labels(row.get("tags")):
                 by_tag[label][kind] += 1
 
         for r in added:
