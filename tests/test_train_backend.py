@@ -14,6 +14,7 @@ from verifily_core.errors import ConfigError, TrainingError
 from verifily_core.modeling import ModelSource, choose_loader, init_kwargs, precision_flags, raise_training_error
 from verifily_core.modeling import resolve_device
 from verifily_core.plugins import load_registries, make_plugin_manager
+from verifily_sft import SFTTask
 
 
 def config(base: str = "org/model", **sections) -> TrainConfig:
@@ -172,3 +173,62 @@ def test_checkpoints_close_the_log_window_and_none_is_written_after_the_last_ste
     assert decide(5, False) == (False, False)
     assert decide(10, True) == (False, False)
     assert decide(10, True, load_best=True) == (True, True)
+
+
+def test_default_build_trainer_is_the_trainer_of_the_mapped_arguments(tmp_path, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM, Trainer
+
+    from verifily_core.interfaces import Task
+    from verifily_local.arguments import argument_values, training_arguments
+
+    job = SimpleNamespace(config=config(training={"max_steps": 3, "learning_rate": 1e-3}, seed=4))
+    args_class, values = argument_values(job, tmp_path, "cpu", False, "causal_lm")
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir))
+    collate, features = (lambda feats: feats), [{"input_ids": [1, 2]}]
+    trainer = Task.build_trainer(SimpleNamespace(), Trainer, args_class, values, job=job, model=model, tokenizer=None,
+                                 train_dataset=features, eval_dataset=None, data_collator=collate, callbacks=[],
+                                 options=None)
+    assert type(trainer) is Trainer and trainer.model is model and trainer.data_collator is collate
+    assert trainer.train_dataset is features and trainer.eval_dataset is None
+    assert trainer.args.to_dict() == training_arguments(job, tmp_path, "cpu", False, "causal_lm").to_dict()
+
+
+class ProbeTask(SFTTask):
+    """The ``sft`` task under another name, recording what the backend hands ``build_trainer``."""
+
+    name = "sft_probe"
+    seen: dict = {}
+
+    def build_trainer(self, trainer_class, args_class, args, **pieces):
+        self.seen.update(trainer_class=trainer_class, args_class=args_class, args=dict(args), **pieces)
+        return super().build_trainer(trainer_class, args_class, args, **pieces)
+
+
+class ProbePlugin:
+    plugin_name = "probe"
+
+    @hookimpl
+    def verifily_register_tasks(self, registry):
+        registry.add(ProbeTask())
+
+
+@pytest.mark.slow
+def test_the_local_backend_builds_its_trainer_through_the_task(tmp_path, tiny_llama_dir):
+    from transformers import Trainer, TrainingArguments
+
+    from verifily_core import api
+    from verifily_core.testing import make_sft_rows, write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", make_sft_rows(6, seed=1))
+    cfg = {"task": "sft_probe", "base_model": str(tiny_llama_dir), "data_paths": {"train": str(train)},
+           "training": {"max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 48},
+           "lora": {"r": 4, "alpha": 8}, "eval": {"enabled": False}, "output": {"dir": str(tmp_path / "runs")}}
+    run = api.train(cfg, registries=load_registries(make_plugin_manager(plugins=[ProbePlugin()])))
+    seen = ProbeTask.seen
+    assert seen["trainer_class"] is Trainer and seen["args_class"] is TrainingArguments
+    assert seen["args"]["max_steps"] == 1 and seen["args"]["output_dir"].startswith(str(tmp_path / "runs"))
+    assert seen["job"].config.task == "sft_probe" and seen["job"].job_id == run.run_id
+    assert len(seen["train_dataset"]) == 6 and seen["eval_dataset"] is None
+    assert seen["tokenizer"].pad_token_id is not None and seen["options"].use_chat_template is False
+    assert {"JsonlLogCallback", "ProgressCallback"} <= {type(c).__name__ for c in seen["callbacks"]}
+    assert run.status == "completed" and (run.path / "adapter" / "adapter_model.safetensors").is_file()

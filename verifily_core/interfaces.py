@@ -125,6 +125,23 @@ class Task(ABC):
         (``Seq2SeqTrainer`` for seq2seq models, ``Trainer`` otherwise)."""
         return None
 
+    def build_trainer(self, trainer_class: type, args_class: type, args: Mapping[str, Any], *, job: "TrainJob",
+                      model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any, data_collator: Any,
+                      callbacks: list[Any], options: Any) -> Any:
+        """Build the trainer from the pieces the compute backend prepared for ``job``.
+
+        ``args`` are the keyword arguments for ``args_class`` (``TrainingArguments``, or
+        ``Seq2SeqTrainingArguments`` for seq2seq models) that the backend mapped from ``training.*``;
+        ``train_dataset``/``eval_dataset`` hold the :meth:`prepare_features` features (``eval_dataset``
+        is ``None`` without a val split); ``trainer_class`` is :meth:`trainer_class`'s answer or the
+        backend's default. The default returns ``trainer_class(model=, args=args_class(**args),
+        train_dataset=, eval_dataset=, data_collator=, callbacks=)``. Override it to train with a
+        ``TrainingArguments`` subclass and extra arguments, another dataset type or extra trainer
+        arguments (e.g. ``processing_class``).
+        """
+        return trainer_class(model=model, args=args_class(**args), train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, data_collator=data_collator, callbacks=callbacks)
+
     def save_artifacts(self, run_dir: Path, model: Any, job: "TrainJob") -> None:
         """Write task files (e.g. ``labels.json``) into the run directory before it is sealed."""
 

@@ -13,7 +13,14 @@ SAVE_TOTAL_LIMIT = 2  # the latest checkpoint plus the one before it (a kill may
 
 
 def training_arguments(job: Any, checkpoints: Path, device: str, has_val: bool, model_kind: str) -> TrainingArguments:
-    """Map every ``training.*`` field onto the Trainer's arguments.
+    """Map every ``training.*`` field onto the Trainer's arguments (see :func:`argument_values`)."""
+    cls, values = argument_values(job, checkpoints, device, has_val, model_kind)
+    return cls(**values)
+
+
+def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
+                    model_kind: str) -> tuple[type[TrainingArguments], dict[str, Any]]:
+    """The arguments class for the model family and every ``training.*`` field as its keyword arguments.
 
     ``warmup_ratio`` becomes a fractional ``warmup_steps`` (the Trainer reads a value below 1 as
     a share of the total steps); early stopping keeps the best checkpoint by
@@ -23,7 +30,7 @@ def training_arguments(job: Any, checkpoints: Path, device: str, has_val: bool, 
     precision, _ = precision_flags(device, cfg.compute.bf16, cfg.compute.fp16)
     early = bool(has_val and t.early_stopping_patience)
     cls = Seq2SeqTrainingArguments if model_kind == "seq2seq" else TrainingArguments
-    return cls(
+    return cls, dict(
         output_dir=str(checkpoints),
         num_train_epochs=t.num_epochs,
         max_steps=t.max_steps,

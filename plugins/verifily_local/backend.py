@@ -23,7 +23,7 @@ from verifily_core.modeling import (
 from verifily_core.plugins import describe_plugins
 from verifily_core.run_writer import RunWriter
 from verifily_core.runs import Run
-from verifily_local.arguments import training_arguments
+from verifily_local.arguments import argument_values
 from verifily_local.callbacks import (
     CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, whole_run_loss,
 )
@@ -122,10 +122,11 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
         else:
             callbacks.append(transformers.EarlyStoppingCallback(cfg.training.early_stopping_patience))
     default = Seq2SeqTrainer if kind == "seq2seq" else Trainer
-    trainer = (task.trainer_class(options, train_rows) or default)(
-        model=model, args=training_arguments(job, writer.checkpoints, device, val_feats is not None, kind),
+    args_class, args = argument_values(job, writer.checkpoints, device, val_feats is not None, kind)
+    trainer = task.build_trainer(
+        task.trainer_class(options, train_rows) or default, args_class, args, job=job, model=model, tokenizer=tokenizer,
         train_dataset=_Rows(train_feats), eval_dataset=_Rows(val_feats) if val_feats is not None else None,
-        data_collator=task.data_collator(tokenizer, kind, model), callbacks=callbacks,
+        data_collator=task.data_collator(tokenizer, kind, model), callbacks=callbacks, options=options,
     )
     trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
     return trainer, guard, log_file
