@@ -139,7 +139,7 @@ def test_plugins_json_lists_builtins():
     assert {"sft", "classification", "causal_lm", "seq2seq", "qlora", "local", "managed"} <= names
 
 
-HEAVY = ("torch", "transformers", "peft", "evaluate", "bitsandbytes", "accelerate", "datasets")
+HEAVY = ("torch", "transformers", "peft", "evaluate", "bitsandbytes", "accelerate", "datasets", "trl")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["plugins"], ["train", "--dry-run"], ["train", "--help"]])

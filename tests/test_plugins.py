@@ -18,7 +18,7 @@ from verifily_core.plugins import DIRECT, PLUGIN_KINDS, Registries, Registry, lo
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "verifily-example-plugin"
 
-BUILTINS = {"sft", "classification", "causal_lm", "seq2seq", "qlora", "local", "managed"}
+BUILTINS = {"sft", "classification", "dpo", "causal_lm", "seq2seq", "qlora", "local", "managed"}
 
 
 class _Echo(Metric):
@@ -51,7 +51,7 @@ def test_builtins_are_entry_point_plugins():
     regs = load_registries(make_plugin_manager())
     names = {name for name, plugin in regs.pm.list_name_plugin() if plugin is not None}
     assert BUILTINS <= names
-    assert {"sft", "classification"} <= set(regs.tasks.names())
+    assert {"sft", "classification", "dpo"} <= set(regs.tasks.names())
     assert {"causal_lm", "seq2seq"} <= set(regs.model_loaders.names())
     assert {"local", "managed"} <= set(regs.backends.names())
     assert regs.tasks.owner("sft") == "sft"
