@@ -128,7 +128,7 @@ def test_docs_list_no_unknown_config_fields():
     assert set(_documented_defaults()) - known == set()
 
 
-TASK_OPTION_DOCS = {"sft": "training.md", "classification": "classification.md"}
+TASK_OPTION_DOCS = {"sft": "training.md", "classification": "classification.md", "dpo": "dpo.md"}
 
 
 def _builtin_tasks():

@@ -34,7 +34,7 @@ def _invoke(workdir, monkeypatch, *args):
 
 def test_there_are_examples_for_each_documented_setup():
     assert {"sft-causal-lm.yaml", "sft-seq2seq.yaml", "qlora-4bit.yaml", "dataset-version.yaml",
-            "classification-encoder.yaml", "classification-causal-lm.yaml"} <= set(EXAMPLES)
+            "classification-encoder.yaml", "classification-causal-lm.yaml", "dpo.yaml"} <= set(EXAMPLES)
 
 
 @pytest.mark.slow
