@@ -40,12 +40,18 @@ def _sequences(pairs: Sequence[dict[str, list[int]]], max_length: int | None) ->
 
 @torch.no_grad()
 def sequence_logps(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of the log-probabilities of the response tokens of each sequence, shape ``(n,)``."""
+    """Sum of the log-probabilities of the response tokens of each sequence, shape ``(n,)``.
+
+    Computed in float32 one sequence at a time, so only one sequence's logits are ever upcast.
+    """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    target = batch["input_ids"][:, 1:]
-    token = logps.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return (token * batch["completion_mask"][:, 1:]).sum(dim=1)
+    target, mask = batch["input_ids"][:, 1:], batch["completion_mask"][:, 1:]
+    sums = []
+    for i in range(logits.shape[0]):
+        row = logits[i, :-1].float()
+        token = row.gather(-1, target[i].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1)
+        sums.append((token * mask[i]).sum())
+    return torch.stack(sums)
 
 
 def score_pairs(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], beta: float,
