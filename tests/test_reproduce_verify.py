@@ -136,8 +136,8 @@ def test_environment_only_is_a_partial_match(run_copy, monkeypatch):
 
     real = environment.collect_environment
 
-    def other_torch(device="cpu", extra_info=None):
-        env = real(device, extra_info)
+    def other_torch(device="cpu", extra_info=None, packages=()):
+        env = real(device, extra_info, packages)
         env["hashed"]["packages"]["torch"] = "9.9.9"
         return env
 

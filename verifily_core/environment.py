@@ -10,11 +10,12 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
-from typing import Any
+from typing import Any, Iterable
 
 from verifily_core.hashing import sha256_json
 
-TRACKED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "verifily-train")
+CORE_PACKAGES = ("torch", "transformers", "peft", "accelerate", "verifily-train")
+"""Distributions every run records; plugins add theirs through ``verifily_environment_packages``."""
 
 
 def package_version(dist: str) -> str | None:
@@ -25,13 +26,18 @@ def package_version(dist: str) -> str | None:
         return None
 
 
-def collect_environment(device: str = "cpu", extra_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``environment.json`` document for a run on ``device`` (``cpu``, ``cuda:0``, ``mps``)."""
+def collect_environment(device: str = "cpu", extra_info: dict[str, Any] | None = None,
+                        packages: Iterable[str] = ()) -> dict[str, Any]:
+    """The ``environment.json`` document for a run on ``device`` (``cpu``, ``cuda:0``, ``mps``).
+
+    :param packages: distributions to record besides :data:`CORE_PACKAGES`.
+    """
+    names = sorted({*CORE_PACKAGES, *packages})
     hashed = {
         "python": platform.python_version(),
         "platform": f"{platform.system()}-{platform.machine()}",
         "device_type": device.split(":")[0],
-        "packages": {name: package_version(name) for name in TRACKED_PACKAGES},
+        "packages": {name: package_version(name) for name in names},
     }
     info: dict[str, Any] = {
         "python_implementation": platform.python_implementation(),
@@ -40,6 +46,12 @@ def collect_environment(device: str = "cpu", extra_info: dict[str, Any] | None =
     }
     info.update(extra_info or {})
     return {"format_version": 1, "hashed": hashed, "info": info}
+
+
+def plugin_packages(registries: Any, config: Any) -> list[str]:
+    """The distributions plugins name for ``config`` (``verifily_environment_packages``), merged."""
+    answers = registries.hook.verifily_environment_packages(config=config)
+    return sorted({name for answer in answers for name in (answer or [])})
 
 
 def env_hash(environment: dict[str, Any]) -> str:

@@ -153,6 +153,19 @@ def verifily_register_commands(cli: click.Group) -> None:
 
 
 @hookspec
+def verifily_environment_packages(config: TrainConfig) -> list[str] | None:
+    """Name the distributions whose installed versions can change this run's results, beyond
+    the core's (``torch``, ``transformers``, ``peft``, ``accelerate``, ``verifily-train``), e.g.
+    ``bitsandbytes`` for a quantized run or ``trl`` for preference tuning. Their versions are
+    recorded in ``environment.json`` and enter the ``env_hash``; ``reproduce --verify-only``
+    compares the same distributions. Results of all plugins are merged.
+
+    :param config: the resolved :class:`verifily_core.config.TrainConfig`.
+    :returns: distribution names, or ``None``/``[]``.
+    """
+
+
+@hookspec
 def verifily_trainer_callbacks(config: TrainConfig, run_dir: Path) -> list[TrainerCallback] | None:
     """Return extra ``transformers.TrainerCallback`` objects (trackers, custom logging).
 

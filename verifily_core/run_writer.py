@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verifily_core.environment import collect_environment, env_hash
+from verifily_core.environment import collect_environment, env_hash, plugin_packages
 from verifily_core.hashing import hash_tree, reproducibility_hash
 from verifily_core.jobs import TrainJob, utc_now
 from verifily_core.runs import RUN_FORMAT_VERSION, RUN_META, STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, Run
@@ -42,7 +42,7 @@ class RunWriter:
         self.path = resume_dir or self.output_dir / f"{job.job_id}{PARTIAL}"
         self.started_monotonic = time.monotonic()
         self.started_at = utc_now()
-        self.environment = collect_environment(device)
+        self.environment = collect_environment(device, packages=plugin_packages(job.registries, job.config))
         self.env_hash = env_hash(self.environment)
         self.model: dict[str, str] = {}
 

@@ -129,6 +129,12 @@ def verifily_register_metrics(registry: Any) -> None:
 
 
 @hookimpl
+def verifily_environment_packages(config: Any) -> list[str] | None:
+    """``trl``: its DPOTrainer computes the loss a dpo run is trained with."""
+    return ["trl"] if config.task == TASK else None
+
+
+@hookimpl
 def verifily_validate_config(config: Any) -> list[str] | None:
     """``task_options``, LoRA and TRL problems at plan time (``--dry-run``), before anything is loaded."""
     return config_problems(config) if config.task == TASK else None

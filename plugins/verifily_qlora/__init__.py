@@ -35,6 +35,12 @@ def verifily_validate_config(config: TrainConfig) -> list[str] | None:
 
 
 @hookimpl
+def verifily_environment_packages(config: TrainConfig) -> list[str] | None:
+    """``bitsandbytes``: its kernels compute a quantized run's results."""
+    return ["bitsandbytes"] if config.lora.quantization != "none" else None
+
+
+@hookimpl
 def verifily_model_init_kwargs(config: TrainConfig, device: str) -> dict[str, Any] | None:
     """``quantization_config`` and ``device_map`` for ``from_pretrained`` when quantizing;
     a ConfigError when bitsandbytes cannot run the quantized layers on ``device``."""

@@ -108,12 +108,13 @@ def _locate(run: Run, split: str, recorded_path: str) -> Path | None:
 
 
 def check_env(path: Path, hashes: dict[str, Any]) -> Check:
-    """The current environment (device type as recorded) vs ``environment.json``."""
+    """The current environment (device type and distributions as recorded) vs ``environment.json``."""
     from verifily_core.environment import collect_environment, diff_environments, env_hash
 
     recorded = hashes.get("env_hash", "")
     saved = _read_json(path / "environment.json", "the run's environment record is gone")
-    current = collect_environment(saved.get("hashed", {}).get("device_type", "cpu"))
+    hashed = saved.get("hashed", {})
+    current = collect_environment(hashed.get("device_type", "cpu"), packages=hashed.get("packages") or {})
     actual = env_hash(current)
     if actual == recorded and env_hash(saved) == recorded:
         return Check(ENV, recorded, MATCH, actual=actual)
