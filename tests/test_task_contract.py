@@ -119,7 +119,8 @@ def test_an_unknown_alias_is_refused_naming_the_metrics(tmp_path, regs):
 
     a = yesno_run(tmp_path, "run_a", ["yes"] * 8, regs)
     b = yesno_run(tmp_path, "run_b", ["no"] * 8, regs)
-    with pytest.raises(ConfigError, match="'token_f1' is not in the results of run_a; available in every run: agreement"):
+    with pytest.raises(ConfigError, match="'token_f1' is not in the results of run_a; available in every run: "
+                                          r"agreement \(--metric main is agreement\)$"):
         compare([str(a), str(b)], metric="token_f1", data_changes=False, registries=regs)
 
 

@@ -120,8 +120,10 @@ def resolve_metric(name: str, runs: Sequence[RunEval], task: Task | None) -> str
         if metric not in r.metric_names():
             common = sorted(set.intersection(*(set(x.metric_names()) for x in runs)))
             alias = f" ('{name}' means '{metric}' for {task_name})" if metric != name else ""
+            main = task.resolve_metric_alias("main") if task is not None and task.main_metrics else None
+            hint = f" (--metric main is {main})" if main in common and main != metric else ""
             raise ConfigError(f"--metric {name}: '{metric}'{alias} is not in the results of {r.label}; "
-                              f"available in every run: {', '.join(common) or 'none'}")
+                              f"available in every run: {', '.join(common) or 'none'}{hint}")
     return metric
 
 
