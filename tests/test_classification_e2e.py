@@ -61,7 +61,7 @@ def _losses(run: Path) -> list[float]:
 
 @pytest.mark.parametrize("kind", ["bert", "deberta-v2", "llama"])
 def test_lora_classifier_learns_well_above_chance(request, tmp_path, encoder_dirs, kind):
-    model_dir = request.getfixturevalue("tiny_llama_dir") if kind == "llama" else encoder_dirs[kind]
+    model_dir = request.getfixturevalue("verifily_tiny_llama_dir") if kind == "llama" else encoder_dirs[kind]
     run, results = _train(tmp_path, model_dir)
     overall = results["overall"]["metrics"]
     assert overall["accuracy"]["value"] >= CHANCE + 0.2, overall
@@ -83,12 +83,12 @@ def test_lora_classifier_learns_well_above_chance(request, tmp_path, encoder_dir
                     "class_weights": "auto"}),
 ])
 def test_saved_adapter_and_head_give_the_same_predictions_in_a_fresh_process(
-        request, tmp_path, encoder_dirs, run_verifily, kind, task_options):
-    model_dir = request.getfixturevalue("tiny_llama_dir") if kind == "llama" else encoder_dirs[kind]
+        request, tmp_path, encoder_dirs, verifily_subprocess, kind, task_options):
+    model_dir = request.getfixturevalue("verifily_tiny_llama_dir") if kind == "llama" else encoder_dirs[kind]
     run, results = _train(tmp_path, model_dir, epochs=6, task_options=task_options)
     assert json.loads((run / "labels.json").read_text())["head"] == (
         {**task_options["head"], "pooling": "mean", "dropout": 0.1} if task_options else {})
-    proc = run_verifily("eval", "--run", run, "--output", tmp_path / "fresh", "--format", "json")
+    proc = verifily_subprocess("eval", "--run", run, "--output", tmp_path / "fresh", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     before = _predictions(run / "eval" / "predictions.jsonl")
     after = _predictions(tmp_path / "fresh" / "predictions.jsonl")
@@ -97,22 +97,22 @@ def test_saved_adapter_and_head_give_the_same_predictions_in_a_fresh_process(
     assert len({round(p["scores"]["p_true"], 4) for p in before}) > 5  # a trained head, not a constant
 
 
-def test_unknown_label_at_eval_is_a_data_error_naming_the_row(tmp_path, tiny_llama_dir, run_verifily):
-    run, _ = _train(tmp_path, tiny_llama_dir, epochs=1)
+def test_unknown_label_at_eval_is_a_data_error_naming_the_row(tmp_path, verifily_tiny_llama_dir, verifily_subprocess):
+    run, _ = _train(tmp_path, verifily_tiny_llama_dir, epochs=1)
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "good day", "label": "pos"},
                                                {"text": "a day", "text_pair": "the review is short", "label": "meh"}])
-    proc = run_verifily("eval", "--run", run, "--test-data", bad, "--output", tmp_path / "out")
+    proc = verifily_subprocess("eval", "--run", run, "--test-data", bad, "--output", tmp_path / "out")
     assert proc.returncode == 2, proc.stderr
     assert "Error: test row 2: label 'meh' is not one of the run's labels (neg, pos)" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out" / "eval_results.json").exists()
 
 
-def test_unknown_label_in_the_test_split_fails_before_training(tmp_path, tiny_llama_dir):
+def test_unknown_label_in_the_test_split_fails_before_training(tmp_path, verifily_tiny_llama_dir):
     from verifily_core.errors import DataError
 
     paths = _data(tmp_path)
     write_jsonl(paths["test"], make_classification_rows(4, seed=3) + [{"text": "so so", "label": "neutral"}])
-    cfg = {"task": "classification", "base_model": str(tiny_llama_dir), "data_paths": paths,
+    cfg = {"task": "classification", "base_model": str(verifily_tiny_llama_dir), "data_paths": paths,
            "data_checks": {"leakage": "off"}, "output": {"dir": str(tmp_path / "runs")}}
     with pytest.raises(DataError, match=r"test row 5 of .*test\.jsonl: label 'neutral' is not one of the run's labels"):
         train(cfg)

@@ -118,15 +118,15 @@ def test_auto_class_weights_are_n_over_k_times_count():
         class_weights({"meh": 2.0}, rows, labels)
 
 
-def test_class_weights_change_the_trainers_loss_as_computed_by_hand(tmp_path, tiny_bert_dir):
+def test_class_weights_change_the_trainers_loss_as_computed_by_hand(tmp_path, verifily_tiny_bert_dir):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
     from verifily_classification.data import collator, features
     from verifily_classification.trainer import trainer_class
 
-    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2).eval()
+    tok = AutoTokenizer.from_pretrained(verifily_tiny_bert_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(verifily_tiny_bert_dir, num_labels=2).eval()
     rows = make_classification_rows(6, seed=4)
     batch = collator(tok)(features(rows, tok, LabelSet(["neg", "pos"]), 32)[0])
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], remove_unused_columns=False)
@@ -145,12 +145,12 @@ def test_class_weights_change_the_trainers_loss_as_computed_by_hand(tmp_path, ti
 # -- tokenization ----------------------------------------------------------------------------
 
 
-def test_text_pair_reaches_the_tokenizer_as_a_pair(tiny_bert_dir):
+def test_text_pair_reaches_the_tokenizer_as_a_pair(verifily_tiny_bert_dir):
     from transformers import AutoTokenizer
 
     from verifily_classification.data import features
 
-    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tok = AutoTokenizer.from_pretrained(verifily_tiny_bert_dir)
     rows = make_classification_rows(3, seed=1, pair=True) + make_classification_rows(1, seed=2)
     feats, truncated = features(rows, tok, LabelSet(["neg", "pos"]), 64)
     assert truncated == 0
@@ -163,12 +163,12 @@ def test_text_pair_reaches_the_tokenizer_as_a_pair(tiny_bert_dir):
     assert feats[3]["input_ids"].count(tok.sep_token_id) == 1 and set(feats[3]["token_type_ids"]) == {0}
 
 
-def test_long_rows_are_truncated_and_counted_and_unknown_labels_name_the_row(tiny_bert_dir):
+def test_long_rows_are_truncated_and_counted_and_unknown_labels_name_the_row(verifily_tiny_bert_dir):
     from transformers import AutoTokenizer
 
     from verifily_classification.data import features
 
-    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tok = AutoTokenizer.from_pretrained(verifily_tiny_bert_dir)
     rows = [{"text": "good " * 40, "text_pair": "the review is long", "label": "pos"}, {"text": "bad", "label": "neg"}]
     feats, truncated = features(rows, tok, LabelSet(["neg", "pos"]), 16)
     assert truncated == 1 and len(feats[0]["input_ids"]) == 16 and feats[0]["input_ids"][-1] == tok.sep_token_id
@@ -302,15 +302,15 @@ def test_the_classification_task_chooses_the_sequence_classification_loader():
 # -- prediction and loading ------------------------------------------------------------------
 
 
-def test_predictions_carry_probabilities_and_keep_integer_labels(tiny_bert_dir):
+def test_predictions_carry_probabilities_and_keep_integer_labels(verifily_tiny_bert_dir):
     import math
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from verifily_classification.predict import predict
 
-    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    tok = AutoTokenizer.from_pretrained(verifily_tiny_bert_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(verifily_tiny_bert_dir, num_labels=2)
     rows = [{**row, "label": int(row["label"] == "pos")} for row in make_classification_rows(5, seed=7, pair=True)]
     out = predict(model, tok, rows, LabelSet([0, 1]), 32, batch_size=2, device="cpu")
     assert [r["reference"] for r in out] == [row["label"] for row in rows]
@@ -323,20 +323,20 @@ def test_predictions_carry_probabilities_and_keep_integer_labels(tiny_bert_dir):
         predict(model, tok, [rows[0], {**rows[1], "label": 7}], LabelSet([0, 1]), 32, batch_size=2, device="cpu")
 
 
-def test_the_loader_installs_the_configured_head_and_re_heads_a_classifier_with_other_labels(tiny_deberta_dir):
+def test_the_loader_installs_the_configured_head_and_re_heads_a_classifier_with_other_labels(verifily_tiny_deberta_dir):
     from verifily_core.modeling import ModelSource
 
     from verifily_classification.head import PooledHead
 
     regs = load_registries()
     loader = regs.model_loaders.get("sequence_classification")
-    config = TrainConfig.from_dict({"task": "classification", "base_model": str(tiny_deberta_dir),
+    config = TrainConfig.from_dict({"task": "classification", "base_model": str(verifily_tiny_deberta_dir),
                                     "data_paths": {"train": "t.jsonl"}, "task_options": {"pooling": "max"}})
     kwargs = LabelSet(["a", "b", "c"]).model_kwargs()  # the checkpoint's head has 2 labels
     model, tok = loader.load(ModelSource(config, regs), "AutoModelForSequenceClassification", **kwargs)
     assert isinstance(model.classifier, PooledHead) and model.classifier.pooling == "max"
     assert model.classifier.mlp[-1].out_features == 3 and tok.pad_token is not None
-    plain, _ = loader.load(ModelSource(_config(base_model=str(tiny_deberta_dir)), regs),
+    plain, _ = loader.load(ModelSource(_config(base_model=str(verifily_tiny_deberta_dir)), regs),
                            "AutoModelForSequenceClassification", **kwargs)
     assert type(plain.classifier).__name__ == "Linear" and plain.classifier.out_features == 3
     assert plain.config.id2label == {0: "a", 1: "b", 2: "c"}

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_llama_dir):
+def runs(tmp_path_factory, verifily_tiny_llama_dir):
     from verifily_core.datasets import DatasetStore
 
     root = tmp_path_factory.mktemp("cmp")
@@ -31,7 +31,7 @@ def runs(tmp_path_factory, tiny_llama_dir):
                      registries=load_registries())
     out = []
     for version in ("v1", "v2"):
-        cfg = {"task": "sft", "base_model": str(tiny_llama_dir), "dataset_version": f"ds@{version}",
+        cfg = {"task": "sft", "base_model": str(verifily_tiny_llama_dir), "dataset_version": f"ds@{version}",
                "dataset_store": str(root / "store"), "data_checks": {"leakage": "off"},
                "training": {"max_steps": 4, "batch_size": 8, "gradient_accumulation_steps": 1, "max_seq_length": 48,
                             "learning_rate": 0.02},

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import pytest
 import yaml
 
-from verifily_core.testing import invoke_verifily, write_jsonl
+from verifily_core.testing import write_jsonl
 from verifily_dpo.testing import make_preference_rows
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ N_TRAIN, N_TEST = 24, 18
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_llama_dir):
+def runs(tmp_path_factory, verifily_tiny_llama_dir, verifily_cli):
     """Runs trained on prefs@v1 (the ai_contaminated pairs flipped) and prefs@v2 (clean), evaluated on one test split."""
     from verifily_core.datasets import DatasetStore
     from verifily_core.plugins import load_registries
@@ -37,7 +37,7 @@ def runs(tmp_path_factory, tiny_llama_dir):
     for version, rows in data.items():
         train = write_jsonl(root / f"train_{version}.jsonl", rows)
         store.create("prefs", version, "dpo", {"train": train, "test": test}, registries=load_registries())
-        cfg = {"task": "dpo", "base_model": str(tiny_llama_dir), "dataset_version": f"prefs@{version}",
+        cfg = {"task": "dpo", "base_model": str(verifily_tiny_llama_dir), "dataset_version": f"prefs@{version}",
                "dataset_store": str(root / "store"), "data_checks": {"leakage": "off"},
                "task_options": {"beta": 0.1},
                "training": {"max_steps": 16, "batch_size": 8, "gradient_accumulation_steps": 1, "max_seq_length": 48,
@@ -47,7 +47,7 @@ def runs(tmp_path_factory, tiny_llama_dir):
                         "hard_examples": 4},
                "output": {"dir": str(root / "runs"), "name": f"on-{version}"}}
         (root / f"{version}.yaml").write_text(yaml.safe_dump(cfg))
-        res = invoke_verifily("train", "--config", root / f"{version}.yaml", "--format", "json")
+        res = verifily_cli("train", "--config", root / f"{version}.yaml", "--format", "json")
         assert res.exit_code == 0, res.output
         out[version] = root / "runs" / json.loads(res.stdout)["run_id"]
     return {"root": root, "runs": out, "data": data, "test": test}
@@ -57,7 +57,7 @@ def predictions(path):
     return [json.loads(line) for line in (path / "predictions.jsonl").read_text().splitlines()]
 
 
-def test_training_raises_reward_accuracy_on_the_train_set(runs, cli_runner):
+def test_training_raises_reward_accuracy_on_the_train_set(runs, verifily_cli):
     """Before: the step-0 policy (the model training starts from, assembled as training does) is
     its reference, so every margin is 0 and reward accuracy 0. After 16 steps, most training
     pairs are ranked right and the mean margin is positive."""
@@ -75,7 +75,7 @@ def test_training_raises_reward_accuracy_on_the_train_set(runs, cli_runner):
     assert before_margins == [0.0] * N_TRAIN  # reward accuracy 0, mean margin 0
 
     out = runs["root"] / "eval_on_train"
-    res = cli_runner("eval", "--run", run, "--test-data", runs["root"] / "train_v2.jsonl", "--output", out)
+    res = verifily_cli("eval", "--run", run, "--test-data", runs["root"] / "train_v2.jsonl", "--output", out)
     assert res.exit_code == 0, res.output
     after = json.loads((out / "eval_results.json").read_text())["overall"]["metrics"]
     print(f"train set: reward_accuracy 0.0 -> {after['reward_accuracy']['value']:.4f}, "
@@ -88,10 +88,10 @@ def test_training_raises_reward_accuracy_on_the_train_set(runs, cli_runner):
     assert sum(e["loss"] for e in log[-4:]) / 4 < math.log(2) - 0.05
 
 
-def test_eval_slices_by_source_with_hand_counts(runs, cli_runner):
+def test_eval_slices_by_source_with_hand_counts(runs, verifily_cli):
     run = runs["runs"]["v2"]
     out = runs["root"] / "eval_sliced"
-    res = cli_runner("eval", "--run", run, "--slice-by", "source", "--output", out)
+    res = verifily_cli("eval", "--run", run, "--slice-by", "source", "--output", out)
     assert res.exit_code == 0, res.output
     assert "Sliced by [source]" in res.stdout and "reward_accuracy" in res.stdout
     results = json.loads((out / "eval_results.json").read_text())
@@ -119,9 +119,9 @@ def test_hard_examples_are_the_pairs_ranked_wrong_by_the_most(runs):
     assert json.loads((eval_dir / "eval_results.json").read_text())["hard_examples"]["score"] == "reward_margin"
 
 
-def test_compare_two_dataset_versions_on_the_main_metric(runs, cli_runner):
+def test_compare_two_dataset_versions_on_the_main_metric(runs, verifily_cli):
     a, b = runs["runs"]["v1"], runs["runs"]["v2"]
-    res = cli_runner("compare", "--runs", f"{a},{b}", "--metric", "main", "--slice-by", "source", "--format", "json")
+    res = verifily_cli("compare", "--runs", f"{a},{b}", "--metric", "main", "--slice-by", "source", "--format", "json")
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     assert d["metric"] == "reward_accuracy" and d["same_test_set"] is True
@@ -133,18 +133,18 @@ def test_compare_two_dataset_versions_on_the_main_metric(runs, cli_runner):
         assert d["slice_deltas"][name][b.name] == pytest.approx(vb - va, abs=1e-9)
     flipped = sum(r["tags"]["source"] == "ai_contaminated" for r in runs["data"]["v1"])
     assert d["data_changes"][b.name]["train"] == {"added": 0, "removed": 0, "changed": flipped, "retagged": 0}
-    margin = cli_runner("compare", "--runs", f"{a},{b}", "--metric", "margin", "--format", "json")
+    margin = verifily_cli("compare", "--runs", f"{a},{b}", "--metric", "margin", "--format", "json")
     assert margin.exit_code == 0 and json.loads(margin.stdout)["metric"] == "reward_margin"
 
 
-def test_runs_lists_the_main_metrics(runs, cli_runner):
+def test_runs_lists_the_main_metrics(runs, verifily_cli):
     v2 = runs["runs"]["v2"]
     value = json.loads((v2 / "eval" / "eval_results.json").read_text())["overall"]["metrics"]["reward_accuracy"]["value"]
-    res = cli_runner("runs", "--runs-dir", runs["root"] / "runs", "--format", "json")
+    res = verifily_cli("runs", "--runs-dir", runs["root"] / "runs", "--format", "json")
     assert res.exit_code == 0, res.output
     listed = {r["run_id"]: r for r in json.loads(res.stdout)}
     assert listed[v2.name]["metrics"]["test_reward_accuracy"] == pytest.approx(value)
-    table = cli_runner("runs", "--runs-dir", runs["root"] / "runs").stdout
+    table = verifily_cli("runs", "--runs-dir", runs["root"] / "runs").stdout
     line = next(x for x in table.splitlines() if x.startswith(v2.name))
     assert f"test_reward_accuracy={value:.4f}" in line and "test_reward_margin=" in line
 
@@ -158,29 +158,29 @@ def run_copy(runs, tmp_path):
     return dst
 
 
-def test_reproduce_verifies_and_catches_a_tampered_adapter(run_copy, cli_runner):
-    res = cli_runner("reproduce", "--run", run_copy, "--verify-only")
+def test_reproduce_verifies_and_catches_a_tampered_adapter(run_copy, verifily_cli):
+    res = verifily_cli("reproduce", "--run", run_copy, "--verify-only")
     assert res.exit_code == 0, res.output
     assert "Verdict: MATCH" in res.output
     adapter = run_copy / "adapter" / "adapter_model.safetensors"
     data = bytearray(adapter.read_bytes())
     data[-10] ^= 0x01
     adapter.write_bytes(bytes(data))
-    res = cli_runner("reproduce", "--run", run_copy, "--verify-only")
+    res = verifily_cli("reproduce", "--run", run_copy, "--verify-only")
     assert res.exit_code == 5
     assert "MISMATCH (adapter/adapter_model.safetensors changed)" in res.output
 
 
-def test_bad_rows_and_options_fail_before_training(tmp_path, run_verifily, tiny_llama_dir):
+def test_bad_rows_and_options_fail_before_training(tmp_path, verifily_subprocess, verifily_tiny_llama_dir):
     rows = make_preference_rows(4, seed=1)
     rows[2]["rejected"] = rows[2]["chosen"]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"task": "dpo", "base_model": str(tiny_llama_dir), "data_paths": {"train": str(train)},
-                                   "output": {"dir": str(tmp_path / "runs")}}))
-    res = run_verifily("train", "--config", cfg)
+    cfg.write_text(yaml.safe_dump({"task": "dpo", "base_model": str(verifily_tiny_llama_dir),
+                                   "data_paths": {"train": str(train)}, "output": {"dir": str(tmp_path / "runs")}}))
+    res = verifily_subprocess("train", "--config", cfg)
     assert res.returncode == 2
     assert f"{train}:3: fields 'chosen' and 'rejected' are identical" in res.stderr
-    res = run_verifily("train", "--config", cfg, "--dry-run", "task_options.loss_type=kto")
+    res = verifily_subprocess("train", "--config", cfg, "--dry-run", "task_options.loss_type=kto")
     assert res.returncode == 1
     assert "$.task_options.loss_type: expected one of sigmoid, hinge, ipo, got 'kto'" in res.stderr

@@ -155,11 +155,11 @@ def test_slices_intervals_and_hard_examples_in_the_evaluation_core():
     assert [h["score"] for h in result.hard_examples] == [-2.0, -0.25]
 
 
-def test_plugin_listing_and_dry_run_import_no_trl(tmp_path, run_verifily):
+def test_plugin_listing_and_dry_run_import_no_trl(tmp_path, verifily_subprocess):
     import subprocess
     import sys
 
-    res = run_verifily("plugins", "--format", "json")
+    res = verifily_subprocess("plugins", "--format", "json")
     assert res.returncode == 0, res.stderr
     dpo = next(r for r in json.loads(res.stdout) if r["name"] == "dpo")
     assert dpo["registers"] == {"task": ["dpo"], "metric": ["reward_accuracy", "reward_margin"]}
@@ -178,25 +178,25 @@ def test_plugin_listing_and_dry_run_import_no_trl(tmp_path, run_verifily):
 # -- agreement with TRL on a tiny Llama --------------------------------------------------------
 
 
-def peft_llama(tiny_llama_dir):
+def peft_llama(verifily_tiny_llama_dir):
     """The tiny Llama with a fresh LoRA adapter, assembled as training assembles it."""
     from verifily_core.modeling import ModelSource, assemble_model
     from verifily_core.plugins import load_registries
 
-    cfg = config(base_model=str(tiny_llama_dir), lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    cfg = config(base_model=str(verifily_tiny_llama_dir), lora={"r": 4, "alpha": 8, "dropout": 0.0})
     built = assemble_model(ModelSource(cfg, load_registries()), "cpu", TASK.parse_options({}))
     return built.model, built.tokenizer
 
 
-def trainer(tmp_path, tiny_llama_dir, rows, max_seq_length=48, **training):
+def trainer(tmp_path, verifily_tiny_llama_dir, rows, max_seq_length=48, **training):
     """A DPOTrainer built by the task from the local backend's own argument mapping."""
     from verifily_local.arguments import argument_values
 
-    cfg = config(base_model=str(tiny_llama_dir), task_options={"beta": 0.2},
+    cfg = config(base_model=str(verifily_tiny_llama_dir), task_options={"beta": 0.2},
                  training={"max_seq_length": max_seq_length, "batch_size": 4, "gradient_accumulation_steps": 1,
                            "learning_rate": 0.01, "logging_steps": 1, **training}, eval={"batch_size": 64})
     job = SimpleNamespace(config=cfg)
-    model, tokenizer = peft_llama(tiny_llama_dir)
+    model, tokenizer = peft_llama(verifily_tiny_llama_dir)
     options = TASK.parse_options(cfg.task_options)
     feats, stats = TASK.prepare_features(rows, tokenizer, "causal_lm", cfg, options)
     args_class, args = argument_values(job, tmp_path, "cpu", True, "causal_lm")
@@ -208,13 +208,13 @@ def trainer(tmp_path, tiny_llama_dir, rows, max_seq_length=48, **training):
 
 
 @pytest.mark.parametrize("chat_form", [False, True], ids=["text", "chat"])
-def test_token_ids_are_the_ones_trl_trains_on(tmp_path, tiny_llama_dir, chat_form):
+def test_token_ids_are_the_ones_trl_trains_on(tmp_path, verifily_tiny_llama_dir, chat_form):
     from trl import DPOConfig
 
     from verifily_dpo.data import tokenize
 
     rows = make_preference_rows(6, seed=2, chat=chat_form)
-    built, tokenizer, _, _, stats = trainer(tmp_path, tiny_llama_dir, rows)
+    built, tokenizer, _, _, stats = trainer(tmp_path, verifily_tiny_llama_dir, rows)
     assert isinstance(built.args, DPOConfig) and built.args.beta == 0.2 and built.args.max_length == 48
     assert built.args.learning_rate == 0.01 and not built.args.gradient_checkpointing and not built.args.bf16
     assert stats == {"rows": 6, "truncated": 0}
@@ -224,10 +224,10 @@ def test_token_ids_are_the_ones_trl_trains_on(tmp_path, tiny_llama_dir, chat_for
         assert {k: prepared[k] for k in ours} == ours
 
 
-def test_rewards_are_the_ones_trl_logs(tmp_path, tiny_llama_dir):
+def test_rewards_are_the_ones_trl_logs(tmp_path, verifily_tiny_llama_dir):
     """After two DPO steps, the evaluator's mean margin and accuracy equal TRL's own eval metrics."""
     rows = make_preference_rows(8, seed=2)
-    built, tokenizer, cfg, options, _ = trainer(tmp_path, tiny_llama_dir, rows, max_steps=2)
+    built, tokenizer, cfg, options, _ = trainer(tmp_path, verifily_tiny_llama_dir, rows, max_steps=2)
     built.train()
     trl = built.evaluate()
     model = built.model.eval()
@@ -240,18 +240,18 @@ def test_rewards_are_the_ones_trl_logs(tmp_path, tiny_llama_dir):
     assert sum(chosen) / len(chosen) == pytest.approx(trl["eval_rewards/chosen"], abs=1e-5)
 
 
-def test_at_step_zero_the_policy_is_the_reference(tiny_llama_dir):
-    model, tokenizer = peft_llama(tiny_llama_dir)
+def test_at_step_zero_the_policy_is_the_reference(verifily_tiny_llama_dir):
+    model, tokenizer = peft_llama(verifily_tiny_llama_dir)
     rows = make_preference_rows(6, seed=2)
     preds = TASK.predict(model.eval(), tokenizer, rows, "causal_lm", config(), TASK.parse_options({}), 4, "cpu")
     assert [p["scores"]["reward_margin"] for p in preds] == [0.0] * 6
     assert {p["prediction"] for p in preds} == {"tie"}
 
 
-def test_length_problems_are_counted_or_named(tiny_llama_dir):
+def test_length_problems_are_counted_or_named(verifily_tiny_llama_dir):
     from verifily_core.modeling import load_tokenizer
 
-    tokenizer = load_tokenizer(str(tiny_llama_dir), config(base_model=str(tiny_llama_dir)))
+    tokenizer = load_tokenizer(str(verifily_tiny_llama_dir), config(base_model=str(verifily_tiny_llama_dir)))
     rows = make_preference_rows(4, seed=2)
     prompt_len = len(tokenizer(rows[0]["prompt"])["input_ids"])
     _, stats = TASK.prepare_features(rows, tokenizer, "causal_lm", config(training={"max_seq_length": prompt_len + 2}),

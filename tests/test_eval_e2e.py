@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_llama_dir):
+def run_dir(tmp_path_factory, verifily_tiny_llama_dir):
     root = tmp_path_factory.mktemp("evalrun")
     data = root / "data"
     write_jsonl(data / "train.jsonl", make_sft_rows(32, seed=1))
     write_jsonl(data / "test.jsonl", make_sft_rows(24, seed=3))
     write_jsonl(data / "gold.jsonl", make_sft_rows(6, seed=4))
-    cfg = {"task": "sft", "base_model": str(tiny_llama_dir),
+    cfg = {"task": "sft", "base_model": str(verifily_tiny_llama_dir),
            "data_paths": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")},
            "training": {"max_steps": 3, "batch_size": 8, "gradient_accumulation_steps": 1, "max_seq_length": 48},
            "lora": {"r": 4, "alpha": 8},

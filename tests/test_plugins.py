@@ -263,12 +263,12 @@ def test_the_example_plugins_own_tests_pass_against_the_pip_installed_package(in
 
 
 @pytest.mark.slow
-def test_pip_installed_backend_trains_a_run(installed_example, tmp_path, tiny_llama_dir):
+def test_pip_installed_backend_trains_a_run(installed_example, tmp_path, verifily_tiny_llama_dir):
     from verifily_core.testing import make_sft_rows, write_jsonl
 
     data = write_jsonl(tmp_path / "train.jsonl", make_sft_rows(16, seed=1))
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"task: sft\nbase_model: {tiny_llama_dir}\ndata_paths: {{train: {data}}}\n"
+    cfg.write_text(f"task: sft\nbase_model: {verifily_tiny_llama_dir}\ndata_paths: {{train: {data}}}\n"
                    f"training: {{max_steps: 2, batch_size: 4, max_seq_length: 48}}\n"
                    f"output: {{dir: {tmp_path / 'runs'}}}\n")
     res = _verifily(installed_example, "train", "--config", str(cfg), "--mode", "subprocess")

@@ -137,11 +137,11 @@ def test_hooks_are_registered_and_discovery_imports_nothing_heavy():
     assert res.returncode == 0, res.stderr
 
 
-def test_prepare_refuses_a_model_that_was_not_quantized(tiny_llama_dir, tmp_path):
+def test_prepare_refuses_a_model_that_was_not_quantized(verifily_tiny_llama_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     import verifily_qlora
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(verifily_tiny_llama_dir)
     with pytest.raises(ConfigError, match=r"^\$\.lora\.quantization: 4bit was requested but the model loader"):
         verifily_qlora.verifily_prepare_model(model=model, config=_config(tmp_path))

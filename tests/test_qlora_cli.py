@@ -42,8 +42,8 @@ def _log(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
-def test_quantized_training_completes_and_keeps_learning_after_evaluations(tmp_path, tiny_llama_dir, bits):
-    res = CliRunner().invoke(cli, ["train", "--config", str(_config(tmp_path, tiny_llama_dir)),
+def test_quantized_training_completes_and_keeps_learning_after_evaluations(tmp_path, verifily_tiny_llama_dir, bits):
+    res = CliRunner().invoke(cli, ["train", "--config", str(_config(tmp_path, verifily_tiny_llama_dir)),
                                    "--quantization", bits, "--device", "cpu"])
     assert res.exit_code == 0, res.output
     (run,) = (tmp_path / "runs").iterdir()
@@ -56,8 +56,8 @@ def test_quantized_training_completes_and_keeps_learning_after_evaluations(tmp_p
     assert len(evals) >= 4 and evals[-1] < 0.97 * evals[0], evals
 
 
-def test_a_quantized_run_evaluates(tmp_path, tiny_llama_dir):
-    config = _config(tmp_path, tiny_llama_dir)
+def test_a_quantized_run_evaluates(tmp_path, verifily_tiny_llama_dir):
+    config = _config(tmp_path, verifily_tiny_llama_dir)
     assert CliRunner().invoke(cli, ["train", "--config", str(config), "--quantization", "4bit",
                                     "training.max_steps=4"]).exit_code == 0
     (run,) = (tmp_path / "runs").iterdir()
@@ -68,13 +68,13 @@ def test_a_quantized_run_evaluates(tmp_path, tiny_llama_dir):
     assert results["overall"]["metrics"]["loss"]["value"] > 0
 
 
-def test_two_4bit_runs_of_one_config_give_identical_adapters(tmp_path, tiny_llama_dir):
+def test_two_4bit_runs_of_one_config_give_identical_adapters(tmp_path, verifily_tiny_llama_dir):
     from verifily_core.hashing import sha256_file
 
     digests = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        config = _config(tmp_path / name, tiny_llama_dir)
+        config = _config(tmp_path / name, verifily_tiny_llama_dir)
         assert CliRunner().invoke(cli, ["train", "--config", str(config), "--quantization", "4bit",
                                         "training.max_steps=4"]).exit_code == 0
         (run,) = (tmp_path / name / "runs").iterdir()
@@ -82,14 +82,14 @@ def test_two_4bit_runs_of_one_config_give_identical_adapters(tmp_path, tiny_llam
     assert digests[0] == digests[1]
 
 
-def test_a_bitsandbytes_build_that_cannot_run_here_exits_1(tmp_path, tiny_llama_dir, monkeypatch):
+def test_a_bitsandbytes_build_that_cannot_run_here_exits_1(tmp_path, verifily_tiny_llama_dir, monkeypatch):
     import bitsandbytes as bnb
 
     def no_kernel(*args, **kwargs):
         raise NotImplementedError("Could not run 'bitsandbytes::gemm_4bit' with arguments from the 'CPU' backend")
 
     monkeypatch.setattr(bnb.nn.Linear4bit, "forward", no_kernel)
-    res = CliRunner().invoke(cli, ["train", "--config", str(_config(tmp_path, tiny_llama_dir)),
+    res = CliRunner().invoke(cli, ["train", "--config", str(_config(tmp_path, verifily_tiny_llama_dir)),
                                    "--quantization", "4bit"])
     assert res.exit_code == 1, res.output
     assert f"Error: $.lora.quantization: bitsandbytes {bnb.__version__} cannot run 4bit layers on cpu" in res.stderr
@@ -119,20 +119,20 @@ def _eval_results(run: Path) -> dict:
     return json.loads((run / "eval" / "eval_results.json").read_text())
 
 
-def test_a_quantized_decoder_classifier_learns_and_evaluates(tmp_path, tiny_llama_dir):
+def test_a_quantized_decoder_classifier_learns_and_evaluates(tmp_path, verifily_tiny_llama_dir):
     """The ``score`` head stays a normal layer, trained in full; evaluation reloads it onto the
     quantized backbone."""
-    run = _classifier_run(tmp_path, tiny_llama_dir)
+    run = _classifier_run(tmp_path, verifily_tiny_llama_dir)
     losses = [r["loss"] for r in _log(run) if "loss" in r]
     assert losses[-1] < 0.9 * losses[0], losses
     results = _eval_results(run)
     assert results["test_data"]["num_examples"] == 16 and "accuracy" in results["overall"]["metrics"]
 
 
-def test_a_quantized_encoder_classifier_keeps_its_head_and_pooler_in_full_precision(tmp_path, tiny_deberta_dir):
+def test_a_quantized_encoder_classifier_keeps_its_head_and_pooler_in_full_precision(tmp_path, verifily_tiny_deberta_dir):
     from safetensors import safe_open
 
-    run = _classifier_run(tmp_path, tiny_deberta_dir)
+    run = _classifier_run(tmp_path, verifily_tiny_deberta_dir)
     with safe_open(str(run / "adapter" / "adapter_model.safetensors"), "pt") as f:
         full = {k: f.get_tensor(k) for k in f.keys() if "lora_" not in k}  # base_model.model.<module>....
     assert {k.split(".")[2] for k in full} >= {"classifier", "pooler"}, sorted(full)

@@ -101,10 +101,10 @@ def _packed_layers(model) -> int:
                and getattr(m.weight.quant_state, "packing_format_for_cpu", False))
 
 
-def test_4bit_lora_keeps_learning_after_evaluation_passes(tiny_llama_dir):
+def test_4bit_lora_keeps_learning_after_evaluation_passes(verifily_tiny_llama_dir):
     import bitsandbytes as bnb
 
-    model, batch = _causal_lm(tiny_llama_dir, "4bit")
+    model, batch = _causal_lm(verifily_tiny_llama_dir, "4bit")
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     model = _lora(model, "CAUSAL_LM")
     losses, oks = _train_with_evals(model, batch)
@@ -114,8 +114,8 @@ def test_4bit_lora_keeps_learning_after_evaluation_passes(tiny_llama_dir):
 
 
 @pytest.mark.skipif("not _has_avx512bf16()", reason="bitsandbytes repacks 4-bit weights only on AVX512-BF16 CPUs")
-def test_without_the_fix_gradients_vanish_after_one_evaluation_pass(tiny_llama_dir):
-    model, batch = _causal_lm(tiny_llama_dir, "4bit", prepare=False)
+def test_without_the_fix_gradients_vanish_after_one_evaluation_pass(verifily_tiny_llama_dir):
+    model, batch = _causal_lm(verifily_tiny_llama_dir, "4bit", prepare=False)
     model = _lora(model, "CAUSAL_LM")
     losses, oks = _train_with_evals(model, batch, steps=4)
     assert oks[0] and not any(oks[1:])  # the first evaluation pass repacked the weights
@@ -124,9 +124,9 @@ def test_without_the_fix_gradients_vanish_after_one_evaluation_pass(tiny_llama_d
 
 
 @pytest.mark.skipif("not _has_avx512bf16()", reason="bitsandbytes repacks 4-bit weights only on AVX512-BF16 CPUs")
-def test_the_fix_also_undoes_a_repacking_that_already_happened(tiny_llama_dir):
-    cfg = _config(tiny_llama_dir, "4bit")
-    model, batch = _causal_lm(tiny_llama_dir, "4bit", prepare=False)
+def test_the_fix_also_undoes_a_repacking_that_already_happened(verifily_tiny_llama_dir):
+    cfg = _config(verifily_tiny_llama_dir, "4bit")
+    model, batch = _causal_lm(verifily_tiny_llama_dir, "4bit", prepare=False)
     before = _eval_pass(model, batch)
     assert _packed_layers(model) > 0
     verifily_qlora.verifily_prepare_model(model=model, config=cfg)
@@ -136,10 +136,10 @@ def test_the_fix_also_undoes_a_repacking_that_already_happened(tiny_llama_dir):
     assert all(oks) and losses[-1] < losses[0]
 
 
-def test_8bit_lora_learns_on_cpu_across_evaluation_passes(tiny_llama_dir):
+def test_8bit_lora_learns_on_cpu_across_evaluation_passes(verifily_tiny_llama_dir):
     import bitsandbytes as bnb
 
-    model, batch = _causal_lm(tiny_llama_dir, "8bit")
+    model, batch = _causal_lm(verifily_tiny_llama_dir, "8bit")
     assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules())
     model = _lora(model, "CAUSAL_LM")
     losses, oks = _train_with_evals(model, batch)
@@ -147,12 +147,12 @@ def test_8bit_lora_learns_on_cpu_across_evaluation_passes(tiny_llama_dir):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_8bit_int8_inference_on_cpu_agrees_with_the_training_path(tiny_llama_dir):
+def test_8bit_int8_inference_on_cpu_agrees_with_the_training_path(verifily_tiny_llama_dir):
     """In eval mode bitsandbytes multiplies in int8 on CPU; in train mode it dequantizes.
     Both must give the same loss within int8 rounding, or evaluation during training lies."""
     import torch
 
-    model, batch = _causal_lm(tiny_llama_dir, "8bit")
+    model, batch = _causal_lm(verifily_tiny_llama_dir, "8bit")
     eval_loss = _eval_pass(model, batch)
     model.train()
     with torch.no_grad():
@@ -161,14 +161,14 @@ def test_8bit_int8_inference_on_cpu_agrees_with_the_training_path(tiny_llama_dir
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
-def test_seq2seq_qlora_learns_after_evaluation_passes(tiny_t5_dir, bits):
+def test_seq2seq_qlora_learns_after_evaluation_passes(verifily_tiny_t5_dir, bits):
     from transformers import AutoTokenizer
 
-    cfg = _config(tiny_t5_dir, bits)
-    model = _load("AutoModelForSeq2SeqLM", tiny_t5_dir, cfg)
+    cfg = _config(verifily_tiny_t5_dir, bits)
+    model = _load("AutoModelForSeq2SeqLM", verifily_tiny_t5_dir, cfg)
     verifily_qlora.verifily_prepare_model(model=model, config=cfg)
     model = _lora(model, "SEQ_2_SEQ_LM")
-    tok = AutoTokenizer.from_pretrained(tiny_t5_dir)
+    tok = AutoTokenizer.from_pretrained(verifily_tiny_t5_dir)
     rows = make_sft_rows(16, seed=1)
     batch = dict(tok([f"{r['instruction']} {r['input']}" for r in rows], return_tensors="pt", padding=True))
     labels = tok([r["output"] for r in rows], return_tensors="pt", padding=True).input_ids
@@ -178,18 +178,18 @@ def test_seq2seq_qlora_learns_after_evaluation_passes(tiny_t5_dir, bits):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_sequence_classification_4bit_keeps_its_head_in_full_precision(tiny_bert_dir):
+def test_sequence_classification_4bit_keeps_its_head_in_full_precision(verifily_tiny_bert_dir):
     import bitsandbytes as bnb
     import torch
     from transformers import AutoTokenizer
 
-    cfg = _config(tiny_bert_dir, "4bit", task="classification")
-    model = _load("AutoModelForSequenceClassification", tiny_bert_dir, cfg, num_labels=2)
+    cfg = _config(verifily_tiny_bert_dir, "4bit", task="classification")
+    model = _load("AutoModelForSequenceClassification", verifily_tiny_bert_dir, cfg, num_labels=2)
     assert type(model.classifier) is torch.nn.Linear
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.bert.modules())
     verifily_qlora.verifily_prepare_model(model=model, config=cfg)
     model = _lora(model, "SEQ_CLS", modules_to_save=["classifier"])
-    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tok = AutoTokenizer.from_pretrained(verifily_tiny_bert_dir)
     rows = make_classification_rows(16, seed=1)
     labels = sorted({r["label"] for r in rows})
     batch = dict(tok([r["text"] for r in rows], return_tensors="pt", padding=True))

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory, tiny_llama_dir):
+def original(tmp_path_factory, verifily_tiny_llama_dir):
     """A tiny run on ds@v1 from a dataset store, evaluated at the end of training, sliced by source."""
     from verifily_core.datasets import DatasetStore
 
@@ -27,7 +27,7 @@ def original(tmp_path_factory, tiny_llama_dir):
     write_jsonl(root / "test.jsonl", make_sft_rows(9, seed=3))
     DatasetStore(root / "store").create("ds", "v1", "sft", {"train": root / "train.jsonl", "test": root / "test.jsonl"},
                                         registries=load_registries())
-    cfg = {"task": "sft", "base_model": str(tiny_llama_dir), "dataset_version": "ds@latest",
+    cfg = {"task": "sft", "base_model": str(verifily_tiny_llama_dir), "dataset_version": "ds@latest",
            "dataset_store": str(root / "store"),
            "training": {"max_steps": 3, "batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 48,
                         "learning_rate": 0.01},

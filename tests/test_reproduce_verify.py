@@ -16,14 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_llama_dir):
+def trained(tmp_path_factory, verifily_tiny_llama_dir):
     """One tiny completed run trained from data_paths."""
     import yaml
 
     root = tmp_path_factory.mktemp("verify")
     data = root / "data"
     write_jsonl(data / "train.jsonl", make_sft_rows(16, seed=1))
-    cfg = {"task": "sft", "base_model": str(tiny_llama_dir), "data_paths": {"train": str(data / "train.jsonl")},
+    cfg = {"task": "sft", "base_model": str(verifily_tiny_llama_dir), "data_paths": {"train": str(data / "train.jsonl")},
            "training": {"max_steps": 2, "batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 48},
            "lora": {"r": 4, "alpha": 8}, "eval": {"enabled": False}, "output": {"dir": str(root / "runs")}}
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))

@@ -16,11 +16,11 @@ from verifily_core.testing.tiny_models import KINDS, build_tiny_model, main
 
 
 @pytest.mark.parametrize("fixture, auto", [
-    ("tiny_llama_dir", "AutoModelForCausalLM"),
-    ("tiny_t5_dir", "AutoModelForSeq2SeqLM"),
-    ("tiny_bert_dir", "AutoModelForSequenceClassification"),
-    ("tiny_deberta_dir", "AutoModelForSequenceClassification"),
-    ("tiny_llama_dir", "AutoModelForSequenceClassification"),
+    ("verifily_tiny_llama_dir", "AutoModelForCausalLM"),
+    ("verifily_tiny_t5_dir", "AutoModelForSeq2SeqLM"),
+    ("verifily_tiny_bert_dir", "AutoModelForSequenceClassification"),
+    ("verifily_tiny_deberta_dir", "AutoModelForSequenceClassification"),
+    ("verifily_tiny_llama_dir", "AutoModelForSequenceClassification"),
 ])
 def test_loads_offline_and_computes_a_loss(request, fixture, auto):
     import torch
@@ -41,7 +41,7 @@ def test_loads_offline_and_computes_a_loss(request, fixture, auto):
     assert model.config.vocab_size == len(tok)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_bert_dir", "tiny_deberta_dir"])
+@pytest.mark.parametrize("fixture", ["verifily_tiny_bert_dir", "verifily_tiny_deberta_dir"])
 def test_pair_encoding_has_two_segments(request, fixture):
     from transformers import AutoTokenizer
 
@@ -55,24 +55,24 @@ def test_pair_encoding_has_two_segments(request, fixture):
     assert tok.decode(enc["input_ids"], skip_special_tokens=True) == "good movie the review is short"
 
 
-def test_special_tokens_follow_each_architecture(tiny_llama_dir, tiny_t5_dir):
+def test_special_tokens_follow_each_architecture(verifily_tiny_llama_dir, verifily_tiny_t5_dir):
     from transformers import AutoConfig, AutoTokenizer
 
-    llama = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    llama = AutoTokenizer.from_pretrained(verifily_tiny_llama_dir)
     assert (llama.bos_token, llama.eos_token, llama.pad_token, llama.unk_token) == ("<s>", "</s>", "<pad>", "<unk>")
     assert len({llama.bos_token_id, llama.eos_token_id, llama.pad_token_id}) == 3
     assert llama("apple").input_ids[0] == llama.bos_token_id
-    cfg = AutoConfig.from_pretrained(tiny_llama_dir)
+    cfg = AutoConfig.from_pretrained(verifily_tiny_llama_dir)
     assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (
         llama.bos_token_id, llama.eos_token_id, llama.pad_token_id)
 
-    t5 = AutoTokenizer.from_pretrained(tiny_t5_dir)
+    t5 = AutoTokenizer.from_pretrained(verifily_tiny_t5_dir)
     assert t5.pad_token_id == 0 and t5.eos_token == "</s>"
     assert t5("apple").input_ids[-1] == t5.eos_token_id
-    assert AutoConfig.from_pretrained(tiny_t5_dir).decoder_start_token_id == 0
+    assert AutoConfig.from_pretrained(verifily_tiny_t5_dir).decoder_start_token_id == 0
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama_dir", "tiny_t5_dir"])
+@pytest.mark.parametrize("fixture", ["verifily_tiny_llama_dir", "verifily_tiny_t5_dir"])
 def test_byte_level_tokenizers_round_trip(request, fixture):
     from transformers import AutoTokenizer
 
@@ -82,10 +82,10 @@ def test_byte_level_tokenizers_round_trip(request, fixture):
     assert tok.unk_token_id not in tok(text).input_ids
 
 
-def test_llama_chat_template(tiny_llama_dir):
+def test_llama_chat_template(verifily_tiny_llama_dir):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tok = AutoTokenizer.from_pretrained(verifily_tiny_llama_dir)
     chat = [{"role": "user", "content": "Repeat the word. apple"}, {"role": "assistant", "content": "apple"}]
     text = tok.apply_chat_template(chat, tokenize=False)
     assert text == "<s><|user|>\nRepeat the word. apple\n<|assistant|>\napple</s>\n"
@@ -184,14 +184,14 @@ def test_testing_helpers_import_no_heavy_library():
     assert res.stdout.strip() == ""
 
 
-def test_cli_runners_separate_stdout_and_stderr(cli_runner, run_verifily, tmp_path):
-    ok = cli_runner("--version")
+def test_cli_runners_separate_stdout_and_stderr(verifily_cli, verifily_subprocess, tmp_path):
+    ok = verifily_cli("--version")
     assert ok.exit_code == 0 and __version__ in ok.stdout and ok.stderr == ""
-    bad = cli_runner("no-such-command")
+    bad = verifily_cli("no-such-command")
     assert bad.exit_code == 2 and "no-such-command" in bad.stderr and bad.stdout == ""
-    proc = run_verifily("--version", cwd=tmp_path)
+    proc = verifily_subprocess("--version", cwd=tmp_path)
     assert proc.returncode == 0 and __version__ in proc.stdout
-    proc = run_verifily("no-such-command", cwd=tmp_path)
+    proc = verifily_subprocess("no-such-command", cwd=tmp_path)
     assert proc.returncode == 2 and "no-such-command" in proc.stderr
 
 

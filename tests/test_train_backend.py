@@ -43,11 +43,11 @@ def test_explicit_devices_must_exist():
             resolve_device("cuda")
 
 
-def test_auto_loader_follows_the_model_config(tiny_llama_dir, tiny_t5_dir):
+def test_auto_loader_follows_the_model_config(verifily_tiny_llama_dir, verifily_tiny_t5_dir):
     regs = load_registries()
-    assert choose_loader(ModelSource(config(str(tiny_llama_dir)), regs)).name == "causal_lm"
-    assert choose_loader(ModelSource(config(str(tiny_t5_dir)), regs)).name == "seq2seq"
-    forced = config(str(tiny_t5_dir), model={"loader": "causal_lm"})
+    assert choose_loader(ModelSource(config(str(verifily_tiny_llama_dir)), regs)).name == "causal_lm"
+    assert choose_loader(ModelSource(config(str(verifily_tiny_t5_dir)), regs)).name == "seq2seq"
+    forced = config(str(verifily_tiny_t5_dir), model={"loader": "causal_lm"})
     assert choose_loader(ModelSource(forced, regs)).name == "causal_lm"
 
 
@@ -59,9 +59,9 @@ class PickSeq2Seq:
         return "seq2seq"
 
 
-def test_a_plugin_answer_wins_over_the_builtin_choice(tiny_llama_dir):
+def test_a_plugin_answer_wins_over_the_builtin_choice(verifily_tiny_llama_dir):
     regs = load_registries(make_plugin_manager(plugins=[PickSeq2Seq()]))
-    assert choose_loader(ModelSource(config(str(tiny_llama_dir)), regs)).name == "seq2seq"
+    assert choose_loader(ModelSource(config(str(verifily_tiny_llama_dir)), regs)).name == "seq2seq"
 
 
 class Kwargs:
@@ -175,7 +175,7 @@ def test_checkpoints_close_the_log_window_and_none_is_written_after_the_last_ste
     assert decide(10, True, load_best=True) == (True, True)
 
 
-def test_default_build_trainer_is_the_trainer_of_the_mapped_arguments(tmp_path, tiny_llama_dir):
+def test_default_build_trainer_is_the_trainer_of_the_mapped_arguments(tmp_path, verifily_tiny_llama_dir):
     from transformers import AutoModelForCausalLM, Trainer
 
     from verifily_core.interfaces import Task
@@ -183,7 +183,7 @@ def test_default_build_trainer_is_the_trainer_of_the_mapped_arguments(tmp_path, 
 
     job = SimpleNamespace(config=config(training={"max_steps": 3, "learning_rate": 1e-3}, seed=4))
     args_class, values = argument_values(job, tmp_path, "cpu", False, "causal_lm")
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(verifily_tiny_llama_dir))
     collate, features = (lambda feats: feats), [{"input_ids": [1, 2]}]
     trainer = Task.build_trainer(SimpleNamespace(), Trainer, args_class, values, job=job, model=model, tokenizer=None,
                                  train_dataset=features, eval_dataset=None, data_collator=collate, callbacks=[],
@@ -213,14 +213,14 @@ class ProbePlugin:
 
 
 @pytest.mark.slow
-def test_the_local_backend_builds_its_trainer_through_the_task(tmp_path, tiny_llama_dir):
+def test_the_local_backend_builds_its_trainer_through_the_task(tmp_path, verifily_tiny_llama_dir):
     from transformers import Trainer, TrainingArguments
 
     from verifily_core import api
     from verifily_core.testing import make_sft_rows, write_jsonl
 
     train = write_jsonl(tmp_path / "train.jsonl", make_sft_rows(6, seed=1))
-    cfg = {"task": "sft_probe", "base_model": str(tiny_llama_dir), "data_paths": {"train": str(train)},
+    cfg = {"task": "sft_probe", "base_model": str(verifily_tiny_llama_dir), "data_paths": {"train": str(train)},
            "training": {"max_steps": 1, "batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 48},
            "lora": {"r": 4, "alpha": 8}, "eval": {"enabled": False}, "output": {"dir": str(tmp_path / "runs")}}
     run = api.train(cfg, registries=load_registries(make_plugin_manager(plugins=[ProbePlugin()])))

@@ -58,7 +58,7 @@ def losses(run: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
 
 
-@pytest.mark.parametrize("model", ["tiny_llama_dir", "tiny_t5_dir"])
+@pytest.mark.parametrize("model", ["verifily_tiny_llama_dir", "verifily_tiny_t5_dir"])
 def test_lora_sft_lowers_training_loss_and_writes_a_complete_run(request, tmp_path, model):
     res = train(make_config(tmp_path, request.getfixturevalue(model)))
     assert res.exit_code == 0, res.output + res.stderr
@@ -75,8 +75,8 @@ def test_lora_sft_lowers_training_loss_and_writes_a_complete_run(request, tmp_pa
     assert meta["metrics"]["train_loss"] > 0 and "eval_loss" in meta["metrics"]
 
 
-def test_every_hash_matches_the_files(tmp_path, tiny_llama_dir):
-    assert train(make_config(tmp_path, tiny_llama_dir, max_steps=4)).exit_code == 0
+def test_every_hash_matches_the_files(tmp_path, verifily_tiny_llama_dir):
+    assert train(make_config(tmp_path, verifily_tiny_llama_dir, max_steps=4)).exit_code == 0
     run = only_run(tmp_path)
     hashes = json.loads((run / "hashes.json").read_text())
     on_disk = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} - {"hashes.json"}
@@ -97,8 +97,8 @@ def test_every_hash_matches_the_files(tmp_path, tiny_llama_dir):
     assert not (run / "config.yaml").stat().st_mode & 0o222
 
 
-def test_two_runs_of_one_config_give_identical_adapters(tmp_path, tiny_llama_dir):
-    config = make_config(tmp_path, tiny_llama_dir, max_steps=4)
+def test_two_runs_of_one_config_give_identical_adapters(tmp_path, verifily_tiny_llama_dir):
+    config = make_config(tmp_path, verifily_tiny_llama_dir, max_steps=4)
     assert train(config).exit_code == 0
     assert train(config).exit_code == 0
     runs = sorted(p for p in (tmp_path / "runs").iterdir())
@@ -127,14 +127,14 @@ class PoisonPlugin:
         return [Poison()]
 
 
-def test_nan_loss_fails_with_exit_3_and_marks_the_run_failed(tmp_path, tiny_llama_dir):
+def test_nan_loss_fails_with_exit_3_and_marks_the_run_failed(tmp_path, verifily_tiny_llama_dir):
     from verifily_core import TrainingError
     from verifily_core import train as api_train
     from verifily_core.plugins import load_registries, make_plugin_manager
 
     regs = load_registries(make_plugin_manager(plugins=[PoisonPlugin()]))
     with pytest.raises(TrainingError, match="non-finite training: (loss|grad_norm) became nan") as err:
-        api_train(str(make_config(tmp_path, tiny_llama_dir, logging_steps=1)), registries=regs)
+        api_train(str(make_config(tmp_path, verifily_tiny_llama_dir, logging_steps=1)), registries=regs)
     assert err.value.exit_code == 3
     failed = only_run(tmp_path, ".failed")
     meta = json.loads((failed / "run_meta.json").read_text())
@@ -173,8 +173,8 @@ train(sys.argv[1], registries=load_registries(make_plugin_manager(plugins=[Stall
 """
 
 
-def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_llama_dir):
-    config = make_config(tmp_path, tiny_llama_dir, num_epochs=6, save_steps=4, logging_steps=2)
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_llama_dir):
+    config = make_config(tmp_path, verifily_tiny_llama_dir, num_epochs=6, save_steps=4, logging_steps=2)
     assert train(config).exit_code == 0
     reference = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
     reference_log = log_steps(only_run(tmp_path))
@@ -204,8 +204,8 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_llama_dir):
     assert log_steps(only_run(tmp_path)) == reference_log  # steps after the checkpoint are not logged twice
 
 
-def test_resume_refuses_a_changed_config(tmp_path, tiny_llama_dir):
-    config = make_config(tmp_path, tiny_llama_dir)
+def test_resume_refuses_a_changed_config(tmp_path, verifily_tiny_llama_dir):
+    config = make_config(tmp_path, verifily_tiny_llama_dir)
     fake = tmp_path / "runs" / "run_x.partial"
     fake.mkdir(parents=True)
     (fake / "run_meta.json").write_text(json.dumps({"run_id": "run_x", "status": "running",
@@ -215,9 +215,9 @@ def test_resume_refuses_a_changed_config(tmp_path, tiny_llama_dir):
     assert res.exit_code == 1 and "the config differs from the run's (training.learning_rate" in res.stderr
 
 
-def test_python_api_returns_a_run(tmp_path, tiny_llama_dir):
+def test_python_api_returns_a_run(tmp_path, verifily_tiny_llama_dir):
     from verifily_core import train as api_train
 
-    run = api_train(str(make_config(tmp_path, tiny_llama_dir, max_steps=2)), name="api-run")
+    run = api_train(str(make_config(tmp_path, verifily_tiny_llama_dir, max_steps=2)), name="api-run")
     assert run.status == "completed" and run.name == "api-run"
     assert Path(run.artifact_path).is_dir() and run.reproducibility_hash.startswith("sha256:")

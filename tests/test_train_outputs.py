@@ -13,8 +13,8 @@ from verifily_core import hookimpl
 pytestmark = pytest.mark.slow
 
 
-def test_full_fine_tuning_saves_the_whole_model_and_learns(tmp_path, tiny_llama_dir):
-    res = train(make_config(tmp_path, tiny_llama_dir, learning_rate=0.002, num_epochs=2), "lora.enabled=false")
+def test_full_fine_tuning_saves_the_whole_model_and_learns(tmp_path, verifily_tiny_llama_dir):
+    res = train(make_config(tmp_path, verifily_tiny_llama_dir, learning_rate=0.002, num_epochs=2), "lora.enabled=false")
     assert res.exit_code == 0, res.output + res.stderr
     run = only_run(tmp_path)
     trace = losses(run)
@@ -23,27 +23,28 @@ def test_full_fine_tuning_saves_the_whole_model_and_learns(tmp_path, tiny_llama_
     assert not (run / "adapter" / "adapter_config.json").exists()
 
 
-def test_merged_model_equals_base_plus_adapter(tmp_path, tiny_llama_dir):
+def test_merged_model_equals_base_plus_adapter(tmp_path, verifily_tiny_llama_dir):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    res = train(make_config(tmp_path, tiny_llama_dir, max_steps=3), "output.save_adapter_only=false")
+    res = train(make_config(tmp_path, verifily_tiny_llama_dir, max_steps=3), "output.save_adapter_only=false")
     assert res.exit_code == 0, res.output + res.stderr
     run = only_run(tmp_path)
     hashes = json.loads((run / "hashes.json").read_text())["artifacts"]
     assert "model/model.safetensors" in hashes and "adapter/adapter_model.safetensors" in hashes
     ids = torch.tensor([[1, 5, 9, 13, 17]])
     merged = AutoModelForCausalLM.from_pretrained(run / "model").eval()
-    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), run / "adapter").eval()
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    to_adapt = AutoModelForCausalLM.from_pretrained(verifily_tiny_llama_dir)
+    adapted = PeftModel.from_pretrained(to_adapt, run / "adapter").eval()
+    base = AutoModelForCausalLM.from_pretrained(verifily_tiny_llama_dir).eval()
     with torch.no_grad():
         m, a, b = (model(ids).logits for model in (merged, adapted, base))
     assert torch.allclose(m, a, atol=1e-4) and not torch.allclose(m, b, atol=1e-3)
 
 
-def test_training_log_and_terminal_notes(tmp_path, tiny_llama_dir, caplog):
-    res = train(make_config(tmp_path, tiny_llama_dir, max_steps=4, logging_steps=2, max_seq_length=24))
+def test_training_log_and_terminal_notes(tmp_path, verifily_tiny_llama_dir, caplog):
+    res = train(make_config(tmp_path, verifily_tiny_llama_dir, max_steps=4, logging_steps=2, max_seq_length=24))
     assert res.exit_code == 0, res.output + res.stderr
     run = only_run(tmp_path)
     lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
@@ -85,7 +86,7 @@ class Recorder:
         self.runs.append((run, (run.path / "hashes.json").is_file()))
 
 
-def test_out_of_memory_fails_the_run_with_advice(tmp_path, tiny_llama_dir):
+def test_out_of_memory_fails_the_run_with_advice(tmp_path, verifily_tiny_llama_dir):
     from verifily_core import TrainingError
     from verifily_core import train as api_train
     from verifily_core.plugins import load_registries, make_plugin_manager
@@ -93,28 +94,28 @@ def test_out_of_memory_fails_the_run_with_advice(tmp_path, tiny_llama_dir):
     recorder = Recorder()
     regs = load_registries(make_plugin_manager(plugins=[OutOfMemory(), recorder]))
     with pytest.raises(TrainingError, match="out of memory .*lower training.batch_size") as err:
-        api_train(str(make_config(tmp_path, tiny_llama_dir)), registries=regs)
+        api_train(str(make_config(tmp_path, verifily_tiny_llama_dir)), registries=regs)
     assert err.value.exit_code == 3 and recorder.runs == []
     meta = json.loads((only_run(tmp_path, ".failed") / "run_meta.json").read_text())
     assert meta["status"] == "failed" and "out of memory" in meta["error"]
 
 
-def test_run_written_hook_sees_the_sealed_run(tmp_path, tiny_llama_dir):
+def test_run_written_hook_sees_the_sealed_run(tmp_path, verifily_tiny_llama_dir):
     from verifily_core import train as api_train
     from verifily_core.plugins import load_registries, make_plugin_manager
 
     recorder = Recorder()
     regs = load_registries(make_plugin_manager(plugins=[recorder]))
-    run = api_train(str(make_config(tmp_path, tiny_llama_dir, max_steps=1)), registries=regs)
+    run = api_train(str(make_config(tmp_path, verifily_tiny_llama_dir, max_steps=1)), registries=regs)
     assert [(r.run_id, r.status, sealed) for r, sealed in recorder.runs] == [(run.run_id, "completed", True)]
     assert recorder.runs[0][0].path == only_run(tmp_path)
 
 
-def test_lora_target_modules_list_and_unknown_names(tmp_path, tiny_llama_dir):
-    res = train(make_config(tmp_path, tiny_llama_dir, max_steps=1), "lora.target_modules=[q_proj]")
+def test_lora_target_modules_list_and_unknown_names(tmp_path, verifily_tiny_llama_dir):
+    res = train(make_config(tmp_path, verifily_tiny_llama_dir, max_steps=1), "lora.target_modules=[q_proj]")
     assert res.exit_code == 0, res.output + res.stderr
     adapter = json.loads((only_run(tmp_path) / "adapter" / "adapter_config.json").read_text())
     assert adapter["target_modules"] == ["q_proj"] and adapter["r"] == 8 and adapter["lora_alpha"] == 16
-    res = train(make_config(tmp_path, tiny_llama_dir, max_steps=1), "lora.target_modules=[no_such_proj]")
+    res = train(make_config(tmp_path, verifily_tiny_llama_dir, max_steps=1), "lora.target_modules=[no_such_proj]")
     assert res.exit_code == 1 and "Error: $.lora.target_modules: Target modules {'no_such_proj'} not found" in res.stderr
     assert len(list((tmp_path / "runs").glob("*.failed"))) == 1

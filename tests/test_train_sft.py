@@ -16,17 +16,17 @@ def sft():
 
 
 @pytest.fixture(scope="module")
-def llama_tok(tiny_llama_dir):
+def llama_tok(verifily_tiny_llama_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+    return AutoTokenizer.from_pretrained(verifily_tiny_llama_dir)
 
 
 @pytest.fixture(scope="module")
-def t5_tok(tiny_t5_dir):
+def t5_tok(verifily_tiny_t5_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_t5_dir)
+    return AutoTokenizer.from_pretrained(verifily_tiny_t5_dir)
 
 
 class Cfg:

@@ -1,9 +1,11 @@
-"""Helpers for tests, examples and the demo: tiny offline models and synthetic tagged data.
+"""Helpers for tests and examples: tiny offline models and synthetic tagged data.
 
-Nothing here downloads anything; heavy libraries are imported inside functions.
+Nothing here downloads anything; heavy libraries are imported inside functions. The pytest
+fixtures built on these (tiny models, tagged datasets, command-line runners) are in
+:mod:`verifily_core.testing.pytest_plugin`, which pytest loads by itself. Nothing in
+``verifily_core`` outside this package imports it.
 """
 
-from verifily_core.testing.cli import invoke_verifily, run_verifily
 from verifily_core.testing.data import (
     SOURCES,
     corpus,
@@ -12,7 +14,4 @@ from verifily_core.testing.data import (
     write_jsonl,
 )
 
-__all__ = [
-    "SOURCES", "corpus", "invoke_verifily", "make_classification_rows", "make_sft_rows", "run_verifily",
-    "write_jsonl",
-]
+__all__ = ["SOURCES", "corpus", "make_classification_rows", "make_sft_rows", "write_jsonl"]
