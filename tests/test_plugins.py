@@ -254,8 +254,10 @@ def test_a_plugin_command_may_not_take_a_name_in_use():
         collect_commands(make_plugin_manager(entrypoints=False, plugins=[Adds(), twice()]))
 
 
+@pytest.mark.slow
 def test_the_example_plugins_own_tests_pass_against_the_pip_installed_package(installed_example, tmp_path):
-    """The plugin package's tests, run as its author would after ``pip install``."""
+    """The plugin package's tests, run as its author would after ``pip install``: the last trains
+    a tiny model with the fixtures of Verifily's pytest plugin, which the package does not define."""
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE_PLUGIN / "tests")],
                          cwd=tmp_path, env=installed_example, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -40,6 +41,14 @@ def _project(tmp_path: Path, tests: str, ini: str | None = None) -> Path:
     return project
 
 
+def _plugins_doc_section(heading: str) -> str:
+    """The text of docs/plugins.md from ``heading`` to the next heading."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    start = text.index(f"\n{heading}\n")
+    following = re.search(r"^#", text[start + len(heading) + 2:], re.M)
+    return text[start:start + len(heading) + 2 + following.start()] if following else text[start:]
+
+
 def test_the_plugin_is_registered_through_the_pytest11_entry_point():
     found = [(ep.name, ep.value, ep.dist.name) for ep in entry_points(group="pytest11") if ep.value == PLUGIN]
     assert found == [("verifily", PLUGIN, "verifily-train")]
@@ -67,6 +76,28 @@ def test_without_the_plugin_the_fixtures_do_not_exist(tmp_path):
     project = _project(tmp_path, "def test_data(verifily_sft_files):\n    pass\n")
     res = _pytest(project, "-p", "no:verifily")
     assert res.returncode == 1 and "fixture 'verifily_sft_files' not found" in res.stdout
+
+
+def test_pytest_lists_exactly_the_documented_fixtures_with_docstrings(tmp_path):
+    res = _pytest(_project(tmp_path, "def test_nothing():\n    pass\n"), "--fixtures")
+    assert res.returncode == 0, res.stderr
+    section = res.stdout[res.stdout.index(f"fixtures defined from {PLUGIN}"):]
+    section = re.split(r"^-+ ", section, flags=re.M)[0]  # up to the next plugin's heading, if any
+    listed = re.findall(r"^(verifily_\w+)(?: \[\w+ scope\])? -- ", section, re.M)
+    documented = re.findall(r"^\| `(verifily_\w+)` \|", _plugins_doc_section("### Fixtures"), re.M)
+    assert listed and sorted(listed) == sorted(documented)
+    assert "no docstring available" not in section
+
+
+def test_the_guides_end_to_end_example_is_the_example_plugins_test():
+    """docs/plugins.md shows a test that exists, verbatim, in examples/verifily-example-plugin/tests."""
+    block = re.search(r"```python\n(.*?)```", _plugins_doc_section("### Fixtures"), re.S).group(1)
+    shown = next(n for n in ast.parse(block).body if isinstance(n, ast.FunctionDef))
+    source = (ROOT / "examples" / "verifily-example-plugin" / "tests" / "test_example_plugin.py").read_text()
+    real = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == shown.name)
+    assert ast.get_source_segment(block, shown) == ast.get_source_segment(source, real)
+    imports = {ast.unparse(n) for n in ast.parse(block).body if isinstance(n, (ast.Import, ast.ImportFrom))}
+    assert imports <= {ast.unparse(n) for n in ast.parse(source).body if isinstance(n, (ast.Import, ast.ImportFrom))}
 
 
 OFFLINE_PROBE = """
