@@ -13,10 +13,9 @@ from verifily_core.testing import make_classification_rows, make_sft_rows, write
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    root = tmp_path / "store"
-    monkeypatch.setenv("VERIFILY_DATASETS_DIR", str(root))
-    return root
+def store(verifily_store):
+    """An empty dataset store, the default of ``verifily dataset`` in this test."""
+    return verifily_store
 
 
 def run(*args):

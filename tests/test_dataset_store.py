@@ -18,10 +18,9 @@ from verifily_core.testing import make_sft_rows, write_jsonl
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    root = tmp_path / "store"
-    monkeypatch.setenv("VERIFILY_DATASETS_DIR", str(root))
-    return root
+def store(verifily_store):
+    """An empty dataset store, the default of ``verifily dataset`` in this test."""
+    return verifily_store
 
 
 @pytest.fixture(scope="module")
