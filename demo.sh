@@ -28,7 +28,7 @@ DATA=.verifily/demo/data/$TASK
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Build the demo base model (cached) and the dataset files ($TASK)"
-$PY -m verifily_core.testing.demo prepare --dir .verifily/demo --task "$TASK" \
+$PY examples/demo/demo.py prepare --dir .verifily/demo --task "$TASK" \
   --store "$VERIFILY_DATASETS_DIR" --dataset-id "$DS"
 
 step "Create dataset versions $DS@v1 and $DS@v2 (immutable, hashed)"
@@ -58,7 +58,7 @@ $V compare --runs "$RUN1,$RUN2" --metric f1 --slice-by source --format json \
   --output ".verifily/demo/compare-$TASK.json" >/dev/null
 
 step "The hardest examples of the v1 run"
-$PY -m verifily_core.testing.demo hard --run "$RUN1" -n 5
+$PY examples/demo/demo.py hard --run "$RUN1" -n 5
 
 step "Verify the v1 run's hash chain"
 $V reproduce --run "$RUN1" --verify-only

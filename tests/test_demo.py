@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from verifily_core.plugins import load_registries
-from verifily_core.testing import demo
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO_SCRIPT = ROOT / "examples" / "demo" / "demo.py"
+
+
+def _load_demo():
+    """``examples/demo/demo.py``, the demo's builder: a script beside demo.sh's configs, not an installed module."""
+    spec = importlib.util.spec_from_file_location("verifily_demo", DEMO_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = _load_demo()
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess:
@@ -50,6 +63,14 @@ def test_demo_rejects_an_unknown_task_with_exit_1():
     res = _demo("--task", "regression")
     assert res.returncode == 1
     assert "unknown task 'regression'" in res.stderr
+
+
+def test_the_demo_builder_imports_no_heavy_library_and_is_not_in_the_package():
+    probe = (f"import runpy, sys; runpy.run_path({str(DEMO_SCRIPT)!r}, run_name='verifily_demo')\n"
+             "print(','.join(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == ""
+    assert importlib.util.find_spec("verifily_core.testing.demo") is None
 
 
 @pytest.mark.parametrize("task", demo.TASKS)

@@ -178,7 +178,7 @@ def test_command_line_builds_and_prints_paths(tmp_path, capsys):
 
 
 def test_testing_helpers_import_no_heavy_library():
-    probe = ("import sys, verifily_core.testing, verifily_core.testing.tiny_models, verifily_core.testing.demo\n"
+    probe = ("import sys, verifily_core.testing, verifily_core.testing.tiny_models\n"
              "print(','.join(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == ""

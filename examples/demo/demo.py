@@ -1,9 +1,10 @@
 """The offline demo's ingredients: a small base model per task and two dataset versions whose
-``source=ai_contaminated`` rows are broken in v1 and repaired in v2.
+``source=ai_contaminated`` rows are broken in v1 and repaired in v2. ``demo.sh`` runs it; it
+lives beside the demo's configs and is not part of the installed package.
 
-    python -m verifily_core.testing.demo prepare --dir .verifily/demo --task sft
-    python -m verifily_core.testing.demo prepare --dir .verifily/demo --task classification
-    python -m verifily_core.testing.demo hard --run RUN_DIR -n 5
+    python examples/demo/demo.py prepare --dir .verifily/demo --task sft
+    python examples/demo/demo.py prepare --dir .verifily/demo --task classification
+    python examples/demo/demo.py hard --run RUN_DIR -n 5
 
 ``prepare`` writes the task's base model under ``models/`` (built once, rebuilt only when its
 recipe changes), ``data/<task>/v1/``, ``data/<task>/v2/`` (train, val) and the shared clean
@@ -205,7 +206,7 @@ def hard_examples_table(run_dir: str | Path, n: int = 5) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``prepare --dir DIR [--task T]`` and ``hard --run RUN [-n N]``."""
-    parser = argparse.ArgumentParser(prog="python -m verifily_core.testing.demo",
+    parser = argparse.ArgumentParser(prog="python examples/demo/demo.py",
                                      description="Prepare the offline demo (base models and datasets).")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="build the base model (cached) and write the dataset files")
