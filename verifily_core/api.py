@@ -181,6 +181,14 @@ def list_datasets(store: str | None = None) -> list[Any]:
     return open_store(store).list()
 
 
+def broken_datasets(store: str | None = None) -> list[str]:
+    """One line per folder of the store that looks like a version but is not one (a create's
+    leftover, an unreadable manifest, a manifest naming another version)."""
+    from verifily_core.datasets import open_store
+
+    return [problem for _, problem in open_store(store).broken()]
+
+
 def show_dataset(ref: str, store: str | None = None) -> tuple[Any, dict[str, dict[str, int]]]:
     """The version ``ref`` and its rows per tag value, per split: ``{split: {"source=human": n}}``."""
     from collections import Counter

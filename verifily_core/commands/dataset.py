@@ -68,10 +68,12 @@ def create(state: GlobalState, dataset_id: str, version: str, task: str | None, 
 @store_option
 @format_option()
 def list_cmd(store: str | None, fmt: str) -> None:
-    """List every dataset version in the store."""
-    from verifily_core.api import list_datasets
+    """List every dataset version in the store (folders that are not versions are reported on stderr)."""
+    from verifily_core.api import broken_datasets, list_datasets
 
     versions = list_datasets(store)
+    for problem in broken_datasets(store):
+        click.echo(f"Warning: {problem}", err=True)
     if fmt == "json":
         out(json.dumps([{"ref": v.ref, "task": v.task, "num_rows": v.num_rows, "created_at": v.created_at,
                          "content_hash": v.content_hash} for v in versions], indent=2))

@@ -25,7 +25,16 @@ from verifily_core.errors import DataError
 
 STORE_ENV = "VERIFILY_DATASETS_DIR"
 DEFAULT_STORE = "~/.verifily/datasets"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][\w.-]*")
+NAME_MAX = 100
+"""The longest dataset id or version name (a folder name on every file system)."""
+PARTIAL_SUFFIX = ".partial"
+INCOMPLETE = "incomplete (an interrupted or still-running `dataset create`); remove it once no create runs"
+
+
+def valid_name(value: str) -> bool:
+    """A dataset id or version name: letters, digits, ``.``, ``_``, ``-``; at most ``NAME_MAX`` characters."""
+    return len(value) <= NAME_MAX and _NAME_RE.fullmatch(value) is not None
 
 
 def store_path(explicit: str | Path | None = None, config_store: str | None = None) -> Path:
@@ -37,7 +46,7 @@ def store_path(explicit: str | Path | None = None, config_store: str | None = No
 def parse_ref(ref: str) -> tuple[str, str]:
     """Split ``id@version`` into its parts."""
     dataset_id, sep, version = ref.partition("@")
-    if not sep or not _NAME_RE.match(dataset_id) or not _NAME_RE.match(version):
+    if not sep or not valid_name(dataset_id) or not valid_name(version):
         raise DataError(f"dataset ref {ref!r}: expected id@version, e.g. ds_demo@v2 or ds_demo@latest")
     return dataset_id, version
 
@@ -98,29 +107,71 @@ def splits_in_dir(folder: str | Path) -> FolderSplits:
 
 
 class DatasetStore:
-    """A directory of immutable dataset versions."""
+    """A directory of immutable dataset versions.
+
+    Only a folder ``<id>/<version>/`` with a readable manifest naming that same id and
+    version is a version. Hidden folders (a create in progress, or one a kill interrupted)
+    are never read as versions; they and broken folders are reported by :meth:`broken` and do
+    not hide the other versions.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
     def versions(self, dataset_id: str) -> list[DatasetVersion]:
         """The versions of one dataset, oldest first (by creation time, then version name)."""
-        base = self.root / dataset_id
-        found = [read_manifest(p) for p in sorted(base.glob(f"*/{MANIFEST}"))] if base.is_dir() else []
+        found = self._scan(dataset_id)[0]
         return sorted(found, key=lambda v: (v.created_at, _natural_key(v.version)))
 
     def list(self) -> list[DatasetVersion]:
         """Every version in the store."""
+        return [v for d in self._dataset_ids() for v in self.versions(d)]
+
+    def broken(self) -> list[tuple[Path, str]]:
+        """``(folder, one-line problem)`` for every folder that looks like a version but is not one:
+        a create's leftover, an unreadable manifest, a manifest naming another id or version."""
+        return [b for d in self._dataset_ids() for b in self._scan(d)[1]]
+
+    def _dataset_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return [v for d in sorted(p.name for p in self.root.iterdir() if p.is_dir()) for v in self.versions(d)]
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and valid_name(p.name))
+
+    def _scan(self, dataset_id: str) -> tuple[list[DatasetVersion], list[tuple[Path, str]]]:
+        base = self.root / dataset_id
+        found: list[DatasetVersion] = []
+        broken: list[tuple[Path, str]] = []
+        for folder in sorted(base.iterdir()) if base.is_dir() else []:
+            if not folder.is_dir():
+                continue
+            if folder.name.startswith("."):
+                if folder.name.endswith(PARTIAL_SUFFIX):
+                    broken.append((folder, f"{folder}: {INCOMPLETE}"))
+                continue
+            try:
+                dv = read_manifest(folder / MANIFEST)
+            except DataError as exc:
+                broken.append((folder, str(exc)))
+                continue
+            if (dv.dataset_id, dv.version) != (dataset_id, folder.name):
+                broken.append((folder, f"{folder / MANIFEST}: the manifest names {dv.ref} but sits in "
+                                       f"{dataset_id}/{folder.name}; {folder} is not a version"))
+                continue
+            found.append(dv)
+        return found, broken
 
     def get(self, ref: str) -> DatasetVersion:
-        """The version named by ``id@version`` (``id@latest``: the newest), unverified."""
+        """The version named by ``id@version`` (``id@latest``: the newest), unverified.
+
+        :raises DataError: no such version, or its folder is broken (the problem is named).
+        """
         dataset_id, version = parse_ref(ref)
         versions = self.versions(dataset_id)
         if version == "latest" and versions:
             return versions[-1]
+        problem = next((msg for folder, msg in self._scan(dataset_id)[1] if folder.name == version), None)
+        if problem is not None:
+            raise DataError(problem)
         match = next((v for v in versions if v.version == version), None)
         if match is None:
             available = ", ".join(v.version for v in versions) or "none"
@@ -150,8 +201,10 @@ class DatasetStore:
         from verifily_core.jobs import utc_now
 
         for name, value in (("dataset id", dataset_id), ("version", version)):
-            if not _NAME_RE.match(value) or value == "latest":
-                raise DataError(f"{name} {value!r}: use letters, digits, '.', '_' or '-' ('latest' is reserved)")
+            if not valid_name(value) or value == "latest":
+                shown = value if len(value) <= 40 else value[:40] + "..."
+                raise DataError(f"{name} {shown!r}: use letters, digits, '.', '_' or '-', at most {NAME_MAX} "
+                                "characters ('latest' is reserved)")
         if "train" not in paths:
             raise DataError("a dataset version needs a train split (--train FILE)")
         unknown = set(paths) - set(SPLITS)
@@ -166,7 +219,7 @@ class DatasetStore:
         scanned, schema = scan_splits(paths, validate_row, tag_schema)
         made_parent = not final.parent.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}.", suffix=".partial"))
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}.", suffix=PARTIAL_SUFFIX))
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from other users
         try:
             files = []

@@ -1,0 +1,92 @@
+"""The store tells the truth about its versions: a killed create's leftovers, a broken or
+misplaced manifest and hostile names never pass for a version (issue: trust under faults)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from verifily_core.cli import cli
+from verifily_core.datasets import DatasetStore
+from verifily_core.errors import DataError
+from verifily_core.plugins import load_registries
+from verifily_core.testing import make_sft_rows, write_jsonl
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture
+def store(verifily_store, tmp_path):
+    """``ds@v1`` and ``ds@v2`` (different rows) in an otherwise empty store."""
+    s = DatasetStore(verifily_store)
+    for i, version in enumerate(("v1", "v2")):
+        rows = write_jsonl(tmp_path / f"{version}.jsonl", make_sft_rows(6, seed=i))
+        s.create("ds", version, "sft", {"train": rows}, registries=load_registries())
+    return s
+
+
+def _copy_version(store, version, target_name, dataset_id="ds"):
+    target = store.root / dataset_id / target_name
+    shutil.copytree(store.root / "ds" / version, target)
+    target.chmod(0o755)
+    (target / "manifest.json").chmod(0o644)
+    return target
+
+
+def test_a_killed_creates_hidden_folder_is_never_a_version(store):
+    # what SIGKILL during `dataset create` leaves: a complete-looking copy under a hidden temp name
+    leftover = _copy_version(store, "v1", ".v3.abc123.partial")
+    doc = json.loads((leftover / "manifest.json").read_text())
+    doc["version"] = "v3"
+    (leftover / "manifest.json").write_text(json.dumps(doc))
+    assert [v.version for v in store.versions("ds")] == ["v1", "v2"]
+    with pytest.raises(DataError, match="dataset ds@v3 not found"):
+        store.get("ds@v3")
+    assert store.get("ds@latest").version == "v2"
+    listing = run("dataset", "list", "--store", store.root)
+    assert listing.exit_code == 0 and "ds@v3" not in listing.stdout
+    assert f"Warning: {leftover}: incomplete (an interrupted or still-running `dataset create`)" in listing.stderr
+
+
+def test_a_manifest_naming_another_version_is_reported_not_used(store):
+    moved = _copy_version(store, "v1", "v9")  # its manifest still says ds@v1
+    assert [v.version for v in store.versions("ds")] == ["v1", "v2"]
+    with pytest.raises(DataError, match=r"ds/v9/manifest.json: the manifest names ds@v1 but sits in ds/v9"):
+        store.get("ds@v9")
+    assert store.get("ds@v1").root == str(store.root / "ds" / "v1")
+    assert [(p.name, problem) for p, problem in store.broken()] == \
+        [("v9", f"{moved / 'manifest.json'}: the manifest names ds@v1 but sits in ds/v9; {moved} is not a version")]
+
+
+def test_one_malformed_manifest_does_not_block_the_other_versions(store):
+    bad = store.root / "ds" / "v2" / "manifest.json"
+    bad.chmod(0o644)
+    bad.write_text("{not json")
+    assert [v.version for v in store.versions("ds")] == ["v1"]
+    assert store.get("ds@v1").version == "v1"
+    assert store.get("ds@latest").version == "v1"
+    with pytest.raises(DataError, match="ds/v2/manifest.json: unreadable manifest"):
+        store.get("ds@v2")
+    listing = run("dataset", "list", "--store", store.root)
+    assert listing.exit_code == 0 and "ds@v1" in listing.stdout
+    assert "ds/v2/manifest.json: unreadable manifest" in listing.stderr
+
+
+@pytest.mark.parametrize("dataset_id, version, why", [
+    ("ds", "v3\n", "version 'v3\\n'"),
+    ("d" * 300, "v1", "dataset id 'ddd"),
+    ("ds", "v" * 101, "version 'vvv"),
+    ("../escape", "v1", "dataset id '../escape'"),
+])
+def test_hostile_names_are_refused_in_one_line(tmp_path, store, dataset_id, version, why):
+    rows = write_jsonl(tmp_path / "rows.jsonl", make_sft_rows(3, seed=5))
+    with pytest.raises(DataError, match="use letters, digits") as err:
+        store.create(dataset_id, version, "sft", {"train": rows}, registries=load_registries())
+    assert why in str(err.value) and "\n" not in str(err.value).replace("\\n", "")
+    with pytest.raises(DataError, match="expected id@version"):
+        store.get(f"{dataset_id}@{version}")
