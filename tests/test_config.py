@@ -216,3 +216,33 @@ def test_plugins_structure_their_options_with_paths():
         structure({"head": {"hidden_dims": [8, "x"]}}, Options, root="$.task_options")
     with pytest.raises(ConfigError, match=r"^\$\.task_options\.hed: unknown key \(did you mean 'head'\?\)$"):
         structure({"hed": {}}, Options, root="$.task_options")
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    from verifily_core.config_loading import read_config_file
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: sft\ntraining:\n  num_epochs: 1\nseed: 1\ntraining:\n  batch_size: 2\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line 5 invalid YAML: duplicate key 'training' \(lines 2 and 5\)"):
+        read_config_file(cfg)
+    cfg.write_text("task: sft\ntraining: {num_epochs: 1, num_epochs: 2}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'num_epochs'"):
+        read_config_file(cfg)
+    # a merge key followed by an own key is an intended override, not a duplicate
+    cfg.write_text("base: &b {num_epochs: 1, batch_size: 2}\ntraining:\n  <<: *b\n  num_epochs: 3\n")
+    assert read_config_file(cfg)["training"] == {"num_epochs": 3, "batch_size": 2}
+
+
+def test_an_alias_bomb_and_a_huge_file_are_refused_in_one_line(tmp_path):
+    from verifily_core.config_loading import read_config_file
+
+    lines = ["task: sft", "eval:", "  metric_options:", '    a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"    a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(9))}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")  # 9**9 values once expanded
+    with pytest.raises(ConfigError, match=r"bomb.yaml: more than 100000 values once YAML aliases are expanded"):
+        read_config_file(bomb)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("task: sft\nnote: " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"huge.yaml: larger than 1 MiB"):
+        read_config_file(huge)

@@ -19,17 +19,77 @@ from verifily_core.errors import ConfigError
 from verifily_core.structuring import type_name
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this (1 MiB) is refused: no real train.yaml comes near it."""
+MAX_CONFIG_VALUES = 100_000
+"""Values a config may hold once YAML aliases are expanded (an alias bomb stops here)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML says keys are
+    unique; PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then an own key is an intended override
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                                "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML strictly (unique keys, bounded size after alias expansion).
+
+    :raises ConfigError: ``<source>: line N invalid YAML: ...`` or a size bound, in one line.
+    """
+    if len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few kilobytes")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not _within(data, MAX_CONFIG_VALUES):
+        raise ConfigError(f"{source}: more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded "
+                          "(an alias bomb?); write the values out")
+    return data
+
+
+def _within(data: Any, limit: int) -> bool:
+    """Whether ``data`` holds at most ``limit`` values, counting a shared (aliased) value at each use."""
+    stack, count = [data], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict, with one-line errors for missing or bad files."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found; pass --config PATH")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the config ({exc})") from None
+    data = load_yaml(text, str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -44,8 +104,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key or not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$", key):
         raise ConfigError(f"override '{text}': expected section.key=value, e.g. training.num_epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"override '{text}'") if raw.strip() else None
+    except ConfigError:
         value = raw
     if isinstance(value, str) and re.match(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$", value):
         value = float(value)  # YAML 1.1 reads 1e-4 as a string
