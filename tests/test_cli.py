@@ -164,3 +164,13 @@ def test_a_reader_closing_the_pipe_early_is_no_error():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert stderr == ""
+
+
+@pytest.mark.parametrize("args", [["train", "--epochs", "abc"], ["trian"], ["--bogus"], ["compare", "--nope"]])
+def test_usage_errors_are_configuration_errors(args):
+    """docs/cli.md reserves 2 for data errors: a bad command line exits 1 with click's one-line reason."""
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1, res.output
+    assert "Error:" in res.stderr and "Traceback" not in res.stderr

@@ -220,7 +220,7 @@ def test_a_pip_installed_plugin_adds_a_command(installed_example, tmp_path):
     missing = _verifily(installed_example, "longest", "--run", str(tmp_path / "nope"))
     assert missing.returncode == 4 and "no predictions" in missing.stderr and "Traceback" not in missing.stderr
     blocked = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "longest", "--run", str(tmp_path))
-    assert blocked.returncode == 2 and "No such command 'longest'" in blocked.stderr
+    assert blocked.returncode == 1 and "No such command 'longest'" in blocked.stderr
 
 
 def test_a_plugin_command_may_not_take_a_name_in_use():

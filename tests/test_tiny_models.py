@@ -188,11 +188,11 @@ def test_cli_runners_separate_stdout_and_stderr(verifily_cli, verifily_subproces
     ok = verifily_cli("--version")
     assert ok.exit_code == 0 and __version__ in ok.stdout and ok.stderr == ""
     bad = verifily_cli("no-such-command")
-    assert bad.exit_code == 2 and "no-such-command" in bad.stderr and bad.stdout == ""
+    assert bad.exit_code == 1 and "no-such-command" in bad.stderr and bad.stdout == ""
     proc = verifily_subprocess("--version", cwd=tmp_path)
     assert proc.returncode == 0 and __version__ in proc.stdout
     proc = verifily_subprocess("no-such-command", cwd=tmp_path)
-    assert proc.returncode == 2 and "no-such-command" in proc.stderr
+    assert proc.returncode == 1 and "no-such-command" in proc.stderr
 
 
 def test_write_jsonl_round_trips_and_leaves_no_temporary_file(tmp_path):

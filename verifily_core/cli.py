@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+EXIT_USAGE = 1
+"""Exit code of a command-line usage error (unknown command or option, a bad flag value): like a
+bad config value it is a configuration error (click's own default, 2, is our data-error code)."""
+
 EXIT_BROKEN_PIPE = 141
 """Exit code when stdout's reader closed the pipe early (128 + SIGPIPE, as a shell reports it)."""
 
@@ -62,6 +66,14 @@ class LazyGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # `verifily --bogus`
+            exc.exit_code = EXIT_USAGE
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -77,6 +89,9 @@ class LazyGroup(click.Group):
         except BrokenPipeError:  # the reader went away (`verifily runs | head`): stop quietly, as SIGPIPE would
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
             ctx.exit(EXIT_BROKEN_PIPE)
+        except click.UsageError as exc:  # `verifily train --epochs abc`, `verifily trian`
+            exc.exit_code = EXIT_USAGE
+            raise
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # an unexpected bug: still one line unless --verbose
