@@ -90,3 +90,38 @@ def test_hostile_names_are_refused_in_one_line(tmp_path, store, dataset_id, vers
     assert why in str(err.value) and "\n" not in str(err.value).replace("\\n", "")
     with pytest.raises(DataError, match="expected id@version"):
         store.get(f"{dataset_id}@{version}")
+
+
+def _bad_rows_file(tmp_path, line: str, *, bom: bool = False):
+    good = json.dumps({"instruction": "say hi", "output": "hi", "tags": {"source": "human"}})
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(("\ufeff" if bom else "").encode() + f"{good}\n{line}\n".encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"instruction": "x", "output": ' + "[" * 100_000 + "]" * 100_000 + "}", "rows.jsonl:2: nested more than 64 levels"),
+    ('{"instruction": "x", "output": "y", "tags": {"n": ' + "9" * 5000 + "}}", "rows.jsonl:2: invalid JSON (Exceeds the limit"),
+    ('{"instruction": "x", "output": "\\ud800"}', "rows.jsonl:2: a string holds a lone surrogate escape"),
+])
+def test_hostile_rows_are_named_by_file_and_line(tmp_path, line, message):
+    """Deep nesting, a 5000-digit number and a lone surrogate: one line naming the row, exit 2."""
+    path = _bad_rows_file(tmp_path, line)
+    res = run("dataset", "create", "--id", "ds", "--version", "v1", "--task", "sft", "--train", path,
+              "--store", tmp_path / "store")
+    assert res.exit_code == 2 and message in res.stderr, res.stderr
+    assert "unexpected" not in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "store" / "ds" / "v1").exists()
+
+
+def test_a_byte_order_mark_is_read_not_refused(tmp_path):
+    """Editors write a UTF-8 BOM; the file is valid input and its hash covers the bytes as they are."""
+    path = _bad_rows_file(tmp_path, json.dumps({"instruction": "a [b] {c}", "output": 'd \\ " e'}), bom=True)
+    res = run("dataset", "create", "--id", "ds", "--version", "v1", "--task", "sft", "--train", path,
+              "--store", tmp_path / "store")
+    assert res.exit_code == 0, res.stderr
+    from verifily_core.datasets import hash_file
+
+    dv = DatasetStore(tmp_path / "store").get("ds@v1")
+    assert dv.num_rows == 2 and dv.file("train").sha256 == hash_file(path)
+    assert dv.read_rows("train")[1]["output"] == 'd \\ " e'
