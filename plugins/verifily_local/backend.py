@@ -5,6 +5,7 @@ Imported only when a local run starts (it imports torch, transformers and peft).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -158,10 +159,25 @@ def latest_checkpoint(folder: Path) -> str | None:
 
 
 
+def canonical_adapter_config(path: Path) -> None:
+    """Rewrite PEFT's ``adapter_config.json`` so identical runs write identical bytes: PEFT
+    writes ``target_modules`` from a set (its order changes between processes) and can list a
+    task head twice in ``modules_to_save``; sort the one, keep the other's first occurrences."""
+    if not path.is_file():
+        return
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(doc.get("target_modules"), list):
+        doc["target_modules"] = sorted(doc["target_modules"])
+    if isinstance(doc.get("modules_to_save"), list):
+        doc["modules_to_save"] = list(dict.fromkeys(doc["modules_to_save"]))
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _save(trainer: Any, tokenizer: Any, path: Path, task: Any, job: Any) -> None:
     """``adapter/`` (the full model without LoRA), ``tokenizer/``, task files, and ``model/``
     (LoRA merged into the base) when ``output.save_adapter_only`` is false."""
     trainer.model.save_pretrained(str(path / "adapter"), safe_serialization=True)
+    canonical_adapter_config(path / "adapter" / "adapter_config.json")
     tokenizer.save_pretrained(str(path / "tokenizer"))
     task.save_artifacts(path, trainer.model, job)
     if job.config.lora.enabled and not job.config.output.save_adapter_only:
