@@ -78,6 +78,17 @@ def test_one_byte_of_the_adapter(run_copy):
     assert "Verdict: MISMATCH" in res.output
 
 
+@pytest.mark.parametrize("target", ["outside.bin", "adapter/adapter_model.safetensors"])
+def test_a_symlink_added_to_the_run_is_caught(run_copy, tmp_path, target):
+    """hash_tree hashes regular files only, so a link (to anything) must be reported, not ignored."""
+    (tmp_path / "outside.bin").write_bytes(b"weights from elsewhere")
+    link = run_copy[0] / "adapter" / "extra.safetensors"
+    link.symlink_to(tmp_path / "outside.bin" if target == "outside.bin" else run_copy[0] / target)
+    res = verify(run_copy[0])
+    assert res.exit_code == 5
+    assert "adapter/extra.safetensors is a link or special file" in status_lines(res.output)["Artifacts"]
+
+
 def test_config_yaml_edit(run_copy):
     path = run_copy[0] / "config.yaml"
     path.write_text(path.read_text().replace("seed: 42", "seed: 43"))

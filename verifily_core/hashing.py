@@ -43,6 +43,21 @@ def reproducibility_hash(config_hash: str, data_hash: str, env_hash: str) -> str
     return sha256_bytes((config_hash + data_hash + env_hash).encode("utf-8"))
 
 
+def special_entries(root: str | Path, exclude_dirs: Iterable[str] = ("eval",)) -> list[str]:
+    """POSIX relative paths of entries under ``root`` that are neither regular files nor
+    directories: symbolic links (to files or directories) and devices, pipes, sockets.
+    :func:`hash_tree` hashes none of them, so a verifier must report them."""
+    root, skip_dirs = Path(root), set(exclude_dirs)
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if rel.split("/", 1)[0] in skip_dirs:
+            continue
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            out.append(rel)
+    return out
+
+
 def hash_tree(root: str | Path, exclude: Iterable[str] = ("hashes.json",), exclude_dirs: Iterable[str] = ("eval",)) -> dict[str, str]:
     """sha256 of every regular file under ``root`` by POSIX relative path, sorted.
 

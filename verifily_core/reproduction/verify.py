@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from verifily_core.errors import ReproduceError, VerifilyTrainError
-from verifily_core.hashing import hash_tree, reproducibility_hash, sha256_file
+from verifily_core.hashing import hash_tree, reproducibility_hash, sha256_file, special_entries
 from verifily_core.reproduction.result import ARTIFACTS, CONFIG, DATA, ENV, MATCH, MISMATCH, PARTIAL, Check, ReproduceResult
 from verifily_core.runs import STATUS_COMPLETED, Run, load_run
 
@@ -129,6 +129,7 @@ def check_artifacts(run: Run, hashes: dict[str, Any]) -> Check:
     problems = [f"{k} changed" for k in sorted(recorded) if k in actual and actual[k] != recorded[k]]
     problems += [f"{k} missing" for k in sorted(recorded) if k not in actual]
     problems += [f"{k} added" for k in sorted(actual) if k not in recorded]
+    problems += [f"{k} is a link or special file (a run holds regular files only)" for k in special_entries(run.path)]
     meta = {"config_hash": run.config_hash, "data_hash": run.data_hash, "env_hash": run.env_hash,
             "reproducibility_hash": run.reproducibility_hash}
     problems += [f"hashes.json {k} differs from run_meta.json" for k in HASH_KEYS if hashes.get(k) != meta[k]]
