@@ -175,7 +175,7 @@ class StallPlugin:
     def verifily_trainer_callbacks(self):
         return [Stall()]
 
-train(sys.argv[1], registries=load_registries(make_plugin_manager(plugins=[StallPlugin()])))
+train(sys.argv[1], name="first-try", registries=load_registries(make_plugin_manager(plugins=[StallPlugin()])))
 """
 
 
@@ -200,14 +200,19 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_ll
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4"]
     assert [s for s, _ in log_steps(run_dir)] == [2, 4, 6]
 
-    res = train(config, "--resume", str(run_dir))
+    res = train(config, "--resume", str(run_dir), "--output-dir", str(tmp_path / "elsewhere"))
     assert res.exit_code == 0, res.output + res.stderr
+    assert not (tmp_path / "elsewhere").exists()  # a run continues where it is
     resumed = json.loads((only_run(tmp_path) / "run_meta.json").read_text())
     assert resumed["run_id"] == run_dir.name.removesuffix(".partial")
     assert resumed["metrics"]["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-6)
     assert resumed["metrics"]["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-6)
     assert resumed["metrics"]["train_steps"] == reference["train_steps"]
     assert log_steps(only_run(tmp_path)) == reference_log  # steps after the checkpoint are not logged twice
+    # the resumed run keeps its name and records the folder it really sits in
+    assert resumed["name"] == "first-try"
+    recorded = yaml.safe_load((only_run(tmp_path) / "config.yaml").read_text())["output"]
+    assert recorded == {**recorded, "name": "first-try", "dir": str(tmp_path / "runs")}
 
 
 def test_resume_refuses_a_changed_config(tmp_path, verifily_tiny_llama_dir):

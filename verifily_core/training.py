@@ -88,6 +88,7 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
     job_id = new_run_id()
     if resume_from:
         job_id = check_resumable(resume_from, plan, getattr(dataset, "content_hash", ""))
+        cfg = resumed_config(cfg, Path(resume_from))
     job = TrainJob(
         job_id=job_id,
         config=cfg,
@@ -139,6 +140,13 @@ def check_resumable(run_path: str, plan: TrainPlan, data_hash: str) -> str:
         raise DataError(f"--resume {run_path}: the dataset changed since the run started "
                         f"({hashes.get('data_hash')} vs {data_hash})")
     return str(meta["run_id"])
+
+
+def resumed_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The config of a resumed run: the plan's, with the run's own name and the folder it sits in
+    as ``output.dir`` (neither is in the config hash; both belong to the run, not the command)."""
+    recorded = TrainConfig.from_yaml(run_dir / "config.yaml").output.name
+    return attrs.evolve(cfg, output=attrs.evolve(cfg.output, dir=str(run_dir.parent), name=recorded))
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
