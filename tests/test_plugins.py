@@ -281,22 +281,34 @@ def test_pip_installed_backend_trains_a_run(installed_example, tmp_path, verifil
 
 
 def test_help_lists_plugin_commands_from_an_index_rebuilt_when_plugins_change(tmp_path, monkeypatch):
-    """`verifily --help` reads the plugin-command index while its fingerprint matches, else reloads."""
+    """`verifily --help` reads the plugin-command index while nothing it depends on changed."""
     from click.testing import CliRunner
 
     from verifily_core.cli import cli
-    from verifily_core.command_index import INDEX_FILE, fingerprint
+    from verifily_core.command_index import INDEX_FILE, environment_key
 
-    monkeypatch.setenv("VERIFILY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("VERIFILY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("VERIFILY_BLOCK_PLUGINS", raising=False)
     first = CliRunner().invoke(cli, ["--help"])
     assert first.exit_code == 0 and "  train " in first.stdout
-    index = json.loads((tmp_path / INDEX_FILE).read_text())
-    assert index == {"fingerprint": fingerprint(), "commands": {}}  # the built-in plugins add no commands
-    forged = {"fingerprint": index["fingerprint"], "commands": {"ghost": "A command only the index knows."}}
-    (tmp_path / INDEX_FILE).write_text(json.dumps(forged))
+    index_path = tmp_path / "cache" / INDEX_FILE
+    index = json.loads(index_path.read_text())
+    assert index["key"] == environment_key() and index["commands"] == {}  # the built-ins add no commands
+    recorded = [f for f, _, _ in index["files"]]
+    assert any(f.endswith("entry_points.txt") for f in recorded)
+    assert any(f.endswith("verifily_sft/__init__.py") for f in recorded)  # a plugin's code counts
+
+    plugin_file = tmp_path / "plugin.py"
+    plugin_file.write_text("# v1")
+    st = plugin_file.stat()
+    forged = {**index, "files": [*index["files"], [str(plugin_file), st.st_size, st.st_mtime_ns]],
+              "commands": {"ghost": "A command only the index knows."}}
+    index_path.write_text(json.dumps(forged))
     assert "  ghost      A command only the index knows." in CliRunner().invoke(cli, ["--help"]).stdout
-    # blocking a plugin changes what is installed: the index is rebuilt from the plugins
-    monkeypatch.setenv("VERIFILY_BLOCK_PLUGINS", "metrics")
+    plugin_file.write_text("# v2, edited")  # a recorded plugin file changed: rebuilt from the plugins
     assert "ghost" not in CliRunner().invoke(cli, ["--help"]).stdout
-    assert json.loads((tmp_path / INDEX_FILE).read_text()) == {"fingerprint": fingerprint(), "commands": {}}
+    index_path.write_text(json.dumps(forged | {"files": index["files"]}))
+    assert "ghost" in CliRunner().invoke(cli, ["--help"]).stdout
+    monkeypatch.setenv("VERIFILY_BLOCK_PLUGINS", "metrics")  # another set of plugins: rebuilt
+    assert "ghost" not in CliRunner().invoke(cli, ["--help"]).stdout
+    assert json.loads(index_path.read_text())["key"] == environment_key()
