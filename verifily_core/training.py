@@ -60,7 +60,6 @@ def plan_training(
     :param flags: dotted config paths to CLI flag values, applied last; ``None`` is ignored.
     :param registries: the installed plugins (resolved once, at the entry).
     """
-    regs = registries
     if isinstance(config, TrainConfig):
         data: Mapping[str, Any] | None = config.to_dict()
         path = None
@@ -71,8 +70,8 @@ def plan_training(
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"{path}: config file not found; pass --config PATH")
     cfg = resolve_config(path=path, data=data, overrides=overrides, flags=flags)
-    cfg.validate(regs)
-    return TrainPlan(config=cfg, config_hash=cfg.to_hash(), registries=regs)
+    cfg.validate(registries)
+    return TrainPlan(config=cfg, config_hash=cfg.to_hash(), registries=registries)
 
 
 def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None,
