@@ -204,7 +204,9 @@ def assemble_model(source: Any, device: str, options: Any, *, trained_run: Path 
     and the task's ``prepare_model`` run. For training (``trained_run`` is ``None``) a fresh,
     seeded LoRA adapter is added. For evaluation the run's trained adapter is attached (with
     ``lora.enabled: false`` the run's full model is loaded instead), the run's tokenizer is
-    used, and the model is put on ``device`` in eval mode. Loading a run never runs code from it.
+    used, and the model is put on ``device`` in eval mode. Every ``from_pretrained`` of a run's
+    files passes the run config's ``model.trust_remote_code`` (default false), so a run folder's
+    ``auto_map`` is never executed unless that config opted in.
 
     :param source: a :class:`~verifily_core.jobs.TrainJob` (training) or :class:`ModelSource`.
     :param options: the task's parsed ``task_options``.
@@ -222,12 +224,13 @@ def assemble_model(source: Any, device: str, options: Any, *, trained_run: Path 
         model, tokenizer = chosen.load(source, auto_class=auto_class, **kwargs)
     elif cfg.lora.enabled:
         model, _ = chosen.load(source, auto_class=auto_class, **kwargs)  # the base the adapter was trained on
-        tokenizer = _run_tokenizer(trained_run)
-    else:  # full fine-tuning: the run holds the whole model (no code from the run is executed)
+        tokenizer = _run_tokenizer(trained_run, cfg)
+    else:  # full fine-tuning: the run holds the whole model
         import transformers
 
-        model = getattr(transformers, auto_class).from_pretrained(str(trained_run / "adapter"), **kwargs)
-        tokenizer = _run_tokenizer(trained_run)
+        model = getattr(transformers, auto_class).from_pretrained(
+            str(trained_run / "adapter"), trust_remote_code=cfg.model.trust_remote_code, **kwargs)
+        tokenizer = _run_tokenizer(trained_run, cfg)
     regs.hook.verifily_prepare_model(model=model, config=cfg)
     model = task.prepare_model(model, tokenizer, source, options) or model
     if trained_run is None:
@@ -255,11 +258,12 @@ def apply_lora(model: Any, cfg: Any, task: Any, kind: str) -> Any:
         raise ConfigError(f"$.lora.target_modules: {str(exc).splitlines()[0]}") from None
 
 
-def _run_tokenizer(run_dir: Path) -> Any:
-    """The tokenizer a run saved (never with code from the run)."""
+def _run_tokenizer(run_dir: Path, cfg: Any) -> Any:
+    """The tokenizer a run saved; remote code only when the run's config set
+    ``model.trust_remote_code`` (default false), never on the folder's own say-so."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"), trust_remote_code=False)
+    return AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"), trust_remote_code=cfg.model.trust_remote_code)
 
 
 def _attach_trained(model: Any, cfg: Any, run_dir: Path, device: str, quantized: bool) -> Any:
