@@ -21,7 +21,7 @@ HEAVY = ("torch", "transformers", "tokenizers", "peft", "evaluate", "accelerate"
 # Set in this session by test.sh and offline mode; a child session must find out for itself.
 _INHERITED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
               "TOKENIZERS_PARALLELISM", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY",
-              "VERIFILY_DATASETS_DIR")
+              "VERIFILY_DATASETS_DIR", "VERIFILY_CACHE_DIR")
 
 
 def _pytest(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -111,15 +111,19 @@ OFFLINE_PROBE = """
     def test_sees_the_environment():
         import torch
 
+        import tempfile
+
+        cache = os.environ.get("VERIFILY_CACHE_DIR", "")
         print("ENV=" + os.environ.get("HF_HUB_OFFLINE", "-") + os.environ.get("OMP_NUM_THREADS", "-"),
-              "THREADS=%d" % torch.get_num_threads())
+              "THREADS=%d" % torch.get_num_threads(),
+              "CACHE=" + ("session" if cache.startswith(tempfile.gettempdir()) and os.path.isdir(cache) else "-"))
 """
 
 
 @pytest.mark.parametrize("how, expected", [
-    ("none", "ENV=-- THREADS=3"),  # an unrelated project's session is left alone
-    ("flag", "ENV=11 THREADS=1"),
-    ("ini", "ENV=11 THREADS=1"),
+    ("none", "ENV=-- THREADS=3 CACHE=-"),  # an unrelated project's session is left alone
+    ("flag", "ENV=11 THREADS=1 CACHE=session"),  # and its own, temporary VERIFILY_CACHE_DIR
+    ("ini", "ENV=11 THREADS=1 CACHE=session"),
 ])
 def test_offline_mode_is_opt_in_and_keeps_one_torch_thread(tmp_path, how, expected):
     ini = "[pytest]\nverifily_offline = true\n" if how == "ini" else None

@@ -107,11 +107,30 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         apply_offline_environment()
 
 
+_CACHE_KEY = pytest.StashKey[str]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """In offline mode, keep torch at one thread in every test (see :class:`OneTorchThread`)."""
+    """In offline mode, keep torch at one thread in every test (see :class:`OneTorchThread`) and
+    give the session its own ``VERIFILY_CACHE_DIR`` (unless one is set), removed at the end, so
+    tests leave nothing in the user's cache."""
     if _offline_requested(config):
         apply_offline_environment()  # idempotent; covers loading by ``pytest_plugins`` too
         config.pluginmanager.register(OneTorchThread(), "verifily-one-torch-thread")
+        if "VERIFILY_CACHE_DIR" not in os.environ:
+            import tempfile
+
+            config.stash[_CACHE_KEY] = os.environ["VERIFILY_CACHE_DIR"] = tempfile.mkdtemp(prefix="verifily-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's own cache directory (see :func:`pytest_configure`)."""
+    path = config.stash.get(_CACHE_KEY, None)
+    if path is not None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop("VERIFILY_CACHE_DIR", None)
 
 
 def _single_thread_if_imported() -> None:
