@@ -174,19 +174,14 @@ def create_dataset(dataset_id: str, version: str, task: str | None = None, paths
     return open_store(store).create(dataset_id, version, task, paths, tag_schema=tag_schema, registries=regs)
 
 
-def list_datasets(store: str | None = None) -> list[Any]:
-    """Every dataset version in the store (``store``, else ``$VERIFILY_DATASETS_DIR``, else the default)."""
+def list_datasets(store: str | None = None) -> tuple[list[Any], list[str]]:
+    """Every dataset version in the store (``store``, else ``$VERIFILY_DATASETS_DIR``, else the
+    default), and one line per folder that looks like a version but is not one (a create's
+    leftover, an unreadable manifest, a manifest naming another version), from one pass."""
     from verifily_core.datasets import open_store
 
-    return open_store(store).list()
-
-
-def broken_datasets(store: str | None = None) -> list[str]:
-    """One line per folder of the store that looks like a version but is not one (a create's
-    leftover, an unreadable manifest, a manifest naming another version)."""
-    from verifily_core.datasets import open_store
-
-    return [problem for _, problem in open_store(store).broken()]
+    versions, broken = open_store(store).survey()
+    return versions, [problem for _, problem in broken]
 
 
 def show_dataset(ref: str, store: str | None = None) -> tuple[Any, dict[str, dict[str, int]]]:

@@ -69,10 +69,10 @@ def create(state: GlobalState, dataset_id: str, version: str, task: str | None, 
 @format_option()
 def list_cmd(store: str | None, fmt: str) -> None:
     """List every dataset version in the store (folders that are not versions are reported on stderr)."""
-    from verifily_core.api import broken_datasets, list_datasets
+    from verifily_core.api import list_datasets
 
-    versions = list_datasets(store)
-    for problem in broken_datasets(store):
+    versions, problems = list_datasets(store)
+    for problem in problems:
         click.echo(f"Warning: {problem}", err=True)
     if fmt == "json":
         out(json.dumps([{"ref": v.ref, "task": v.task, "num_rows": v.num_rows, "created_at": v.created_at,

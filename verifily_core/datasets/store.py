@@ -120,17 +120,26 @@ class DatasetStore:
 
     def versions(self, dataset_id: str) -> list[DatasetVersion]:
         """The versions of one dataset, oldest first (by creation time, then version name)."""
-        found = self._scan(dataset_id)[0]
-        return sorted(found, key=lambda v: (v.created_at, _natural_key(v.version)))
+        return self._scan(dataset_id)[0]
 
     def list(self) -> list[DatasetVersion]:
         """Every version in the store."""
-        return [v for d in self._dataset_ids() for v in self.versions(d)]
+        return self.survey()[0]
 
     def broken(self) -> list[tuple[Path, str]]:
         """``(folder, one-line problem)`` for every folder that looks like a version but is not one:
         a create's leftover, an unreadable manifest, a manifest naming another id or version."""
-        return [b for d in self._dataset_ids() for b in self._scan(d)[1]]
+        return self.survey()[1]
+
+    def survey(self) -> tuple[list[DatasetVersion], list[tuple[Path, str]]]:
+        """:meth:`list` and :meth:`broken` from one pass over the store."""
+        versions: list[DatasetVersion] = []
+        broken: list[tuple[Path, str]] = []
+        for dataset_id in self._dataset_ids():
+            found, bad = self._scan(dataset_id)
+            versions += found
+            broken += bad
+        return versions, broken
 
     def _dataset_ids(self) -> list[str]:
         if not self.root.is_dir():
@@ -158,7 +167,7 @@ class DatasetStore:
                                        f"{dataset_id}/{folder.name}; {folder} is not a version"))
                 continue
             found.append(dv)
-        return found, broken
+        return sorted(found, key=lambda v: (v.created_at, _natural_key(v.version))), broken
 
     def get(self, ref: str) -> DatasetVersion:
         """The version named by ``id@version`` (``id@latest``: the newest), unverified.
@@ -166,10 +175,10 @@ class DatasetStore:
         :raises DataError: no such version, or its folder is broken (the problem is named).
         """
         dataset_id, version = parse_ref(ref)
-        versions = self.versions(dataset_id)
+        versions, broken = self._scan(dataset_id)
         if version == "latest" and versions:
             return versions[-1]
-        problem = next((msg for folder, msg in self._scan(dataset_id)[1] if folder.name == version), None)
+        problem = next((msg for folder, msg in broken if folder.name == version), None)
         if problem is not None:
             raise DataError(problem)
         match = next((v for v in versions if v.version == version), None)
