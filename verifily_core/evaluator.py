@@ -45,18 +45,17 @@ def evaluate(
     run = load_run(run_path)
     if run.status != STATUS_COMPLETED:
         raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be evaluated")
-    regs = registries
     cfg = TrainConfig.from_yaml(run.path / "config.yaml")
-    task = regs.tasks.get(cfg.task)
+    task = registries.tasks.get(cfg.task)
     names = list(metrics or cfg.eval.metrics or task.default_metrics)
-    chosen = {name: regs.metrics.get(name) for name in names}
+    chosen = {name: registries.metrics.get(name) for name in names}
     keys = list(slice_by if slice_by is not None else cfg.eval.slice_by_tags)
-    rows, test_info = _test_rows(cfg, regs, task, test_data)
+    rows, test_info = _test_rows(cfg, registries, task, test_data)
     n_test = len(rows)
     if cfg.eval.gold_set:
         rows = rows + _gold_rows(Path(cfg.eval.gold_set), task)
     try:
-        preds = _predict(run, cfg, regs, task, rows, device, batch_size or cfg.eval.batch_size, hf_token)
+        preds = _predict(run, cfg, registries, task, rows, device, batch_size or cfg.eval.batch_size, hf_token)
     except VerifilyTrainError:
         raise
     except Exception as exc:
@@ -68,7 +67,7 @@ def evaluate(
         from verifily_core.evaluation import build_eval_result, write_eval_files
 
         result = build_eval_result(
-            records, task=task, metrics=chosen, slicers=regs.slicers, slice_by=keys,
+            records, task=task, metrics=chosen, slicers=registries.slicers, slice_by=keys,
             hard_examples=cfg.eval.hard_examples if hard_examples is None else hard_examples,
             confidence_level=cfg.eval.confidence_level, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed,
             min_slice_size=cfg.eval.min_slice_size, metric_kwargs=task.eval_metric_kwargs(run.path),
