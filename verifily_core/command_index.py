@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from verifily_core.files import write_json
+
 CACHE_ENV = "VERIFILY_CACHE_DIR"
 INDEX_FILE = "plugin-commands.json"
 GROUP_HEADER = b"[verifily]"
@@ -128,10 +130,7 @@ def cached_command_help(build: Callable[[], dict[str, str]]) -> dict[str, str]:
     commands = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        doc = {"key": key, "files": _stats(plugin_files()), "commands": commands}
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, {"key": key, "files": _stats(plugin_files()), "commands": commands}, indent=None)
     except OSError:
         pass  # a read-only home: load the plugins every time instead
     return commands

@@ -8,7 +8,6 @@ half-written.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from verifily_core.files import read_json, write_json, write_text
 from verifily_core.environment import collect_environment, env_hash, plugin_packages
 from verifily_core.hashing import hash_tree, reproducibility_hash
 from verifily_core.jobs import TrainJob, utc_now
@@ -23,13 +23,6 @@ from verifily_core.runs import RUN_FORMAT_VERSION, RUN_META, STATUS_COMPLETED, S
 
 PARTIAL, FAILED = ".partial", ".failed"
 CHECKPOINTS = "checkpoints"
-
-
-def write_json(path: Path, doc: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class RunWriter:
@@ -59,8 +52,8 @@ class RunWriter:
         """Create the directory and write the config, environment and a ``running`` run_meta."""
         self.path.mkdir(parents=True, exist_ok=True)
         if (self.path / RUN_META).is_file():  # resuming: keep the original start time
-            self.started_at = json.loads((self.path / RUN_META).read_text()).get("started_at", self.started_at)
-        (self.path / "config.yaml").write_text(self.job.config.to_yaml(), encoding="utf-8")
+            self.started_at = read_json(self.path / RUN_META).get("started_at", self.started_at)
+        write_text(self.path / "config.yaml", self.job.config.to_yaml())
         env = dict(self.environment)
         env["info"] = {**env["info"], "device": self.device, "plugins": plugins}
         write_json(self.path / "environment.json", env)
@@ -80,7 +73,7 @@ class RunWriter:
 
     def _write_meta(self, status: str, metrics: dict[str, Any], error: str | None, final: Path | None = None) -> Run:
         run = self._run(status, metrics, error, final or self.path)
-        write_json(self.path / RUN_META, run.to_meta())
+        write_json(self.path / RUN_META, run.to_meta(), default=str)
         return run
 
     def complete(self, metrics: dict[str, Any]) -> Run:

@@ -10,11 +10,10 @@ inference use the same ids.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from verifily_core.files import read_json, write_json
 from verifily_core.errors import DataError
 
 LABELS_FILE = "labels.json"
@@ -93,17 +92,14 @@ def write_labels(run_dir: str | Path, labels: LabelSet, head: Mapping[str, Any] 
     path = Path(run_dir) / LABELS_FILE
     doc = {"labels": labels.labels, "id2label": {str(i): n for i, n in enumerate(labels.names())},
            "label2id": {n: i for i, n in enumerate(labels.names())}, "head": dict(head or {})}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, doc)
 
 
 def read_labels(run_dir: str | Path) -> LabelSet:
     """The label set a run was trained with (DataError when ``labels.json`` is missing or unreadable)."""
     path = Path(run_dir) / LABELS_FILE
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_json(path)
         return LabelSet(doc["labels"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: cannot read the run's label set ({type(exc).__name__}); "

@@ -5,7 +5,6 @@ Imported only when a local run starts (it imports torch, transformers and peft).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import transformers  # noqa: E402
 from transformers import Seq2SeqTrainer, Trainer  # noqa: E402
 
 from verifily_core.errors import TrainingError, VerifilyTrainError
+from verifily_core.files import read_json, write_json
 from verifily_core.modeling import (
     assemble_model, precision_flags, quiet_libraries, raise_training_error, resolve_device,
 )
@@ -165,12 +165,12 @@ def canonical_adapter_config(path: Path) -> None:
     task head twice in ``modules_to_save``; sort the one, keep the other's first occurrences."""
     if not path.is_file():
         return
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = read_json(path)
     if isinstance(doc.get("target_modules"), list):
         doc["target_modules"] = sorted(doc["target_modules"])
     if isinstance(doc.get("modules_to_save"), list):
         doc["modules_to_save"] = list(dict.fromkeys(doc["modules_to_save"]))
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(path, doc, sort_keys=True)
 
 
 def _save(trainer: Any, tokenizer: Any, path: Path, task: Any, job: Any) -> None:

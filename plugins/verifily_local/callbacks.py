@@ -11,6 +11,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from verifily_core.files import read_jsonl, write_jsonl
+
 
 class JsonlLogCallback(TrainerCallback):
     """Appends one JSON object per logging step to ``train_log.jsonl``: step, epoch, loss, lr,
@@ -22,10 +24,9 @@ class JsonlLogCallback(TrainerCallback):
 
     def drop_after(self, step: int) -> None:
         """Forget lines logged after ``step`` (a resumed run repeats the steps after its checkpoint)."""
-        if self.path.is_file():
-            lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                     if ln.strip() and json.loads(ln).get("step", 0) <= step]
-            self.path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+        if self.path.is_file():  # a kill may have cut the last line short: it is dropped too
+            kept = [row for _, row in read_jsonl(self.path, skip_torn_tail=True) if row.get("step", 0) <= step]
+            write_jsonl(self.path, kept)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self._last = (time.monotonic(), state.num_input_tokens_seen)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
+from verifily_core.files import write_text
 from verifily_core.console import out
 
 
@@ -42,13 +42,8 @@ def compare(state: GlobalState, runs: str, metric: str, slice_by: str | None, fm
                         registries=state.registries)
     text = {"json": to_json, "csv": to_csv, "table": to_table}[fmt](result)
     if output:
-        _write_atomic(Path(output), text if text.endswith("\n") else text + "\n")
+        write_text(Path(output), text if text.endswith("\n") else text + "\n", newline="")
         out(f"Comparison written to {output}")
     else:
         out(text.rstrip("\n"))
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)

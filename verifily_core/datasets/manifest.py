@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -213,13 +212,3 @@ def verify(version: DatasetVersion, validate_row: Callable[[Mapping[str, Any]], 
                 raise DataError(f"{target}: {scan.num_rows} valid rows, {manifest} says {f.num_rows}")
     if content_hash(list(version.files)) != version.content_hash:
         raise DataError(f"{manifest}: content_hash does not match its files; the manifest was edited")
-
-
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the manifest from other users
-    os.replace(tmp, path)

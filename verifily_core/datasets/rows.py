@@ -7,7 +7,6 @@ lines in the same pass (:mod:`verifily_core.datasets.streaming`). Errors name th
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -16,6 +15,7 @@ import attrs
 
 from verifily_core.datasets.streaming import HashedLines
 from verifily_core.errors import DataError
+from verifily_core.files import parse_line
 from verifily_core.hashing import PREFIX, canonical_json
 
 MAX_REPORTED = 5
@@ -49,78 +49,6 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise DataError(problem)
         if row is not None:
             yield lineno, row
-
-
-_decode = json.JSONDecoder().raw_decode
-MAX_DEPTH = 64
-"""Deepest nesting of objects and arrays a row may have."""
-BOM = "\ufeff"
-
-
-def _depth(text: str) -> int:
-    """The deepest bracket nesting of a JSON text (brackets inside strings skipped)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
-    return False
-
-
-def parse_line(text: str | None, path: str | Path, lineno: int) -> tuple[dict[str, Any] | None, str | None]:
-    """``(row, None)`` for a JSON object line, ``(None, None)`` for a blank one, else ``(None, problem)``.
-
-    A UTF-8 byte-order mark opening the file is skipped. Refused with the line named: nesting
-    deeper than :data:`MAX_DEPTH`, integers longer than Python converts, and strings holding a
-    lone surrogate (``"\\ud800"``), which no UTF-8 file can carry.
-    """
-    if text is None:
-        return None, f"{path}:{lineno}: not valid UTF-8"
-    text = (text[1:] if lineno == 1 and text.startswith(BOM) else text).strip()
-    if not text:
-        return None, None
-    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
-        return None, f"{path}:{lineno}: nested more than {MAX_DEPTH} levels deep; flatten the row"
-    try:
-        row, end = _decode(text)
-    except json.JSONDecodeError as exc:
-        return None, f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-    except ValueError as exc:  # an integer past Python's digit limit
-        return None, f"{path}:{lineno}: invalid JSON ({str(exc).split(';')[0]}); write long numbers as strings"
-    if "\\u" in text and _has_lone_surrogate(row):
-        return None, f"{path}:{lineno}: a string holds a lone surrogate escape (\\ud800-\\udfff); fix the text"
-    if end != len(text):
-        column = len(text) - len(text[end:].lstrip()) + 1
-        return None, f"{path}:{lineno}: invalid JSON (extra data at column {column})"
-    if not isinstance(row, dict):
-        return None, f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-    return row, None
 
 
 @attrs.define

@@ -18,9 +18,10 @@ from typing import Any, Callable, Mapping
 import attrs
 
 from verifily_core.datasets.manifest import (
-    MANIFEST, SPLITS, DataFile, DatasetVersion, content_hash, read_manifest, verify, write_json_atomic,
+    MANIFEST, SPLITS, DataFile, DatasetVersion, content_hash, read_manifest, verify,
 )
 from verifily_core.datasets.rows import infer_tag_schema, scan_file
+from verifily_core.files import write_json
 from verifily_core.errors import DataError
 
 STORE_ENV = "VERIFILY_DATASETS_DIR"
@@ -242,7 +243,7 @@ class DatasetStore:
                 created_at=created_at or utc_now(), root=str(final), ref=f"{dataset_id}@{version}",
                 manifest_path=str(final / MANIFEST), row_schema=row_schema_of(task, task_plugin),
             )
-            write_json_atomic(tmp / MANIFEST, dv.to_manifest())
+            write_json(tmp / MANIFEST, dv.to_manifest())
             verify(_at(dv, tmp))  # the copies are what was validated
             try:
                 os.rename(tmp, final)

@@ -6,13 +6,13 @@ This module imports no NumPy, so ``verifily compare`` can read results cheaply
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
 
 import attrs
 
+from verifily_core import files
 from verifily_core.errors import EvalError
 
 FORMAT_VERSION = 1
@@ -189,7 +189,7 @@ def load_eval_result(path: str | Path) -> EvalResult:
     else:
         raise EvalError(f"{path}: no {RESULTS_FILE} found; run `verifily eval --run <run>` first")
     try:
-        doc = json.loads(candidate.read_text(encoding="utf-8"))
+        doc = files.read_json(candidate)
     except (OSError, ValueError) as exc:
         raise EvalError(f"{candidate}: cannot read eval results ({exc})") from None
     hard_path = candidate.parent / HARD_FILE
@@ -205,12 +205,4 @@ def load_eval_result(path: str | Path) -> EvalResult:
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The objects of a JSONL file such as ``predictions.jsonl`` (EvalError naming a bad line)."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    raise EvalError(f"{path}:{lineno}: not a JSON object") from None
-    return out
+    return [row for _, row in files.read_jsonl(path, error=EvalError)]

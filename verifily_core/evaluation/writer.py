@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 from verifily_core.errors import EvalError
 from verifily_core.evaluation.records import public_record
 from verifily_core.evaluation.result import HARD_FILE, PREDICTIONS_FILE, RESULTS_FILE, EvalResult, json_safe
+from verifily_core.files import read_json, write_lines, write_text
 from verifily_core.hashing import sha256_file
 
 
@@ -45,7 +46,7 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
         previous = _previous_files(out / RESULTS_FILE)
         result.files = {n: sha256_file(stage / n) for n in names}
         result.output_dir = str(out)
-        (stage / RESULTS_FILE).write_text(_dumps(result.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+        write_text(stage / RESULTS_FILE, _dumps(result.to_json_dict(), indent=2) + "\n")
         for name in [*names, RESULTS_FILE]:
             os.replace(stage / name, out / name)
         for name in previous - set(names) - {RESULTS_FILE}:
@@ -60,15 +61,13 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
 
 def _previous_files(path: Path) -> set[str]:
     try:
-        return set(json.loads(path.read_text(encoding="utf-8")).get("files") or {})
+        return set(read_json(path).get("files") or {})
     except (OSError, ValueError, AttributeError):
         return set()
 
 
 def _write_jsonl(path: Path, items: Any) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for item in items:
-            fh.write(_dumps(item) + "\n")
+    write_lines(path, (_dumps(item) + "\n" for item in items))
 
 
 def _dumps(doc: Any, indent: int | None = None) -> str:

@@ -15,14 +15,13 @@ run from changed inputs would not reproduce it. ``reproduce.json`` is written to
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from verifily_core.errors import ConfigError, ReproduceError
 from verifily_core.evaluation.result import RESULTS_FILE, EvalResult, load_eval_result
+from verifily_core.files import write_json
 from verifily_core.reproduction.result import (
     ARTIFACTS, CONFIG, DATA, ENV, NOT_REPRODUCIBLE, REPRODUCIBLE, MetricRow, ReproduceResult,
 )
@@ -181,6 +180,4 @@ def _unredacted(data: Any) -> Any:
 
 def _write_json(path: Path, doc: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, doc)

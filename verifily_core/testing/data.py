@@ -7,11 +7,11 @@ labels), so tests and the demo can show a bad slice.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 from typing import Any, Iterable
+
+from verifily_core import files
 
 SOURCES = ("human", "synthetic", "ai_contaminated")
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -28,12 +28,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write rows as JSON Lines (UTF-8, one object per line, atomically); returns the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, p)
-    return p
+    return files.write_jsonl(p, rows)
 
 
 def _tags(rng: random.Random, i: int) -> dict[str, str]:
