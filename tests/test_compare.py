@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from verifily_core.cli import cli
 from verifily_core.evaluation.stats import rng_for
 from verifily_core.plugins import load_registries
-from verifily_core.testing import write_jsonl
+from verifily_core.testing import seal_run, write_jsonl
 
 SOURCES = ["human"] * 4 + ["ai_contaminated"] * 4
 F1_A = [1, 1, 1, 0.5, 0.0, 0.25, 0.0, 0.25]  # run on ds@v1: mean 0.5; human 0.875, ai 0.125
@@ -57,7 +57,8 @@ def fake_run(root: Path, run_id: str, ref: str | None, f1: list[float], *, test_
     result = build_eval_result(records, regs.tasks.get("sft"), metrics, slicers=regs.slicers, slice_by=["source"], resamples=100,
                                min_slice_size=2, run_id=run_id,
                                test_data={"path": "test.jsonl", "sha256": test_hash, "num_examples": len(f1)})
-    write_eval_files(result, run / "eval")
+    seal_run(run)
+    write_eval_files(result, run / "eval", run_path=run)
     return run
 
 
@@ -268,13 +269,15 @@ def classification_run(root: Path, run_id: str, predictions: list[str]) -> Path:
             "duration_seconds": 1.0, "metrics": {}, "artifact_path": str(run), "error": None, "hashes": {}}
     (run / "run_meta.json").write_text(json.dumps(meta))
     (run / "labels.json").write_text(json.dumps({"labels": ["neg", "pos"]}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": "classification", "base_model": "tiny"}))
     refs = ["pos"] * 4 + ["neg"] * 4
     records = [{"index": i, "row_id": f"sha256:r{i}", "prediction": p, "reference": r, "tags": {"source": SOURCES[i]}}
                for i, (p, r) in enumerate(zip(predictions, refs))]
     metrics = [regs.metrics.get(m) for m in ("macro_f1", "accuracy")]
     result = build_eval_result(records, "classification", metrics, slicers=regs.slicers, resamples=0, run_id=run_id,
                                metric_kwargs={"labels": ["neg", "pos"]}, test_data={"sha256": "sha256:t"})
-    write_eval_files(result, run / "eval")
+    seal_run(run)
+    write_eval_files(result, run / "eval", run_path=run)
     return run
 
 

@@ -44,9 +44,9 @@ def _result(regs, records=None, **kwargs):
 def test_files_follow_the_contract(regs, tmp_path):
     res = _result(regs)
     paths = write_eval_files(res, tmp_path / "eval")
-    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["eval_results.json", "hard_examples.jsonl",
-                                                                    "predictions.jsonl"]
-    assert set(paths) == {"eval_results.json", "hard_examples.jsonl", "predictions.jsonl"}
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["eval_hashes.json", "eval_results.json",
+                                                                    "hard_examples.jsonl", "predictions.jsonl"]
+    assert set(paths) == {"eval_hashes.json", "eval_results.json", "hard_examples.jsonl", "predictions.jsonl"}
     doc = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert doc["format_version"] == 1 and doc["run_id"] == "run_x" and doc["task"] == "sft"
     assert doc["test_data"] == {"path": "data/test.jsonl", "sha256": "sha256:abc", "split": "test", "num_examples": 40}
@@ -92,6 +92,7 @@ def test_failed_write_leaves_previous_results_intact(regs, tmp_path):
     res = _result(regs)
     write_eval_files(res, tmp_path)
     before = (tmp_path / "eval_results.json").read_bytes()
+    seal = (tmp_path / "eval_hashes.json").read_bytes()
 
     class Exploding:
         def write_artifacts(self, details, out_dir):
@@ -103,7 +104,9 @@ def test_failed_write_leaves_previous_results_intact(regs, tmp_path):
     with pytest.raises(EvalError, match="cannot write evaluation results \\(No space left on device\\)"):
         write_eval_files(res, tmp_path)
     assert (tmp_path / "eval_results.json").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_results.json", "hard_examples.jsonl", "predictions.jsonl"]
+    assert (tmp_path / "eval_hashes.json").read_bytes() == seal
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_hashes.json", "eval_results.json",
+                                                          "hard_examples.jsonl", "predictions.jsonl"]
 
 
 def test_load_round_trip(regs, tmp_path):

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from verifily_core.cli import cli
+from verifily_core.evaluation.seal import seal_eval
 from verifily_core.plugins import load_registries
 from verifily_core.testing import make_sft_rows, write_jsonl
 
@@ -90,6 +91,9 @@ def test_a_metric_outside_the_tolerance_is_not_reproducible(original, tmp_path):
     doc["overall"]["metrics"]["token_f1"]["value"] += 0.01  # as if the recorded evaluation had been different
     path.write_text(json.dumps(doc))
     res = reproduce("--run", run, "--mode", "eval", "--tolerance", "0.005")
+    assert res.exit_code == 5 and "Eval files MISMATCH (eval/eval_results.json changed" in res.stderr  # not sealed
+    seal_eval(run / "eval", run, doc["run_id"])
+    res = reproduce("--run", run, "--mode", "eval", "--tolerance", "0.005")
     assert res.exit_code == 5, res.output
     bad = [line for line in res.output.splitlines() if line.rstrip().endswith("NO")]
     assert len(bad) == 1 and "test_token_f1 " in bad[0] and "-0.010000" in bad[0]
@@ -113,6 +117,7 @@ def test_verify_finds_moved_data_in_the_store(original, tmp_path):
     for entry in hashes["data_files"].values():  # as if the recorded paths were relative to another directory
         entry["path"] = "elsewhere/" + entry["path"].rsplit("/", 1)[-1]
     (run / "hashes.json").write_text(json.dumps(hashes))
+    seal_eval(run / "eval", run, run.name)  # the evaluation is sealed against hashes.json
     res = reproduce("--run", run, "--verify-only")
     assert res.exit_code == 0, res.output
     assert "Verdict: MATCH" in res.output

@@ -176,4 +176,5 @@ def test_python_api(run_copy):
 
     result = verifily_core.reproduce(str(run_copy[0]), verify_only=True)
     assert result.verdict == "MATCH" and result.exit_code == 0
-    assert [c.name for c in result.checks] == ["Config hash", "Data hash", "Env hash", "Artifacts"]
+    assert [c.name for c in result.checks] == ["Config hash", "Data hash", "Env hash", "Artifacts", "Eval files",
+                                                "Base model"]

@@ -86,32 +86,34 @@ def train(
 def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[str] | None = None,
              slice_by: list[str] | None = None, hard_examples: int | None = None, output: str | None = None,
              device: str = "auto", batch_size: int | None = None, hf_token: str | None = None,
-             registries: Registries | None = None) -> Any:
+             registries: Registries | None = None, verify: bool = True) -> Any:
     """Evaluate a run's model on its test split (or ``test_data``), write ``eval/`` (or
     ``output``) and return the :class:`~verifily_core.evaluation.result.EvalResult`.
 
     ``metrics``, ``slice_by``, ``hard_examples`` and ``batch_size`` default to the run's
-    ``eval`` config. Raises ConfigError, DataError or EvalError on failure.
+    ``eval`` config. The run's files are first checked against its ``hashes.json``
+    (``verify=False`` skips that). Raises ConfigError, DataError or EvalError on failure.
     """
     from verifily_core.evaluator import evaluate as _evaluate
 
     return _evaluate(run_path, test_data=test_data, metrics=metrics, slice_by=slice_by, hard_examples=hard_examples,
                      output=output, device=device, batch_size=batch_size, hf_token=hf_token,
-                     registries=plugins_or_installed(registries))
+                     registries=plugins_or_installed(registries), verify=verify)
 
 
 def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by: str | None = None,
             runs_dir: str | Path = "runs", confidence_level: float = 0.95, resamples: int = 1000, seed: int = 42,
-            data_changes: bool = True, registries: Registries | None = None) -> Any:
+            data_changes: bool = True, registries: Registries | None = None, verify: bool = True) -> Any:
     """Compare ``metric`` across evaluated runs (the first is the baseline), overall and per
     slice, with paired-bootstrap intervals of each delta and, with ``data_changes``, the
     training rows that changed between their dataset versions. Reads ``eval_results.json``
-    files only. Returns a :class:`~verifily_core.comparison.result.CompareResult`."""
+    files only, after checking them against the runs' hashes (``verify=False`` skips that).
+    Returns a :class:`~verifily_core.comparison.result.CompareResult`."""
     from verifily_core.comparison.compare_runs import compare as _compare
 
     return _compare(run_paths, metric=metric, slice_by=slice_by, runs_dir=runs_dir,
                     confidence_level=confidence_level, resamples=resamples, seed=seed, data_changes=data_changes,
-                    registries=plugins_or_installed(registries))
+                    registries=plugins_or_installed(registries), verify=verify)
 
 
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",

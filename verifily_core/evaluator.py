@@ -32,6 +32,7 @@ def evaluate(
     hf_token: str | None = None,
     *,
     registries: Any,
+    verify: bool = True,
 ) -> Any:
     """Evaluate a completed run and write ``eval/`` files; returns the ``EvalResult``.
 
@@ -39,12 +40,18 @@ def evaluate(
     :param metrics: metric names (default: ``eval.metrics`` of the run, else the task's defaults).
     :param slice_by: tag keys to slice by (default: ``eval.slice_by_tags`` of the run).
     :param output: directory for the files (default: ``<run>/eval``).
-    :raises EvalError: (exit 4) when prediction or metric computation fails.
+    :param verify: re-hash the run's files against its ``hashes.json`` before loading anything
+        from it (``False`` skips the check: ``--no-verify``).
+    :raises EvalError: (exit 4) when the run does not verify, or prediction or metric computation fails.
     """
     started = time.monotonic()
     run = load_run(run_path)
     if run.status != STATUS_COMPLETED:
         raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be evaluated")
+    if verify:
+        from verifily_core.reproduction.verify import require_intact
+
+        require_intact(run, "evaluate it", eval_files=False, error=EvalError)
     cfg = TrainConfig.from_yaml(run.path / "config.yaml")
     task = registries.tasks.get(cfg.task)
     names = list(metrics or cfg.eval.metrics or task.default_metrics)
@@ -81,7 +88,7 @@ def evaluate(
     result.test_data_path = test_info["path"]
     result.created_at = utc_now()
     result.eval_duration_seconds = round(time.monotonic() - started, 3)
-    write_eval_files(result, Path(output) if output else run.path / "eval")
+    write_eval_files(result, Path(output) if output else run.path / "eval", run_path=run.path)
     return result
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from verifily_core.files import read_json, write_json, write_text
+from verifily_core.base_model import record_base_model
 from verifily_core.environment import collect_environment, env_hash, plugin_packages
 from verifily_core.hashing import hash_tree, reproducibility_hash
 from verifily_core.jobs import TrainJob, utc_now
@@ -38,10 +39,13 @@ class RunWriter:
         self.environment = collect_environment(device, packages=plugin_packages(job.registries, job.config))
         self.env_hash = env_hash(self.environment)
         self.model: dict[str, str] = {}
+        self.base_commit: str | None = None
 
-    def record_model(self, description: dict[str, str]) -> None:
-        """How the model was assembled (loader, kind, Auto class), written into ``run_meta.json``."""
+    def record_model(self, description: dict[str, str], commit: str | None = None) -> None:
+        """How the model was assembled (loader, kind, Auto class), written into ``run_meta.json``,
+        and the Hub commit the base model resolved to (``hashes.json`` ``base_model``)."""
         self.model = dict(description)
+        self.base_commit = commit
 
     @property
     def checkpoints(self) -> Path:
@@ -88,6 +92,7 @@ class RunWriter:
             "data_files": self.job.dataset.data_files(),
             "env_hash": run.env_hash,
             "reproducibility_hash": run.reproducibility_hash,
+            "base_model": record_base_model(str(self.job.base_model), self.base_commit),
             "artifacts": hash_tree(self.path),
         })
         (self.path / "eval").mkdir(exist_ok=True)

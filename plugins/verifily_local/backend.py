@@ -74,7 +74,7 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool) -> dict[str
     task = regs.tasks.get(cfg.task)
     options = task.parse_options(cfg.task_options)
     assembled = assemble_model(job, device, options)
-    writer.record_model(assembled.describe())
+    writer.record_model(assembled.describe(), commit=getattr(getattr(assembled.model, "config", None), "_commit_hash", None))
     model, tokenizer, kind = assembled.model, assembled.tokenizer, assembled.kind
     train_rows = job.dataset.read_rows("train")
     train_feats, stats = task.prepare_features(train_rows, tokenizer, kind, cfg, options)

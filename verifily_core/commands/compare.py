@@ -8,8 +8,8 @@ import click
 
 from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
-from verifily_core.files import write_text
 from verifily_core.console import out
+from verifily_core.files import write_text
 
 
 @click.command()
@@ -25,10 +25,13 @@ from verifily_core.console import out
 @click.option("--resamples", type=click.IntRange(0), default=1000, show_default=True,
               help="Paired bootstrap resamples (0: no intervals).")
 @click.option("--no-data-changes", is_flag=True, help="Skip the training-data diff between dataset versions.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip checking each run's run_meta.json, config.yaml and eval/ files against its hashes "
+                   "(edited numbers then go unnoticed).")
 @verbose_option
 @click.pass_obj
 def compare(state: GlobalState, runs: str, metric: str, slice_by: str | None, fmt: str, output: str | None, runs_dir: str,
-            confidence_level: float, resamples: int, no_data_changes: bool) -> None:
+            confidence_level: float, resamples: int, no_data_changes: bool, no_verify: bool) -> None:
     """Compare a metric across runs (e.g. trained on different dataset versions).
 
     Deltas are against the first run. When the runs were evaluated on the same test file,
@@ -39,7 +42,7 @@ def compare(state: GlobalState, runs: str, metric: str, slice_by: str | None, fm
 
     result = do_compare([r.strip() for r in runs.split(",") if r.strip()], metric, slice_by, runs_dir,
                         confidence_level=confidence_level, resamples=resamples, data_changes=not no_data_changes,
-                        registries=state.registries)
+                        registries=state.registries, verify=not no_verify)
     text = {"json": to_json, "csv": to_csv, "table": to_table}[fmt](result)
     if output:
         write_text(Path(output), text if text.endswith("\n") else text + "\n", newline="")

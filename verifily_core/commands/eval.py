@@ -8,7 +8,7 @@ import click
 
 from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
-from verifily_core.console import out
+from verifily_core.console import note, out
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -24,18 +24,24 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--output", type=click.Path(file_okay=False), help="Directory for the results [default: <run>/eval].")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:0, mps or cpu.")
 @click.option("--batch-size", type=int, help="Inference batch size [default: eval.batch_size, 16].")
+@click.option("--no-verify", is_flag=True,
+              help="Load the run without first checking its files against hashes.json (a changed adapter, "
+                   "tokenizer or config then goes unnoticed).")
 @format_option(help="table for people; json prints eval_results.json.")
 @verbose_option
 @click.pass_obj
 def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: str | None, slice_by: str | None,
-             hard_examples: int | None, output: str | None, device: str, batch_size: int | None, fmt: str) -> None:
+             hard_examples: int | None, output: str | None, device: str, batch_size: int | None, no_verify: bool,
+             fmt: str) -> None:
     """Evaluate a trained run: overall and per-tag-slice metrics, hard examples."""
     from verifily_core.api import evaluate
     from verifily_core.evaluation import render_eval
 
     result = evaluate(run_path, test_data=test_data, metrics=_csv(metrics), slice_by=_csv(slice_by),
                       hard_examples=hard_examples, output=output, device=device, batch_size=batch_size,
-                      hf_token=state.hf_token, registries=state.registries)
+                      hf_token=state.hf_token, registries=state.registries, verify=not no_verify)
+    if no_verify:
+        note(f"--no-verify: {run_path} was loaded without checking its files against its hashes")
     if fmt == "json":
         out(json.dumps(result.to_json_dict(), indent=2))
     else:

@@ -9,6 +9,7 @@ import click
 from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
 from verifily_core.console import out, style
+from verifily_core.reproduction.result import UNCHECKED
 
 NOTES = {"PARTIAL MATCH": ("environment differs", "Metric differences may occur due to environment mismatch."),
          "MISMATCH": ("the run's files differ from its record", "The run cannot be trusted to be the one recorded.")}
@@ -54,7 +55,8 @@ def reproduce(ctx: click.Context, run_path: str, verify_only: bool, mode: str, o
 
 
 def _status(text: str) -> str:
-    return style(text, fg="green" if text in ("MATCH", "REPRODUCIBLE") else "red", bold=True)
+    color = "green" if text in ("MATCH", "REPRODUCIBLE") else "yellow" if text == UNCHECKED else "red"
+    return style(text, fg=color, bold=True)
 
 
 def _print_checks(result) -> None:

@@ -34,6 +34,7 @@ def compare(
     data_changes: bool = True,
     *,
     registries: Any,
+    verify: bool = True,
 ) -> CompareResult:
     """Compare ``metric`` across runs (paths or run ids under ``runs_dir``); the first is the baseline.
 
@@ -44,12 +45,14 @@ def compare(
     :param confidence_level: ``resamples`` and ``seed`` set the paired bootstrap of each delta,
         computed when the runs were evaluated on the same test file (else only on the rows they share).
     :param data_changes: diff the training data of differing dataset versions (needs the store).
+    :param verify: refuse a run whose ``run_meta.json``, ``config.yaml`` or sealed ``eval/``
+        files no longer match their hashes (``False`` skips the check and says so in the warnings).
     :raises ConfigError: fewer than two runs, runs of different tasks, unknown metric or slices.
-    :raises EvalError: a run that is not completed or has no evaluation results.
+    :raises EvalError: a run that is not completed, has no evaluation results or does not verify.
     """
     if len(run_paths) < 2:
         raise ConfigError("--runs: give at least two runs, separated by commas")
-    runs = [load_run_eval(r, runs_dir) for r in run_paths]
+    runs = [load_run_eval(r, runs_dir, verify=verify) for r in run_paths]
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"--runs: a run is given twice ({', '.join(ids)})")
@@ -72,6 +75,8 @@ def compare(
         confidence={"method": "paired percentile bootstrap", "level": confidence_level, "resamples": resamples,
                     "seed": seed},
     )
+    if not verify:
+        result.warnings.append("--no-verify: the runs' hashes were not checked, so these numbers may have been edited")
     hashes = set(result.test_sets.values())
     result.same_test_set = len(hashes) == 1 and None not in hashes
     if not result.same_test_set:

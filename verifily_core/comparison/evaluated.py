@@ -82,16 +82,27 @@ class RunEval:
         return self._records
 
 
-def load_run_eval(ref: str | Path, runs_dir: str | Path = "runs") -> RunEval:
+READ_FILES = ("run_meta.json", "config.yaml")
+"""The run files compare reads besides ``eval/``; with ``verify`` they are re-hashed."""
+
+
+def load_run_eval(ref: str | Path, runs_dir: str | Path = "runs", verify: bool = True) -> RunEval:
     """A completed run (path or id under ``runs_dir``) and its ``eval/eval_results.json``.
 
-    :raises DataError: not a run directory. :raises EvalError: not completed, or never evaluated.
+    :param verify: first check the files compare reads against ``hashes.json`` and ``eval/``
+        against its seal (see :func:`~verifily_core.reproduction.verify.require_intact`).
+    :raises DataError: not a run directory. :raises EvalError: not completed, never evaluated,
+        or (with ``verify``) it does not verify.
     """
     run = load_run(ref, search_dirs=(runs_dir,))
     if run.status != STATUS_COMPLETED:
         raise EvalError(f"{run.path}: run status is '{run.status}'; only completed, evaluated runs can be compared")
     if not (run.path / "eval" / "eval_results.json").is_file():
         raise EvalError(f"{run.path}: no evaluation results; run `verifily eval --run {run.path}` first")
+    if verify:
+        from verifily_core.reproduction.verify import require_intact
+
+        require_intact(run, "compare it", files=READ_FILES, error=EvalError)
     return RunEval(run=run, result=load_eval_result(run.path / "eval"))
 
 

@@ -1,6 +1,7 @@
 """Writing ``eval/`` atomically: every file goes to a temporary name first and is renamed into
 place; ``eval_results.json`` (which lists the sha256 of the other files) is renamed last, so a
-reader never sees results that point at missing or half-written files."""
+reader never sees results that point at missing or half-written files; then ``eval_hashes.json``
+seals the folder."""
 
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from verifily_core.errors import EvalError
 from verifily_core.evaluation.records import public_record
 from verifily_core.evaluation.result import HARD_FILE, PREDICTIONS_FILE, RESULTS_FILE, EvalResult, json_safe
 from verifily_core.files import read_json, write_lines, write_text
+from verifily_core.evaluation.seal import SEAL_FILE, seal_eval
 from verifily_core.hashing import sha256_file
 
 
 def write_eval_files(result: EvalResult, out_dir: str | Path,
-                     records: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
+                     records: Sequence[Mapping[str, Any]] | None = None,
+                     run_path: str | Path | None = None) -> dict[str, Path]:
     """Write ``eval_results.json``, ``predictions.jsonl``, ``hard_examples.jsonl`` and metric
     artifacts (e.g. ``confusion_matrix.png``) into ``out_dir``; return the paths by file name.
 
     ``records`` default to the scored records kept on ``result``. Files a previous evaluation
     listed in ``eval_results.json`` and this one did not write are removed.
-    Sets ``result.files`` (sha256 by file name) and ``result.output_dir``.
+    Sets ``result.files`` (sha256 by file name) and ``result.output_dir``. Last, the folder is
+    sealed (``eval_hashes.json``, linked to the run at ``run_path``: see :mod:`.seal`).
     :raises EvalError: when the directory cannot be written.
     """
     out = Path(out_dir)
@@ -52,11 +56,12 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
         for name in previous - set(names) - {RESULTS_FILE}:
             if "/" not in name and not name.startswith("."):
                 (out / name).unlink(missing_ok=True)
+        seal_eval(out, run_path, result.run_id)
     except OSError as exc:
         raise EvalError(f"{out}: cannot write evaluation results ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return {n: out / n for n in [*names, RESULTS_FILE]}
+    return {n: out / n for n in [*names, RESULTS_FILE, SEAL_FILE]}
 
 
 def _previous_files(path: Path) -> set[str]:

@@ -21,9 +21,10 @@ from typing import Any
 
 from verifily_core.errors import ConfigError, ReproduceError
 from verifily_core.evaluation.result import RESULTS_FILE, EvalResult, load_eval_result
+from verifily_core.evaluation.seal import seal_eval
 from verifily_core.files import write_json
 from verifily_core.reproduction.result import (
-    ARTIFACTS, CONFIG, DATA, ENV, NOT_REPRODUCIBLE, REPRODUCIBLE, MetricRow, ReproduceResult,
+    ARTIFACTS, CONFIG, DATA, ENV, EVAL, NOT_REPRODUCIBLE, REPRODUCIBLE, MetricRow, ReproduceResult,
 )
 from verifily_core.reproduction.verify import verify_run
 from verifily_core.runs import Run, load_run
@@ -48,7 +49,7 @@ def reproduce_run(run_path: str | Path, mode: str = "train", output_dir: str | P
         raise ConfigError(f"--tolerance {tolerance}: must be a non-negative number")
     original = load_run(run_path, search_dirs=(runs_dir,))
     verified = verify_run(original.path)
-    required = (CONFIG, DATA) if mode == "train" else (CONFIG, DATA, ARTIFACTS)
+    required = (CONFIG, DATA, EVAL) if mode == "train" else (CONFIG, DATA, ARTIFACTS, EVAL)
     for c in verified.checks:
         if c.name in required and not c.ok:
             raise ReproduceError(f"{original.run_id}: {c.name} MISMATCH ({c.reason}); the run's inputs changed, so "
@@ -64,6 +65,7 @@ def reproduce_run(run_path: str | Path, mode: str = "train", output_dir: str | P
         before = {**_train_metrics(original.metrics), **_eval_metrics(orig_eval)}
         after = {**_train_metrics(new.metrics), **_eval_metrics(_read_eval(new.path / "eval"))}
         result.reproduced_run, result.output_dir = new.run_id, str(new.path)
+        sealed_for = (new.path, new.run_id)
     else:
         if orig_eval is None:
             raise ReproduceError(f"{original.path}: the run was never evaluated; --mode eval needs its "
@@ -72,12 +74,14 @@ def reproduce_run(run_path: str | Path, mode: str = "train", output_dir: str | P
         _evaluate_like(original.path, orig_eval, report_dir, device, hf_token, registries)
         before, after = _eval_metrics(orig_eval), _eval_metrics(_read_eval(report_dir))
         result.output_dir = str(report_dir)
+        sealed_for = (original.path, original.run_id)
     if not before:
         raise ReproduceError(f"{original.path}: the run records no metrics to compare")
     result.metrics = compare_metrics(before, after, tolerance)
     result.verdict = REPRODUCIBLE if all(r.within_tolerance for r in result.metrics) else NOT_REPRODUCIBLE
     result.report_path = str(report_dir / "reproduce.json")
     _write_json(report_dir / "reproduce.json", result.to_json_dict())
+    seal_eval(report_dir, *sealed_for)
     return result
 
 

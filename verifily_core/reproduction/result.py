@@ -18,14 +18,17 @@ from typing import Any
 import attrs
 
 MATCH, PARTIAL, MISMATCH = "MATCH", "PARTIAL MATCH", "MISMATCH"
+UNCHECKED = "NOT CHECKED"
+"""A check's status when what it would check is not on this machine (it does not fail the verdict)."""
 REPRODUCIBLE, NOT_REPRODUCIBLE = "REPRODUCIBLE", "NOT REPRODUCIBLE"
 EXIT_CODES = {MATCH: 0, PARTIAL: 6, MISMATCH: 5, REPRODUCIBLE: 0, NOT_REPRODUCIBLE: 5}
-CONFIG, DATA, ENV, ARTIFACTS = "Config hash", "Data hash", "Env hash", "Artifacts"
+CONFIG, DATA, ENV, ARTIFACTS, EVAL = "Config hash", "Data hash", "Env hash", "Artifacts", "Eval files"
+BASE = "Base model"
 
 
 @attrs.define
 class Check:
-    """One verified record: its name, the recorded value, MATCH/MISMATCH and why."""
+    """One verified record: its name, the recorded value, MATCH/MISMATCH/NOT CHECKED and why."""
 
     name: str
     recorded: str
@@ -35,8 +38,8 @@ class Check:
 
     @property
     def ok(self) -> bool:
-        """Whether the check matched."""
-        return self.status == MATCH
+        """Whether the check did not fail (it matched, or could not be checked here)."""
+        return self.status != MISMATCH
 
 
 @attrs.define
@@ -71,7 +74,7 @@ class ReproduceResult:
         return EXIT_CODES[self.verdict]
 
     def check(self, name: str) -> Check | None:
-        """A check by name (``Config hash``, ``Data hash``, ``Env hash``, ``Artifacts``)."""
+        """A check by name (``Config hash``, ``Data hash``, ``Env hash``, ``Artifacts``, ``Eval files``, ``Base model``)."""
         return next((c for c in self.checks if c.name == name), None)
 
     def to_json_dict(self) -> dict[str, Any]:
