@@ -3,7 +3,8 @@
 Builds RUNS evaluated SFT runs (ROWS test rows each, sliced by source) with the real evaluation
 code, then times in one session, interleaved: `verifily compare --slice-by source` over all of
 them (paired bootstrap of every delta, overall and per slice) and `python -c "import torch"`
-(the least a comparison that loaded a model stack would pay). Prints the medians and their ratio,
+(the least a comparison that loaded a model stack would pay), and `compare --no-verify` (the
+same without checking each run's hashes and eval seal). Prints the medians and their ratios,
 plus the in-process time of ``compare()``.
 
     .venv/bin/python benchmarks/bench_compare.py [--runs 5] [--rows 500] [--repeats 7]
@@ -27,6 +28,7 @@ ENTRY = "from verifily_core.cli import main; main()"
 
 def _make_run(root: Path, run_id: str, rows: int, skill: float, regs) -> Path:
     from verifily_core.evaluation import build_eval_result, write_eval_files
+    from verifily_core.testing import seal_run
 
     rng = random.Random(run_id)
     run = root / run_id
@@ -36,6 +38,8 @@ def _make_run(root: Path, run_id: str, rows: int, skill: float, regs) -> Path:
             "duration_seconds": 1.0, "metrics": {}, "artifact_path": str(run), "error": None,
             "hashes": {"config_hash": "", "data_hash": "", "env_hash": "", "reproducibility_hash": ""}}
     (run / "run_meta.json").write_text(json.dumps(meta))
+    (run / "config.yaml").write_text("task: sft\nbase_model: m\n")
+    seal_run(run)  # compare refuses runs whose files do not match their hashes
     records = []
     for i in range(rows):
         ref = [f"w{i}x{j}" for j in range(4)]
@@ -46,7 +50,7 @@ def _make_run(root: Path, run_id: str, rows: int, skill: float, regs) -> Path:
     metrics = [regs.metrics.get(m) for m in ("token_f1", "exact_match", "loss")]
     result = build_eval_result(records, "sft", metrics, slicers=regs.slicers, slice_by=["source"], run_id=run_id,
                                test_data={"path": "test.jsonl", "sha256": "sha256:test", "num_examples": rows})
-    write_eval_files(result, run / "eval", records)
+    write_eval_files(result, run / "eval", records, run_path=run)
     return run
 
 
@@ -71,6 +75,8 @@ def main() -> None:
         joined = ",".join(map(str, runs))
         commands = {
             "verifily compare": [sys.executable, "-c", ENTRY, "compare", "--runs", joined, "--slice-by", "source"],
+            "compare --no-verify": [sys.executable, "-c", ENTRY, "compare", "--runs", joined, "--slice-by", "source",
+                                    "--no-verify"],
             "python -c 'import torch'": [sys.executable, "-c", "import torch"],
         }
         for cmd in commands.values():  # warm-up (file-system caches, .pyc files)
@@ -84,13 +90,14 @@ def main() -> None:
             start = time.perf_counter()
             compare([str(r) for r in runs], slice_by="source", registries=regs)
             inproc.append(time.perf_counter() - start)
-    ours, torch_import = (statistics.median(times[n]) for n in commands)
+    ours, unverified, torch_import = (statistics.median(times[n]) for n in commands)
     print(f"{args.runs} runs x {args.rows} test rows, sliced by source (paired bootstrap, 1000 resamples)")
     print(f"{'command':<28} {'median s':>9}")
     for name, values in times.items():
         print(f"{name:<28} {statistics.median(values):>9.3f}")
     print(f"{'compare() in process':<28} {statistics.median(inproc):>9.3f}")
     print(f"ratio verifily compare / import torch: {ours / torch_import:.2f}x")
+    print(f"ratio verifying the runs' hashes / --no-verify: {ours / unverified:.2f}x")
 
 
 if __name__ == "__main__":

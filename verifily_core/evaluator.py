@@ -53,6 +53,9 @@ def evaluate(
 
         require_intact(run, "evaluate it", eval_files=False, error=EvalError)
     cfg = TrainConfig.from_yaml(run.path / "config.yaml")
+    if cfg.model.trust_remote_code:
+        log.warning("%s: its config.yaml sets model.trust_remote_code: true, so loading it runs Python code "
+                    "shipped with its model and tokenizer files", run.path)
     task = registries.tasks.get(cfg.task)
     names = list(metrics or cfg.eval.metrics or task.default_metrics)
     chosen = {name: registries.metrics.get(name) for name in names}
