@@ -178,3 +178,24 @@ def test_python_api(run_copy):
     assert result.verdict == "MATCH" and result.exit_code == 0
     assert [c.name for c in result.checks] == ["Config hash", "Data hash", "Env hash", "Artifacts", "Eval files",
                                                 "Base model"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", ""])
+def test_a_corrupted_environment_record_is_a_mismatch_not_a_partial_match(run_copy, content):
+    run, _ = run_copy
+    (run / "environment.json").write_text(content)
+    res = verify(run)
+    assert res.exit_code == 5, res.output
+    lines = status_lines(res.output)
+    assert "MISMATCH" in lines["Env hash"] and "environment.json" in lines["Env hash"]
+    assert "environment.json changed" in lines["Artifacts"] and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "null"])
+def test_a_corrupted_hash_record_is_one_clear_line(run_copy, content):
+    run, _ = run_copy
+    (run / "hashes.json").write_text(content)
+    res = verify(run)
+    assert res.exit_code == 5
+    assert "hashes.json" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "unexpected" not in res.output and "Traceback" not in res.output
