@@ -95,3 +95,49 @@ def test_loss_and_perplexity_are_token_weighted():
 def test_loss_without_model_scores_is_an_eval_error():
     with pytest.raises(EvalError, match="needs the per-example score 'loss'"):
         _compute(Loss(), ["p"], ["r"], [{}])
+
+
+# prediction, reference, verdict of (text, strict, squad, numeric)
+TRICKY_PAIRS = [
+    ("3", "-3", (0, 0, 1, 0)),             # squad drops the sign
+    ("-3", "\u22123", (1, 0, 0, 1)),       # a Unicode minus is a minus
+    ("3.5", "35", (0, 0, 1, 0)),           # squad drops the decimal point
+    ("3.50", "3.5", (0, 0, 0, 1)),         # equal as numbers only
+    ("1,000", "1000", (0, 0, 1, 1)),       # digit grouping
+    ("-0", "0", (0, 0, 1, 1)),
+    ("The answer is 3.", "answer is 3", (1, 0, 1, 1)),  # a full stop after a number ends the sentence
+    ("(-3),", "-3", (1, 0, 1, 1)),
+    ("Paris", "paris", (1, 0, 1, 1)),      # case
+    ("  paris \n", "paris", (1, 1, 1, 1)),  # surrounding whitespace
+    ("new  york", "new york", (1, 0, 1, 1)),  # inner whitespace
+    ("café", "CAFÉ", (1, 0, 1, 1)),        # Unicode case
+    ("\uff11\uff12", "12", (1, 0, 0, 1)),   # full-width digits (NFKC)
+    ("e\u0301", "\u00e9", (1, 1, 0, 1)),   # combining accent vs precomposed
+    ("hello, world!", "hello world", (1, 0, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("prediction, reference, verdicts", TRICKY_PAIRS)
+def test_tricky_pairs_under_each_normalisation(prediction, reference, verdicts):
+    modes = ("text", "strict", "squad", "numeric")
+    got = tuple(int(exact_match(prediction, reference, mode)) for mode in modes)
+    assert got == verdicts, dict(zip(modes, got))
+    assert int(exact_match(prediction, reference)) == verdicts[0]  # text is the default
+    for mode, verdict in zip(modes, verdicts):  # an exact match is a perfect token F1
+        assert not verdict or token_f1(prediction, reference, mode) == 1.0
+
+
+def test_the_normalisation_is_an_option_recorded_in_the_results():
+    from verifily_core.evaluation import build_eval_result
+
+    records = [{"index": i, "prediction": p, "reference": r, "tags": {}} for i, (p, r, _) in enumerate(TRICKY_PAIRS)]
+    strict = build_eval_result(records, "sft", [ExactMatch()], resamples=0, metric_options={"exact_match": {"normalize": "squad"}})
+    default = build_eval_result(records, "sft", [ExactMatch(), TokenF1()], resamples=0)
+    assert strict.metric_settings == {"exact_match": {"normalize": "squad"}}
+    assert default.metric_settings == {"exact_match": {"normalize": "text"}, "token_f1": {"normalize": "text"}}
+    assert strict.to_json_dict()["metric_settings"] == strict.metric_settings
+    expected = {m: sum(v[i] for *_, v in TRICKY_PAIRS) / len(TRICKY_PAIRS) for m, i in (("text", 0), ("squad", 2))}
+    assert default.overall["exact_match"] == pytest.approx(expected["text"])
+    assert strict.overall["exact_match"] == pytest.approx(expected["squad"])
+    with pytest.raises(ConfigError, match="normalize: unknown mode 'loose'; use one of text, strict, squad, numeric"):
+        build_eval_result(records, "sft", [ExactMatch()], resamples=0, metric_options={"exact_match": {"normalize": "loose"}})

@@ -243,6 +243,12 @@ class Metric(ABC):
         (NaN where undefined)."""
         raise NotImplementedError(f"metric '{self.name}' defines statistics() but no from_statistics()")
 
+    def settings(self, **options: Any) -> Mapping[str, Any]:
+        """Optional: the options this metric's value depends on, resolved with their defaults
+        (e.g. ``{"normalize": "text"}``); recorded in ``eval_results.json`` ``metric_settings``
+        so a reader knows what was measured. Raises ConfigError for an invalid option."""
+        return {}
+
     def write_artifacts(self, details: Mapping[str, Any], out_dir: Path) -> list[str]:
         """Optional: write files (e.g. a plot) for a non-scalar result into ``out_dir``;
         return the file names written."""

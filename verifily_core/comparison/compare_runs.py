@@ -8,6 +8,7 @@ Reads only run directories (``run_meta.json``, ``config.yaml``, ``eval/eval_resu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,6 +78,10 @@ def compare(
     )
     if not verify:
         result.warnings.append("--no-verify: the runs' hashes were not checked, so these numbers may have been edited")
+    settings = {json.dumps(r.result.metric_settings.get(name) or {}, sort_keys=True) for r in runs}
+    if len(settings) > 1:
+        result.warnings.append(f"the runs measured {name} with different settings "
+                               f"({' vs '.join(sorted(settings))}): the values are not comparable")
     hashes = set(result.test_sets.values())
     result.same_test_set = len(hashes) == 1 and None not in hashes
     if not result.same_test_set:

@@ -36,7 +36,8 @@ def paired_intervals(base: RunEval, other: RunEval, metric: str, slice_names: Se
     except ConfigError:
         return {}, [f"metric '{metric}' is not installed here: deltas carry no confidence interval"]
     options = {"resamples": resamples, "confidence_level": level, "seed": seed, "task": base.task,
-               "metric_kwargs": metric_kwargs, "registries": registries}
+               "metric_kwargs": metric_kwargs, "registries": registries,
+               "metric_options": base.result.metric_settings.get(metric) or {}}
     try:
         out = {OVERALL: paired_bootstrap_delta(records_a, records_b, metric_obj, key=OVERALL, **options).to_json()}
     except EvalError as exc:

@@ -82,6 +82,7 @@ class EvalResult:
     hard_score: str | None = None
     hard_higher_is_better: bool | None = None
     over_represented: list[dict[str, Any]] = attrs.field(factory=list)
+    metric_settings: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     run_id: str | None = None
     test_data_path: str | None = None
     test_data: dict[str, Any] | None = None
@@ -121,6 +122,7 @@ class EvalResult:
             "test_data": test_data,
             "metrics": self.metrics,
             "higher_is_better": self.higher_is_better,
+            "metric_settings": self.metric_settings,
             "confidence": self.confidence,
             "overall": {"n": self.num_examples, "metrics": {k: v.to_json() for k, v in self.metric_values.items()}},
             "slice_by": self.slice_by,
@@ -151,6 +153,7 @@ class EvalResult:
                            for name, s in (doc.get("slices") or {}).items()},
             details=doc.get("details") or {}, hard_examples=hard_examples or [], metrics=list(doc.get("metrics") or []),
             higher_is_better=dict(doc.get("higher_is_better") or {}), confidence=dict(doc.get("confidence") or {}),
+            metric_settings={k: dict(v) for k, v in (doc.get("metric_settings") or {}).items()},
             slice_by=list(doc.get("slice_by") or []), min_slice_size=int(doc.get("min_slice_size") or 0),
             hard_score=hard.get("score"), hard_higher_is_better=hard.get("higher_is_better"),
             over_represented=list(hard.get("over_represented") or []), run_id=doc.get("run_id"),
