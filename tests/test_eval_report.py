@@ -229,9 +229,12 @@ def test_hard_examples_are_the_worst_rows(regs):
     res = _build(regs, records, hard_examples=25)
     assert res.hard_score == "token_f1" and res.hard_higher_is_better is True
     f1 = [r["scores"]["token_f1"] for r in res.records]
-    expected = sorted(range(len(f1)), key=lambda i: (f1[i], i))[:25]
-    assert [h["index"] for h in res.hard_examples] == expected
-    assert max(h["score"] for h in res.hard_examples) <= min(f1[i] for i in range(len(f1)) if i not in expected)
+    loss = [r["scores"]["loss"] for r in res.records]
+    hard = [h["index"] for h in res.hard_examples]
+    assert res.hard_tie_break == ["loss"]  # exact_match takes two values: it breaks no tie
+    assert max(h["score"] for h in res.hard_examples) <= min(f1[i] for i in range(len(f1)) if i not in hard)
+    for a, b in zip(hard, hard[1:]):  # worst first: lower F1, and among equal F1 the higher loss
+        assert f1[a] < f1[b] or (f1[a] == f1[b] and loss[a] >= loss[b])
     h = res.hard_examples[0]
     assert set(h) >= {"index", "row_id", "prediction", "reference", "scores", "tags", "score"} and "row" not in h
     # loss ranks highest first when it is the score
@@ -258,7 +261,8 @@ def test_over_represented_tag_values_among_hard_examples(regs):
     # 12 rows: 3 "bad" rows are all wrong, 9 "good" rows: 1 wrong
     data = [("x", "y", "bad", "e", 1, 1)] * 3 + [("a", "a", "good", "e", 1, 1)] * 8 + [("x", "y", "good", "e", 1, 1)]
     res = _build(regs, _records(data), metrics=["token_f1"], hard_examples=4, slice_by=())
-    assert [h["index"] for h in res.hard_examples] == [0, 1, 2, 11]
+    assert sorted(h["index"] for h in res.hard_examples) == [0, 1, 2, 11]
+    assert res.hard_tested == 4
     top = res.over_represented[0]
     # searched over every tag key even without --slice-by
     assert top["slice"] == "source=bad" and (top["hard_count"], top["test_count"]) == (3, 3)
@@ -306,3 +310,48 @@ def test_configuration_and_plugin_errors(regs):
         build_eval_result(_records(), "sft", [Broken()])
     with pytest.raises(EvalError, match="has no 'reference'"):
         build_eval_result([{"prediction": "x"}], "sft", [Broken()])
+
+
+def _tied_records(n, first_tag, rest_tag, loss=None):
+    """``n`` rows all scoring exact_match 0; the first half tagged ``first_tag``."""
+    return [{"index": i, "row_id": f"sha256:{i:04d}", "prediction": "x", "reference": "y",
+             "tags": {"difficulty": first_tag if i < n // 2 else rest_tag},
+             "scores": {} if loss is None else {"loss": loss(i), "n_tokens": 1}} for i in range(n)]
+
+
+def test_all_rows_tied_report_no_over_representation_and_not_the_first_rows(regs):
+    records = _tied_records(100, "easy", "hard")
+    res = build_eval_result(records, regs.tasks.get("sft"), [regs.metrics.get("exact_match")],
+                            slicers=regs.slicers, hard_examples=20, resamples=0)
+    assert res.hard_score == "exact_match" and res.hard_tie_break == []
+    assert res.hard_tested == 100 and res.over_represented == []
+    hard = [h["index"] for h in res.hard_examples]
+    assert 0 < sum(i < 50 for i in hard) < 20  # a hash order, not the file order, picks among tied rows
+    from verifily_core.evaluation import render_eval
+
+    text = render_eval(res)
+    assert "100 test rows are no better than the last of them (exact_match=0)" in text
+    assert "every test row ties, so no slice can be over-represented" in text
+    assert "of hard examples are" not in text
+
+
+def test_a_planted_slice_is_named_when_exact_match_ties_and_loss_breaks_them():
+    """The planted rows (difficulty=planted, late in the file) fail with a high loss; the first
+    rows of the file also fail exact match, but with a low loss."""
+    from verifily_core.plugins import load_registries
+
+    regs = load_registries()
+    records = []
+    for i in range(90):
+        planted = 60 <= i < 75
+        wrong = i < 30 or planted
+        records.append({"index": i, "row_id": f"sha256:{i:04d}", "prediction": "x" if wrong else "y",
+                        "reference": "y", "tags": {"difficulty": "planted" if planted else "first" if i < 30 else "rest"},
+                        "scores": {"loss": (5.0 + i / 100) if planted else (0.5 + i / 1000), "n_tokens": 1}})
+    res = build_eval_result(records, regs.tasks.get("sft"), [regs.metrics.get(m) for m in ("exact_match", "loss")],
+                            slicers=regs.slicers, hard_examples=15, hard_score="exact_match", resamples=0)
+    assert res.hard_tie_break == ["loss"] and res.hard_tested == 15
+    assert {h["tags"]["difficulty"] for h in res.hard_examples} == {"planted"}
+    top = res.over_represented[0]
+    assert top["slice"] == "difficulty=planted" and top["hard_share"] == 1.0
+    assert all(e["slice"] != "difficulty=first" for e in res.over_represented)

@@ -78,7 +78,15 @@ def _hard_lines(result: EvalResult, out_dir: str | Path | None) -> list[str]:
     else:
         order = "highest" if result.hard_higher_is_better is False else "lowest"
         where = f" written to: {Path(out_dir) / HARD_FILE}" if out_dir else ":"
-        lines = [f"  Hard examples{where} ({len(result.hard_examples)} examples, {order} {result.hard_score} first)"]
+        ties = f"; ties broken by {', '.join(result.hard_tie_break)}" if result.hard_tie_break else ""
+        lines = [f"  Hard examples{where} ({len(result.hard_examples)} examples, {order} {result.hard_score} "
+                 f"first{ties})"]
+        if result.hard_tested > len(result.hard_examples):
+            lines.append(f"    {result.hard_tested} test rows are no better than the last of them "
+                         f"({result.hard_score}={result.hard_threshold:.4g}); "
+                         + ("every test row ties, so no slice can be over-represented"
+                            if result.hard_tested >= result.num_examples else
+                            "over-representation is tested on all of them"))
         for e in result.over_represented[:MAX_OVER_LINES]:
             lines.append(f"    {e['hard_share']:.0%} of hard examples are {e['slice']} vs {e['test_share']:.0%} "
                          f"of the test set (p={e['p_value']:.2g})")

@@ -10,8 +10,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from verifily_core.errors import ConfigError
-from verifily_core.evaluation.hard import choose_score, hard_examples as worst_rows, over_represented
-from verifily_core.evaluation.records import is_gold, is_test, normalize_records
+from verifily_core.evaluation.hard import at_or_below, choose_score, over_represented, rank, tie_breakers
+from verifily_core.evaluation.records import is_gold, is_test, normalize_records, public_record
 from verifily_core.evaluation.result import METHOD, EvalResult, MetricValue, SliceResult
 from verifily_core.evaluation.scoring import MetricPlan, plan_metrics, resampled_values
 from verifily_core.evaluation.slicing import compute_slices, plain_slicer
@@ -89,17 +89,22 @@ def build_eval_result(
                                              len(members) < min_slice_size,
                                              boot.evaluate(scalar, members, gold_mask, sd.name))
     directions = {p.name: p.metric.higher_is_better for p in plans}
-    choice = choose_score(test_records, hard_score, task_obj.hard_example_scores if task_obj else (),
-                          {p.name: p.metric.higher_is_better for p in scalar},
-                          task_obj.score_directions if task_obj else {})
+    ranking = (task_obj.hard_example_scores if task_obj else (), {p.name: p.metric.higher_is_better for p in scalar},
+               task_obj.score_directions if task_obj else {})
+    choice = choose_score(test_records, hard_score, *ranking)
     hard: list[dict[str, Any]] = []
     over: list[dict[str, Any]] = []
+    ties: list[tuple[str, bool]] = []
+    tested, threshold = [], None
     if choice and hard_examples > 0:
-        hard = worst_rows(test_records, choice[0], choice[1], hard_examples)
-        position = {id(r): pos for pos, r in enumerate(test_records)}
-        by_index = {r["index"]: position[id(r)] for r in test_records}
+        ties = tie_breakers(test_records, choice[0], *ranking)
+        ranked = rank(test_records, choice[0], choice[1], ties)
+        hard = [{**public_record(test_records[p]), "score": test_records[p]["scores"][choice[0]]}
+                for _, p in ranked[:hard_examples]]
+        tested = at_or_below(ranked, hard_examples)
+        threshold = hard[-1]["score"] if hard else None
         groups = {sd.name: sd.indices for sd in slice_defs} or _tag_groups(test_records, slicers)
-        over = over_represented(groups, [by_index[h["index"]] for h in hard], len(test_records))
+        over = over_represented(groups, tested, len(test_records))
     return EvalResult(
         task=task, num_examples=len(test), metric_values=boot.evaluate(scalar, test, gold_mask, OVERALL),
         slice_results=slice_results, details={p.name: p.details for p in plans if not p.scalar}, hard_examples=hard,
@@ -107,6 +112,7 @@ def build_eval_result(
         confidence={"method": METHOD, "level": confidence_level, "resamples": resamples, "seed": seed},
         slice_by=[s.text for s in specs], min_slice_size=min_slice_size,
         hard_score=choice[0] if choice else None, hard_higher_is_better=choice[1] if choice else None,
+        hard_tie_break=[name for name, _ in ties], hard_threshold=threshold, hard_tested=len(tested),
         over_represented=over, run_id=run_id,
         metric_settings={m.name: dict(s) for m in chosen
                          if (s := m.settings(**((metric_options or {}).get(m.name) or {})))}, test_data=dict(test_data) if test_data else None,

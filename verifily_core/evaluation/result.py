@@ -81,6 +81,9 @@ class EvalResult:
     min_slice_size: int = 30
     hard_score: str | None = None
     hard_higher_is_better: bool | None = None
+    hard_tie_break: list[str] = attrs.field(factory=list)
+    hard_threshold: float | None = None
+    hard_tested: int = 0
     over_represented: list[dict[str, Any]] = attrs.field(factory=list)
     metric_settings: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     run_id: str | None = None
@@ -130,7 +133,8 @@ class EvalResult:
             "slices": {name: s.to_json() for name, s in self.slice_results.items()},
             "details": self.details,
             "hard_examples": {"count": len(self.hard_examples), "score": self.hard_score,
-                              "higher_is_better": self.hard_higher_is_better, "file": HARD_FILE,
+                              "higher_is_better": self.hard_higher_is_better, "tie_break": self.hard_tie_break,
+                              "threshold": self.hard_threshold, "tested_rows": self.hard_tested, "file": HARD_FILE,
                               "over_represented": self.over_represented},
             "files": self.files,
             "note": NOTE,
@@ -156,6 +160,8 @@ class EvalResult:
             metric_settings={k: dict(v) for k, v in (doc.get("metric_settings") or {}).items()},
             slice_by=list(doc.get("slice_by") or []), min_slice_size=int(doc.get("min_slice_size") or 0),
             hard_score=hard.get("score"), hard_higher_is_better=hard.get("higher_is_better"),
+            hard_tie_break=list(hard.get("tie_break") or []), hard_threshold=hard.get("threshold"),
+            hard_tested=int(hard.get("tested_rows") or 0),
             over_represented=list(hard.get("over_represented") or []), run_id=doc.get("run_id"),
             test_data_path=test_data.get("path"), test_data=test_data, created_at=doc.get("created_at"),
             eval_duration_seconds=float(doc.get("duration_seconds") or 0.0), files=dict(doc.get("files") or {}),
