@@ -167,6 +167,8 @@ def _registry_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
 def _slice_spec_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
     """Each ``eval.slice_by_tags`` spec parses and names an installed slicer (whether the data
     has its tag keys is rule 6, checked when the dataset is resolved)."""
+    if not cfg.eval.slice_by_tags:
+        return []
     from verifily_core.errors import ConfigError
     from verifily_core.evaluation.slicing import tag_keys
 
