@@ -99,6 +99,30 @@ def test_a_slice_key_only_the_train_split_carries_fails_for_the_evaluated_test_s
                     "$.eval.slice_by_tags", "difficulty", "test split", "source")
 
 
+def test_a_label_outside_the_label_set_fails_the_classification_dry_run(tmp_path, verifily_cli,
+                                                                       verifily_classification_files):
+    """The task's dataset-level check (``Task.validate_dataset``) runs on the dry run's path too."""
+    from verifily_core.testing.data import make_classification_rows
+
+    test = write_jsonl(verifily_classification_files["test"],
+                       make_classification_rows(4, seed=3) + [{"text": "so so", "label": "neutral"}])
+    cfg = _config(tmp_path, task="classification", data_paths=_paths(verifily_classification_files))
+    _one_line_error(verifily_cli("train", "--config", cfg, "--dry-run"), 2,
+                    f"test row 5 of {test}", "label 'neutral' is not one of the run's labels")
+    one_label = write_jsonl(tmp_path / "one.jsonl", [{"text": "fine", "label": "pos"}] * 3)
+    cfg = _config(tmp_path, task="classification", data_paths={"train": str(one_label)})
+    _one_line_error(verifily_cli("train", "--config", cfg, "--dry-run"), 2, "1 distinct label")
+
+
+def test_preference_rows_mixing_two_forms_fail_the_dpo_dry_run(tmp_path, verifily_cli):
+    from verifily_dpo.testing import make_preference_rows
+
+    train = write_jsonl(tmp_path / "train.jsonl", make_preference_rows(3, seed=1) + make_preference_rows(1, chat=True))
+    cfg = _config(tmp_path, task="dpo", data_paths={"train": str(train)})
+    _one_line_error(verifily_cli("train", "--config", cfg, "--dry-run"), 2, str(train),
+                    "mix the text form (row 1) and the chat form (row 4)")
+
+
 def test_a_derived_slicer_spec_reads_no_tag_and_passes(tmp_path, verifily_cli, verifily_sft_files):
     cfg = _config(tmp_path, data_paths=_paths(verifily_sft_files), eval={"slice_by_tags": ["length:reference"]})
     res = verifily_cli("train", "--config", cfg, "--dry-run")
@@ -254,8 +278,10 @@ def test_a_backend_that_reads_no_data_here_is_reported_as_not_checked(tmp_path, 
     assert "managed" in plan["data_check"]["reason"]
 
 
-def test_the_data_check_imports_no_heavy_library(tmp_path, verifily_sft_files, verifily_subprocess):
-    cfg = _config(tmp_path, data_paths=_paths(verifily_sft_files), eval={"slice_by_tags": ["source&difficulty"]},
+@pytest.mark.parametrize("task", ["sft", "classification"])
+def test_the_data_check_imports_no_heavy_library(tmp_path, verifily_sft_files, verifily_classification_files, task):
+    files = verifily_sft_files if task == "sft" else verifily_classification_files
+    cfg = _config(tmp_path, task=task, data_paths=_paths(files), eval={"slice_by_tags": ["source&difficulty"]},
                   data_checks={"leakage": "warn", "group_key": "tags.source"})
     probe = ("import sys\nfrom verifily_core.cli import cli\n"
              "try:\n    cli.main(args=sys.argv[1:], prog_name='verifily')\nexcept SystemExit as e:\n    code = e.code\n"

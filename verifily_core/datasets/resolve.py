@@ -58,14 +58,15 @@ def resolve_dataset(config: Any, registries: Any, store: str | Path | None = Non
 
 
 def check_dataset(config: Any, registries: Any, store: str | Path | None = None) -> DataCheck:
-    """Resolve, verify and check the dataset of a config, streaming every file once: the one
-    path of training, evaluation and ``verifily train --dry-run``.
+    """Resolve, verify and check the dataset of a config, streaming its files (no split is
+    loaded whole): the one path of training, evaluation and ``verifily train --dry-run``.
 
     Order: ``data_paths`` (files validated and hashed; ``ref`` is ``None``), then
     ``dataset_version`` (``id@version`` or ``id@latest``) in the store chosen by ``store`` >
     ``$VERIFILY_DATASETS_DIR`` > ``config.dataset_store`` > ``~/.verifily/datasets``; every
     file's sha256 is checked against the manifest and every row re-validated by the task's
-    ``validate_row`` in the same pass. Then rule 6 (:func:`check_slice_keys`: the tag keys of
+    ``validate_row`` in the same pass. Then the task's ``validate_dataset`` (what no single row
+    shows, e.g. a classifier's label set), rule 6 (:func:`check_slice_keys`: the tag keys of
     ``eval.slice_by_tags`` exist in the evaluated split) and the leakage check of ``data_checks``.
 
     :raises DataError: missing version or file, hash mismatch, bad row (``file:line: problem``),
@@ -82,6 +83,7 @@ def check_dataset(config: Any, registries: Any, store: str | Path | None = None)
         verify(dv, task.validate_row)
     else:
         raise ConfigError("$.dataset_version: set dataset_version (id@version) or data_paths.train")
+    task.validate_dataset(dv, task.parse_options(config.task_options))
     keys, split = check_slice_keys(dv, config.eval.slice_by_tags, registries.slicers)
     _apply_leakage_policy(dv, task, config.data_checks)
     return DataCheck(dv, tuple(keys), split, config.data_checks.leakage)
