@@ -82,9 +82,10 @@ def plan_training(
 
 def check_plan_data(plan: TrainPlan) -> TrainPlan:
     """The plan with its dataset checked exactly as a run checks it before training: resolved
-    (store version or ``data_paths``), every file hashed and every row validated by the task in
-    one streaming pass, slice keys found in the evaluated split, the leakage policy applied. No
-    model and no heavy library is loaded. A backend that does not read the data on this machine
+    (store version or ``data_paths``), every file hashed and every row validated by the task as
+    it streams, the task's dataset-level checks, slice keys found in the evaluated split, the
+    leakage policy applied (:func:`~verifily_core.datasets.check_dataset`). No model and no
+    heavy library is loaded. A backend that does not read the data on this machine
     (``reads_data = False``) is reported as not checked.
 
     :raises DataError: (exit 2) a missing version or file, a bad row (``file:line``), a hash mismatch.
