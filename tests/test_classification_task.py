@@ -18,7 +18,7 @@ from verifily_classification.weights import class_weights
 
 
 def _config(**extra):
-    base = {"task": "classification", "base_model": "/tmp", "data_paths": {"train": "t.jsonl"}}
+    base = {"task": "classification", "base_model": "org/model", "data_paths": {"train": "t.jsonl"}}
     return TrainConfig.from_dict({**base, **extra})
 
 

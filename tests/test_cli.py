@@ -53,7 +53,7 @@ def test_global_flags():
 
 
 def test_dry_run_shows_overrides_and_flags(config):
-    res = invoke("train", "--config", config, "--lr", "1e-4", "training.num_epochs=5", "--dry-run")
+    res = invoke("train", "--config", config, "--lr", "1e-4", "training.num_epochs=5", "--dry-run", "--no-data-check")
     assert res.exit_code == 0, res.output
     assert "LR:           0.0001" in res.output
     assert "Epochs:       5" in res.output
@@ -62,7 +62,7 @@ def test_dry_run_shows_overrides_and_flags(config):
 
 def test_dry_run_json_and_hash_unchanged_by_output_dir_and_name(config):
     def plan(*extra):
-        res = invoke("train", "--config", config, "--dry-run", "--format", "json", *extra)
+        res = invoke("train", "--config", config, "--dry-run", "--no-data-check", "--format", "json", *extra)
         assert res.exit_code == 0, res.output
         return json.loads(res.stdout)
 
@@ -142,9 +142,13 @@ def test_plugins_json_lists_builtins():
 HEAVY = ("torch", "transformers", "peft", "evaluate", "bitsandbytes", "accelerate", "datasets", "trl")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["train", "--dry-run"], ["train", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["train", "--dry-run"], ["train", "--dry-run", "--no-data-check"],
+                                  ["train", "--help"]])
 def test_light_commands_import_no_heavy_library(tmp_path, args):
+    from verifily_core.testing.data import make_sft_rows, write_jsonl
+
     (tmp_path / "train.yaml").write_text(CONFIG)
+    write_jsonl(tmp_path / "data" / "train.jsonl", make_sft_rows(6))  # the dry run reads it
     probe = (
         "import sys\nfrom verifily_core.cli import cli\n"
         "try:\n    cli.main(args=sys.argv[1:], prog_name='verifily')\nexcept SystemExit as e:\n    code = e.code\n"

@@ -198,9 +198,10 @@ def test_pip_installed_plugin_is_listed_with_its_distribution(installed_example)
 def test_pip_installed_plugin_metric_is_usable_in_a_config(installed_example, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("task: sft\nbase_model: org/m\ndata_paths: {train: t.jsonl}\neval: {metrics: [response_length]}\n")
-    with_plugin = _verifily(installed_example, "train", "--config", str(cfg), "--dry-run")
+    with_plugin = _verifily(installed_example, "train", "--config", str(cfg), "--dry-run", "--no-data-check")
     assert with_plugin.returncode == 0, with_plugin.stderr
-    without = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "train", "--config", str(cfg), "--dry-run")
+    without = _verifily(dict(installed_example, VERIFILY_BLOCK_PLUGINS="example"), "train", "--config", str(cfg),
+                        "--dry-run", "--no-data-check")
     assert without.returncode == 1
     assert "$.eval.metrics[0]: unknown metric 'response_length'" in without.stderr
 

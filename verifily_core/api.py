@@ -62,16 +62,20 @@ def train(
     lora_r: int | None = None,
     quantization: str | None = None,
     on_eval: Callable[[Any], None] | None = None,
+    check_data: bool = True,
 ) -> Any:
     """Run a training job and return the finished :class:`~verifily_core.runs.Run`.
 
     The parameters from ``dataset`` on that set a config field are the flags of
     :data:`TRAIN_FLAGS`. With ``dry_run=True`` nothing is trained and the validated
-    :class:`~verifily_core.training.TrainPlan` is returned instead. ``on_eval`` receives the
-    :class:`~verifily_core.evaluation.result.EvalResult` of the evaluation that follows training.
-    Raises ConfigError, DataError or TrainingError on failure.
+    :class:`~verifily_core.training.TrainPlan` is returned instead, its dataset checked as
+    training would check it (``plan.data_check``) unless ``check_data=False`` (config only).
+    ``on_eval`` receives the :class:`~verifily_core.evaluation.result.EvalResult` of the
+    evaluation that follows training. Raises ConfigError, DataError or TrainingError on failure.
     """
-    from verifily_core.training import execute_plan, plan_training
+    import attrs
+
+    from verifily_core.training import check_plan_data, execute_plan, plan_training
 
     given = dict(dataset=dataset, base_model=base_model, output_dir=output_dir, device=device, seed=seed, name=name,
                  task=task, mode=mode, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -79,7 +83,9 @@ def train(
     flags = {TRAIN_FLAGS[key]: value for key, value in given.items()}
     plan = plan_training(config, overrides=overrides, flags=flags, registries=plugins_or_installed(registries))
     if dry_run:
-        return plan
+        if not check_data:
+            return attrs.evolve(plan, data_check={"checked": False, "reason": "skipped (--no-data-check)"})
+        return check_plan_data(plan)
     return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval)
 
 

@@ -3,10 +3,16 @@
 Rule 6 (slice keys exist in the dataset's tags) needs the dataset and is checked when it
 is resolved. Every problem is a ``$.path: message`` line; the CLI reports the first one
 and how many more there are (exit code 1).
+
+Some rules look at this machine without loading anything, so that ``verifily train --dry-run``
+and the start of a real run refuse what training would otherwise find out late: a local
+``base_model`` folder must hold tokenizer files and ``output.dir`` must be a directory this
+process can create or write into (Hub model names are not checked offline).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -44,6 +50,14 @@ RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 )
 """``(config path, check of its value, the rule as docs/config.md states it)`` for numeric fields."""
 
+SEED_MAX = 2**32 - 1
+"""The largest ``seed``: numpy's and torch's seeding (``transformers.set_seed``) accept 0 to 2**32 - 1."""
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt")
+"""Files of which a local model folder must hold at least one (or a sentencepiece model,
+:data:`TOKENIZER_SUFFIXES`) for its tokenizer to load."""
+TOKENIZER_SUFFIXES = (".model", ".spm")
+
 
 def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> list[str]:
     """All validation problems of ``cfg`` as ``$.path: message`` lines.
@@ -66,7 +80,10 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
     if not _DEVICE_RE.match(cfg.compute.device):
         out.append(f"$.compute.device: expected auto, cpu, mps, cuda or cuda:N, got '{cfg.compute.device}'")
     out.extend(_base_model_problems(cfg.base_model))
+    if not 0 <= cfg.seed <= SEED_MAX:
+        out.append(f"$.seed: must be in [0, {SEED_MAX}] (what numpy and torch seeding accept), got {cfg.seed}")
     out.extend(_range_problems(cfg))
+    out.extend(_output_dir_problems(cfg.output.dir))
     for name, opts in cfg.eval.metric_options.items():
         if not isinstance(opts, dict):
             out.append(f"$.eval.metric_options.{name}: expected a mapping of options")
@@ -80,11 +97,41 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
 def _base_model_problems(base_model: str) -> list[str]:
     looks_local = base_model.startswith((".", "/", "~")) or Path(base_model).expanduser().exists()
     if looks_local:
-        if not Path(base_model).expanduser().exists():
+        folder = Path(base_model).expanduser()
+        if not folder.exists():
             return [f"$.base_model: local path '{base_model}' does not exist"]
+        if folder.is_dir() and not _has_tokenizer_files(folder):
+            return [f"$.base_model: local model folder '{base_model}' has no tokenizer files ("
+                    f"{', '.join(TOKENIZER_FILES)} or a sentencepiece *.model); save the tokenizer into it "
+                    "(tokenizer.save_pretrained(folder)) or copy those files from the model's source"]
         return []
     if not _HUB_ID_RE.match(base_model):
         return [f"$.base_model: '{base_model}' is neither an existing local path nor a Hub id like org/name"]
+    return []
+
+
+def _has_tokenizer_files(folder: Path) -> bool:
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.is_file()]
+    except OSError:
+        return True  # unreadable here: loading it reports the real problem
+    return any(n in TOKENIZER_FILES or n.endswith(TOKENIZER_SUFFIXES) for n in names)
+
+
+def _output_dir_problems(output_dir: str) -> list[str]:
+    """``output.dir`` must be a writable directory, or creatable: its nearest existing ancestor is
+    a directory this process may write into. Nothing is created here."""
+    target = Path(output_dir).expanduser()
+    probe = target
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = f"'{output_dir}'" if probe == target else f"'{output_dir}' cannot be created: '{probe}'"
+        return [f"$.output.dir: {where} is not a directory; choose another output directory (--output-dir)"]
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = f"'{output_dir}'" if probe == target else f"'{output_dir}' cannot be created: '{probe}'"
+        return [f"$.output.dir: {where} is not writable by this user; choose another output directory "
+                "(--output-dir) or fix its permissions"]
     return []
 
 
@@ -113,4 +160,20 @@ def _registry_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
     for i, name in enumerate(cfg.eval.metrics or []):
         if name not in regs.metrics:
             out.append(f"$.eval.metrics[{i}]: {regs.metrics.unknown_message(name)}")
+    out.extend(_slice_spec_problems(cfg, regs))
     return out
+
+
+def _slice_spec_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
+    """Each ``eval.slice_by_tags`` spec parses and names an installed slicer (whether the data
+    has its tag keys is rule 6, checked when the dataset is resolved)."""
+    if not cfg.eval.slice_by_tags:
+        return []
+    from verifily_core.errors import ConfigError
+    from verifily_core.evaluation.slicing import tag_keys
+
+    try:
+        tag_keys(list(cfg.eval.slice_by_tags), regs.slicers)
+    except ConfigError as exc:
+        return [f"$.eval.slice_by_tags: {str(exc).removeprefix('--slice-by: ')}"]
+    return []

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
+    from verifily_core.datasets.manifest import DatasetVersion
     from verifily_core.jobs import TrainJob
     from verifily_core.modeling import ModelSource
     from verifily_core.runs import Run
@@ -65,6 +66,16 @@ class Task(ABC):
         if unknown:
             return f"unknown field '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})"
         return None
+
+    def validate_dataset(self, dataset: "DatasetVersion", options: Any) -> None:
+        """Check what no single row shows, without a model or tokenizer (e.g. a classifier's
+        label set, rows of one split mixing two forms); raise ``DataError`` naming the split's
+        file and the row. ``options`` are the parsed ``task_options``.
+
+        Called once every row passed :meth:`validate_row`, on the one path that resolves a
+        config's dataset: the start of training (before any model loads), ``verifily train
+        --dry-run`` and the evaluation of a run's test split. The default checks nothing.
+        """
 
     def reference(self, row: Mapping[str, Any]) -> Any:
         """The gold answer of a row (the SFT ``output``, the classification ``label``)."""

@@ -93,7 +93,7 @@ def load_tokenizer(source: str, config: Any, token: str | None = None) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=config.model.trust_remote_code,
                                             revision=config.model.revision, token=token)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: "Couldn't instantiate the backend tokenizer ..."
         raise ConfigError(f"$.base_model: cannot load a tokenizer from '{source}' ({_first_line(exc)})") from None
     if tok.pad_token is None:
         if tok.eos_token is None:

@@ -1,8 +1,10 @@
 """Training orchestration: config -> plan (validated, hashed) -> backend -> Run.
 
-``plan_training`` does everything that needs no heavy library (it is what
-``verifily train --dry-run`` prints); ``execute_plan`` resolves the dataset, builds
-the :class:`~verifily_core.jobs.TrainJob` and hands it to the compute backend.
+``plan_training`` does everything that needs no heavy library and no data (``verifily train
+--dry-run --no-data-check``); ``check_plan_data`` adds the dataset check of a run, resolved
+through the same function training uses (``verifily train --dry-run``); ``execute_plan``
+resolves the dataset, builds the :class:`~verifily_core.jobs.TrainJob` and hands it to the
+compute backend.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class TrainPlan:
     config: TrainConfig
     config_hash: str
     registries: Registries = attrs.field(repr=False, eq=False)
+    data_check: dict[str, Any] | None = attrs.field(default=None, eq=False)
+    """What :func:`check_plan_data` checked (``DataCheck.describe()``), or ``{"checked": false,
+    "reason": ...}``; ``None`` until the data is checked."""
 
     def describe(self) -> dict[str, Any]:
         """The plan as plain data (what ``--dry-run`` prints)."""
@@ -44,6 +49,7 @@ class TrainPlan:
             "name": cfg.output.name,
             "seed": cfg.seed,
             "config_hash": self.config_hash,
+            "data_check": self.data_check or {"checked": False, "reason": "not checked"},
         }
 
 
@@ -72,6 +78,26 @@ def plan_training(
     cfg = resolve_config(path=path, data=data, overrides=overrides, flags=flags)
     cfg.validate(registries)
     return TrainPlan(config=cfg, config_hash=cfg.to_hash(), registries=registries)
+
+
+def check_plan_data(plan: TrainPlan) -> TrainPlan:
+    """The plan with its dataset checked exactly as a run checks it before training: resolved
+    (store version or ``data_paths``), every file hashed and every row validated by the task as
+    it streams, the task's dataset-level checks, slice keys found in the evaluated split, the
+    leakage policy applied (:func:`~verifily_core.datasets.check_dataset`). No model and no
+    heavy library is loaded. A backend that does not read the data on this machine
+    (``reads_data = False``) is reported as not checked.
+
+    :raises DataError: (exit 2) a missing version or file, a bad row (``file:line``), a hash mismatch.
+    :raises ConfigError: (exit 1) a slice key or group key the data lacks, a task mismatch.
+    """
+    backend = plan.registries.backends.get(plan.config.compute.mode)
+    if not backend.reads_data:
+        reason = f"compute backend '{plan.config.compute.mode}' does not read the data on this machine"
+        return attrs.evolve(plan, data_check={"checked": False, "reason": reason})
+    from verifily_core.datasets import check_dataset
+
+    return attrs.evolve(plan, data_check=check_dataset(plan.config, plan.registries).describe())
 
 
 def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None,

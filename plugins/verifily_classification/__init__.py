@@ -63,16 +63,22 @@ class ClassificationTask(Task):
 
     # -- training ----------------------------------------------------------------------------
 
-    def model_kwargs(self, job: Any) -> dict[str, Any]:
-        """``num_labels``/``id2label``/``label2id`` from the label set; val and test labels are
-        checked against it before any model is loaded."""
-        labels = self._labels(job)
-        from verifily_classification.labels import check_rows
+    def validate_dataset(self, dataset: Any, options: ClassificationOptions) -> None:
+        """The label set (``task_options.labels``, else the training labels, at least 2) holds
+        every label of the train, val and test splits (DataError naming the row); run when the
+        dataset is resolved, so ``--dry-run`` finds a stray label and training never loads a model
+        for one."""
+        from verifily_classification.labels import check_rows, resolve_labels
 
+        labels = resolve_labels(options.labels, dataset.iter_rows("train"))
         for split in ("val", "test"):
-            if job.dataset.has_split(split):
-                check_rows(labels, job.dataset.iter_rows(split), split, job.dataset.split_path(split))
-        return labels.model_kwargs()
+            if dataset.has_split(split):
+                check_rows(labels, dataset.iter_rows(split), split, dataset.split_path(split))
+
+    def model_kwargs(self, job: Any) -> dict[str, Any]:
+        """``num_labels``/``id2label``/``label2id`` from the label set (its val and test labels
+        were checked by :meth:`validate_dataset` when the dataset was resolved)."""
+        return self._labels(job).model_kwargs()
 
     def prepare_model(self, model: Any, tokenizer: Any, job: Any, options: ClassificationOptions) -> Any:
         """A pad token id for the head; when training, fill ``options.label_names`` and the

@@ -39,6 +39,14 @@ class DPOTask(Task):
 
         return row_problem(row)
 
+    def validate_dataset(self, dataset: Any, options: DPOOptions) -> None:
+        """Each split is in one form, text or chat (TRL trains on one); the lengths need the
+        tokenizer and are checked in :meth:`prepare_features`."""
+        from verifily_dpo.data import check_form
+
+        for f in dataset.files:
+            check_form(dataset.iter_rows(f.split), f"the rows of {dataset.split_path(f.split)} ({f.split} split)")
+
     def reference(self, row: Mapping[str, Any]) -> str:
         """Always ``"chosen"``: the response the model should prefer."""
         return "chosen"

@@ -14,7 +14,7 @@ and the tokenized prompt + response part), so evaluation scores exactly what tra
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from verifily_core.errors import ConfigError, DataError
 
@@ -156,11 +156,12 @@ def check_lengths(rows: Sequence[Mapping[str, Any]], tokenizer: Any, max_length:
     return out, truncated
 
 
-def check_form(rows: Sequence[Mapping[str, Any]]) -> None:
-    """:raises DataError: when rows mix the text and the chat form (TRL trains on one form)."""
-    first = {}
+def check_form(rows: Iterable[Mapping[str, Any]], where: str = "preference rows") -> None:
+    """:raises DataError: when rows mix the text and the chat form (TRL trains on one form);
+    ``where`` names them in the message (stops at the first row of the second form)."""
+    first: dict[bool, int] = {}
     for i, row in enumerate(rows, 1):
         first.setdefault(is_chat(row), i)
-    if len(first) > 1:
-        raise DataError(f"preference rows mix the text form (row {first[False]}) and the chat form "
-                        f"(row {first[True]}); write every row of a dataset in one form")
+        if len(first) > 1:
+            raise DataError(f"{where} mix the text form (row {first[False]}) and the chat form "
+                            f"(row {first[True]}); write every row of a dataset in one form")

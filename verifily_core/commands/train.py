@@ -29,13 +29,16 @@ from verifily_core.console import fmt_duration, out, style
 @click.option("--quantization", type=click.Choice(list(get_args(Quantization))), help="Override lora.quantization.")
 @click.option("--seed", type=int, help="Random seed [config default: 42].")
 @click.option("--name", help="Human-readable run name.")
-@click.option("--dry-run", is_flag=True, help="Validate the config and print the plan; do not train.")
+@click.option("--dry-run", is_flag=True, help="Validate the config and the data (every row, every slice key) and print "
+              "the plan; load no model, do not train.")
+@click.option("--no-data-check", is_flag=True, help="With --dry-run: validate the config only (fast; the dataset, its "
+              "rows and slice keys are not read).")
 @click.option("--resume", "resume", metavar="RUN_PATH", help="Continue an interrupted run from its latest checkpoint.")
 @format_option(help="table for people; json prints the plan (--dry-run) or run_meta.json.")
 @verbose_option
 @click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
 @click.pass_obj
-def train(state: GlobalState, config_path: str, dry_run: bool, resume: str | None, fmt: str,
+def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bool, resume: str | None, fmt: str,
           overrides: tuple[str, ...], **flags: Any) -> None:
     """Fine-tune a model with LoRA/QLoRA on a dataset version.
 
@@ -45,9 +48,12 @@ def train(state: GlobalState, config_path: str, dry_run: bool, resume: str | Non
     """
     from verifily_core.api import train as do_train
 
+    if no_data_check and not dry_run:
+        raise click.UsageError("--no-data-check applies only with --dry-run (a real run always checks the data)")
     evals: list[Any] = []
     run_or_plan = do_train(config_path, dry_run=dry_run, resume_from=resume, overrides=overrides,
-                           hf_token=state.hf_token, registries=state.registries, on_eval=evals.append, **flags)
+                           hf_token=state.hf_token, registries=state.registries, on_eval=evals.append,
+                           check_data=not no_data_check, **flags)
     if dry_run:
         _print_plan(run_or_plan.describe(), fmt)
         return
@@ -83,8 +89,26 @@ def _print_plan(plan: dict[str, Any], fmt: str) -> None:
         f"  Seed:         {plan['seed']}",
         f"  Output:       {plan['output_dir']}" + (f" (name {plan['name']})" if plan["name"] else ""),
         f"  Config hash:  {plan['config_hash']}",
+        _data_check_line(plan["data_check"]),
     ]
     out("\n".join(lines))
+
+
+def _data_check_line(check: dict[str, Any]) -> str:
+    """One line saying what the dry run read of the data (or why it read nothing)."""
+    if not check.get("checked"):
+        reason = check.get("reason", "not checked")
+        if reason.startswith("skipped (") and reason.endswith(")"):
+            reason = reason[len("skipped ("):-1]
+        return f"Data not checked ({reason}): the dataset, its rows and slice keys are read when training starts."
+    rows = check["rows"]
+    per_split = ", ".join(f"{split} {n}" for split, n in rows.items())
+    line = (f"Data checked: {check['dataset']} ({check['content_hash']}), {sum(rows.values())} rows "
+            f"({per_split}) hashed and valid")
+    if check["slice_keys"]:
+        where = check["slice_split"] or "the dataset"
+        line += f"; slice keys {', '.join(check['slice_keys'])} found in {where}"
+    return line + "."
 
 
 def _print_summary(run: Any, fmt: str) -> None:
