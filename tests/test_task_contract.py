@@ -13,6 +13,7 @@ from verifily_core.api import list_runs
 from verifily_core.commands.runs import _main_metrics
 from verifily_core.interfaces import Metric, Task
 from verifily_core.plugins import load_registries, make_plugin_manager
+from verifily_core.testing import seal_run
 
 SEEN_KWARGS: list[dict] = []
 
@@ -76,6 +77,8 @@ def yesno_run(root: Path, run_id: str, preds: list[str], regs) -> Path:
             "error": None, "hashes": {"config_hash": "", "data_hash": "", "env_hash": "", "reproducibility_hash": ""}}
     (run / "run_meta.json").write_text(json.dumps(meta))
     (run / "vocab.json").write_text(json.dumps(["yes", "no"]))
+    (run / "config.yaml").write_text("task: yesno\nbase_model: tiny\n")
+    seal_run(run)
     records = [{"index": i, "row_id": f"sha256:r{i}", "prediction": p, "reference": r,
                 "scores": {"doubt": i / 10}, "tags": {"source": "human" if i < 4 else "synthetic"}}
                for i, (p, r) in enumerate(zip(preds, REFS))]
@@ -84,7 +87,7 @@ def yesno_run(root: Path, run_id: str, preds: list[str], regs) -> Path:
                                slice_by=["source"], resamples=50, min_slice_size=1, hard_examples=3,
                                metric_kwargs=task.eval_metric_kwargs(run), run_id=run_id,
                                test_data={"path": "t.jsonl", "sha256": "sha256:t", "num_examples": len(preds)})
-    write_eval_files(result, run / "eval")
+    write_eval_files(result, run / "eval", run_path=run)
     return run
 
 

@@ -70,7 +70,7 @@ def test_a_fresh_run_seals_its_eval_and_records_its_base_model(runs):
     seal = json.loads((run / "eval" / "eval_hashes.json").read_text())
     assert {"eval_results.json", "predictions.jsonl", "hard_examples.jsonl"} <= set(seal["files"])
     hashes = json.loads((run / "hashes.json").read_text())
-    assert hashes["base_model"]["source"] == "local"
+    assert hashes["base_model"]["source"] == "folder"
     assert set(hashes["base_model"]["files"]) == {p.name for p in base.iterdir()}
     res = verify(run)
     assert res.exit_code == 0, res.output

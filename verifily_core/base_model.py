@@ -13,7 +13,7 @@ from typing import Any
 
 from verifily_core.hashing import hash_tree, sha256_json
 
-LOCAL, HUB = "local", "hub"
+LOCAL, HUB = "folder", "hub"
 
 
 def model_folder_files(path: str | Path) -> dict[str, str]:

@@ -57,9 +57,9 @@ def tie_breakers(records: Sequence[Mapping[str, Any]], score: str, preferred: Se
         if records else set()
     merged = {**score_directions, **directions}
     out = []
-    for name in dict.fromkeys([*preferred, *directions, *score_directions, "loss"]):
+    for name in dict.fromkeys([*preferred, *directions, *score_directions]):
         if name != score and name in every and len({r["scores"][name] for r in records}) > 2:
-            out.append((name, merged.get(name, name != "loss")))
+            out.append((name, merged.get(name, True)))
     return out
 
 
