@@ -56,6 +56,21 @@ def test_eval_writes_the_contract_files(run_dir):
     assert sorted(h["score"] for h in hard) == worst
 
 
+def test_hard_by_chooses_the_ranking_score(run_dir, tmp_path):
+    out = tmp_path / "by-loss"
+    res = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--hard-by", "loss", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "highest loss first" in res.stdout
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["hard_examples"]["score"] == "loss"
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    hard = [json.loads(line) for line in (out / "hard_examples.jsonl").read_text().splitlines()]
+    worst = sorted((p["scores"]["loss"] for p in preds if p.get("split") != "gold"), reverse=True)[:5]
+    assert [h["score"] for h in hard] == worst
+    res = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--hard-by", "nope", "--output", str(out)])
+    assert res.exit_code == 1 and "no row has the score 'nope'" in res.stderr
+
+
 def test_gold_rows_count_for_gold_metrics_only(run_dir):
     results = json.loads((run_dir / "eval" / "eval_results.json").read_text())
     preds = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]

@@ -106,6 +106,7 @@ class EvalParams:
     gold_set: str | None = None
     slice_by_tags: list[str] = field(factory=list)
     hard_examples: int = 50
+    hard_by: str | None = None
     batch_size: int = 16
     max_new_tokens: int = 64
     min_slice_size: int = 30

@@ -33,12 +33,15 @@ def evaluate(
     *,
     registries: Any,
     verify: bool = True,
+    hard_by: str | None = None,
 ) -> Any:
     """Evaluate a completed run and write ``eval/`` files; returns the ``EvalResult``.
 
     :param test_data: a JSONL file instead of the run's dataset test split.
     :param metrics: metric names (default: ``eval.metrics`` of the run, else the task's defaults).
     :param slice_by: tag keys to slice by (default: ``eval.slice_by_tags`` of the run).
+    :param hard_by: the per-example score that ranks hard examples (default: ``eval.hard_by``,
+        else the task's first ``hard_example_scores`` the rows carry).
     :param output: directory for the files (default: ``<run>/eval``).
     :param verify: re-hash the run's files against its ``hashes.json`` before loading anything
         from it (``False`` skips the check: ``--no-verify``).
@@ -79,6 +82,7 @@ def evaluate(
         result = build_eval_result(
             records, task=task, metrics=chosen, slicers=registries.slicers, slice_by=keys,
             hard_examples=cfg.eval.hard_examples if hard_examples is None else hard_examples,
+            hard_score=hard_by or cfg.eval.hard_by,
             confidence_level=cfg.eval.confidence_level, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed,
             min_slice_size=cfg.eval.min_slice_size, metric_kwargs=task.eval_metric_kwargs(run.path),
             metric_options=cfg.eval.metric_options,

@@ -21,6 +21,8 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--metrics", help="Comma-separated metric names [default: the run's eval.metrics or the task's].")
 @click.option("--slice-by", help="Comma-separated tag keys; `a&b` crosses two keys [default: eval.slice_by_tags].")
 @click.option("--hard-examples", type=int, help="Number of worst rows to write [default: eval.hard_examples, 50].")
+@click.option("--hard-by", metavar="SCORE",
+              help="Per-example score that ranks hard examples, e.g. loss [default: eval.hard_by, else the task's].")
 @click.option("--output", type=click.Path(file_okay=False), help="Directory for the results [default: <run>/eval].")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:0, mps or cpu.")
 @click.option("--batch-size", type=int, help="Inference batch size [default: eval.batch_size, 16].")
@@ -31,14 +33,14 @@ def _csv(value: str | None) -> list[str] | None:
 @verbose_option
 @click.pass_obj
 def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: str | None, slice_by: str | None,
-             hard_examples: int | None, output: str | None, device: str, batch_size: int | None, no_verify: bool,
+             hard_examples: int | None, hard_by: str | None, output: str | None, device: str, batch_size: int | None, no_verify: bool,
              fmt: str) -> None:
     """Evaluate a trained run: overall and per-tag-slice metrics, hard examples."""
     from verifily_core.api import evaluate
     from verifily_core.evaluation import render_eval
 
     result = evaluate(run_path, test_data=test_data, metrics=_csv(metrics), slice_by=_csv(slice_by),
-                      hard_examples=hard_examples, output=output, device=device, batch_size=batch_size,
+                      hard_examples=hard_examples, hard_by=hard_by, output=output, device=device, batch_size=batch_size,
                       hf_token=state.hf_token, registries=state.registries, verify=not no_verify)
     if no_verify:
         note(f"--no-verify: {run_path} was loaded without checking its files against its hashes")

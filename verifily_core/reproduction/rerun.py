@@ -137,7 +137,7 @@ def _evaluate_like(run_path: Path, orig: EvalResult, out: Path, device: str, hf_
     test = orig.test_data or {}
     test_file = None if test.get("split") == "test" else test.get("path")
     evaluate(run_path, test_data=test_file, metrics=orig.metrics or None, slice_by=orig.slice_by,
-             hard_examples=len(orig.hard_examples), output=out, device=device, hf_token=hf_token,
+             hard_examples=len(orig.hard_examples), hard_by=orig.hard_score, output=out, device=device, hf_token=hf_token,
              registries=registries)
 
 
