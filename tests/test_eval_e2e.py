@@ -71,6 +71,24 @@ def test_hard_by_chooses_the_ranking_score(run_dir, tmp_path):
     assert res.exit_code == 1 and "no row has the score 'nope'" in res.stderr
 
 
+@pytest.mark.parametrize("metric, skipped", [("loss", "generate"), ("exact_match", "reference_losses")])
+def test_the_model_does_only_the_work_the_metrics_read(run_dir, tmp_path, monkeypatch, metric, skipped):
+    import verifily_sft.predict
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{skipped} was called")
+
+    monkeypatch.setattr(verifily_sft.predict, skipped, refuse)
+    out = tmp_path / metric
+    res = CliRunner().invoke(cli, ["eval", "--run", str(run_dir), "--metrics", metric, "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    if metric == "loss":
+        assert all(p["prediction"] is None and p["scores"]["loss"] > 0 for p in preds)
+    else:
+        assert all(isinstance(p["prediction"], str) and "loss" not in p["scores"] for p in preds)
+
+
 def test_gold_rows_count_for_gold_metrics_only(run_dir):
     results = json.loads((run_dir / "eval" / "eval_results.json").read_text())
     preds = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ The model is rebuilt from the run alone: base model reference and task options f
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -67,8 +68,9 @@ def evaluate(
     n_test = len(rows)
     if cfg.eval.gold_set:
         rows = rows + _gold_rows(Path(cfg.eval.gold_set), task)
+    needs = frozenset().union(*(m.reads for m in chosen.values()), {hard_by or cfg.eval.hard_by} - {None, *chosen})
     try:
-        preds = _predict(run, cfg, registries, task, rows, device, batch_size or cfg.eval.batch_size, hf_token)
+        preds = _predict(run, cfg, registries, task, rows, device, batch_size or cfg.eval.batch_size, hf_token, needs)
     except VerifilyTrainError:
         raise
     except Exception as exc:
@@ -141,14 +143,15 @@ def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token:
                           loader=run.model.get("loader"))
 
 
-def _predict(run, cfg, regs, task, rows, device, batch_size, hf_token) -> list[dict[str, Any]]:
+def _predict(run, cfg, regs, task, rows, device, batch_size, hf_token, needs) -> list[dict[str, Any]]:
     from verifily_core.modeling import quiet_libraries, resolve_device
 
     quiet_libraries()
     dev = resolve_device(device)
     options = task.parse_options(cfg.task_options)
     built = load_run_model(run, cfg, regs, dev, hf_token, options)
-    preds = task.predict(built.model, built.tokenizer, rows, built.kind, cfg, options, batch_size, dev)
+    extra = {"needs": needs} if "needs" in inspect.signature(task.predict).parameters else {}
+    preds = task.predict(built.model, built.tokenizer, rows, built.kind, cfg, options, batch_size, dev, **extra)
     if len(preds) != len(rows):
         raise EvalError(f"task '{cfg.task}' returned {len(preds)} predictions for {len(rows)} rows")
     return preds

@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from verifily_core.runs import Run
 
 
+PREDICTION = "prediction"
+"""The name, in :attr:`Metric.reads` and a task's ``needs``, of the generated output."""
+
 class Task(ABC):
     """A learning task (``sft``, ``classification``): row schema, data preparation, prediction.
 
@@ -178,7 +181,11 @@ class Task(ABC):
     def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
                 config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
         """Predict each row in batches: ``{"prediction", "reference", "scores": {...}}`` per row,
-        in order (``scores`` holds per-example model quantities such as ``loss`` or ``p_true``)."""
+        in order (``scores`` holds per-example model quantities such as ``loss`` or ``p_true``).
+
+        A ``predict`` that also accepts ``needs`` gets the set of what the evaluation reads
+        (:data:`PREDICTION` and score names, see :attr:`Metric.reads`) and may skip the rest,
+        leaving ``prediction`` as ``None`` when it is not needed."""
         raise NotImplementedError(f"task '{self.name}' does not define predict()")
 
 
@@ -220,6 +227,10 @@ class Metric(ABC):
     tasks: ClassVar[tuple[str, ...]] = ()
     higher_is_better: ClassVar[bool] = True
     gold_set: ClassVar[bool] = False
+    reads: ClassVar[frozenset[str]] = frozenset({PREDICTION})
+    """What the metric reads from each record: ``prediction`` and/or names of per-example model
+    scores (``loss``, ``n_tokens``, ``p_true``). A task's ``predict`` may skip producing what no
+    chosen metric reads (an SFT evaluation of ``loss`` alone generates nothing)."""
 
     @abstractmethod
     def compute(

@@ -32,6 +32,7 @@ class _PairMean(Metric):
     """The mean of :meth:`per_example` over the pairs."""
 
     tasks = ("dpo",)
+    reads = frozenset({"reward_margin"})
 
     def compute(self, predictions: Sequence[Any], references: Sequence[Any],
                 rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:

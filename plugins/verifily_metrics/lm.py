@@ -25,6 +25,7 @@ class Loss(Metric):
     name = "loss"
     tasks = ("sft",)
     higher_is_better = False
+    reads = frozenset({"loss", "n_tokens"})
 
     def per_example(self, prediction: Any, reference: Any, row: Mapping[str, Any],
                     scores: Mapping[str, Any], **kwargs: Any) -> float:

@@ -55,17 +55,23 @@ class SFTTask(Task):
         return PadCollator(tokenizer.pad_token_id)
 
     def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
-                config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
+                config: Any, options: Any, batch_size: int, device: str,
+                needs: frozenset[str] | None = None) -> list[dict[str, Any]]:
         """Per row: the generated output, the reference, and ``scores`` with the teacher-forced
-        ``loss`` (mean NLL per reference token) and ``n_tokens``."""
+        ``loss`` (mean NLL per reference token) and ``n_tokens``. With ``needs``, generation runs
+        only when ``prediction`` is needed and the losses only when a score is."""
         from verifily_sft.predict import generate, reference_losses
 
         max_len = config.training.max_seq_length
-        losses = reference_losses(model, tokenizer, rows, model_kind, max_len, options, batch_size, device)
+        want_text = needs is None or "prediction" in needs
+        want_loss = needs is None or bool(needs - {"prediction"})
+        losses = reference_losses(model, tokenizer, rows, model_kind, max_len, options, batch_size, device) \
+            if want_loss else [None] * len(rows)
         texts = generate(model, tokenizer, rows, model_kind, max_len, options, batch_size,
-                         config.eval.max_new_tokens, device)
-        return [{"prediction": text, "reference": row["output"], "scores": {"loss": loss, "n_tokens": n}}
-                for row, text, (loss, n) in zip(rows, texts, losses)]
+                         config.eval.max_new_tokens, device) if want_text else [None] * len(rows)
+        return [{"prediction": text, "reference": row["output"],
+                 "scores": {"loss": pair[0], "n_tokens": pair[1]} if pair else {}}
+                for row, text, pair in zip(rows, texts, losses)]
 
 
 @hookimpl
