@@ -33,7 +33,8 @@ def sft_pair(i: int, f1: float) -> tuple[str, str]:
 
 def fake_run(root: Path, run_id: str, ref: str | None, f1: list[float], *, test_hash: str = "sha256:test",
              store: Path | None = None, row_ids: list[str] | None = None, losses: list[float] | None = None,
-             name: str | None = None) -> Path:
+             name: str | None = None, more_tags: list[dict] | None = None,
+             slice_by: tuple[str, ...] = ("source",)) -> Path:
     """A completed run directory per docs/run-directory.md, evaluated by the real evaluation code."""
     from verifily_core.evaluation import build_eval_result, write_eval_files
 
@@ -51,10 +52,11 @@ def fake_run(root: Path, run_id: str, ref: str | None, f1: list[float], *, test_
     for i, (value, source) in enumerate(zip(f1, SOURCES)):
         pred, gold = sft_pair(i, value)
         records.append({"index": i, "row_id": (row_ids or [f"sha256:r{j}" for j in range(len(f1))])[i],
-                        "prediction": pred, "reference": gold, "tags": {"source": source},
+                        "prediction": pred, "reference": gold,
+                        "tags": {"source": source, **((more_tags or [{}] * len(f1))[i])},
                         "scores": {"loss": (losses or [1.0] * len(f1))[i]}})
     metrics = [regs.metrics.get(m) for m in ("token_f1", "exact_match", "loss")]
-    result = build_eval_result(records, regs.tasks.get("sft"), metrics, slicers=regs.slicers, slice_by=["source"], resamples=100,
+    result = build_eval_result(records, regs.tasks.get("sft"), metrics, slicers=regs.slicers, slice_by=list(slice_by), resamples=100,
                                min_slice_size=2, run_id=run_id,
                                test_data={"path": "test.jsonl", "sha256": test_hash, "num_examples": len(f1)})
     seal_run(run)
@@ -292,3 +294,31 @@ def test_classification_f1_is_macro_f1_and_its_interval_recomputes_the_metric(tm
     # per class, B's F1 is never below A's on any resample: every resampled delta is >= 0
     assert 0 <= ci["ci_low"] <= ci["delta"] <= ci["ci_high"] <= 1
     assert ci["delta"] != pytest.approx(2 / 8)  # not the mean per-row (accuracy) difference
+
+
+def test_several_slice_specs_in_one_call(tmp_path):
+    more = [{"difficulty": "easy" if i % 2 else "hard", "topic": "math" if i < 4 else "words"} for i in range(8)]
+    specs = ("source", "difficulty", "topic&difficulty")
+    a = fake_run(tmp_path, "run_a", None, [0.25] * 8, more_tags=more, slice_by=specs)
+    b = fake_run(tmp_path, "run_b", None, [0.25, 1, 0.25, 1, 0.25, 1, 0.25, 1], more_tags=more, slice_by=specs)
+    d = compare_json("--runs", f"{a},{b}", "--metric", "token_f1", "--slice-by", "source,difficulty,topic&difficulty")
+    assert list(d["slice_groups"]) == ["source", "difficulty", "topic&difficulty"]
+    assert sorted(d["slice_groups"]["difficulty"]) == ["difficulty=easy", "difficulty=hard"]
+    assert len(d["slice_groups"]["topic&difficulty"]) == 4
+    assert d["slice_deltas"]["difficulty=easy"]["run_b"] == pytest.approx(0.75)  # odd rows: 0.25 -> 1
+    assert d["slice_deltas"]["difficulty=hard"]["run_b"] == pytest.approx(0.0)
+    table = invoke("--runs", f"{a},{b}", "--metric", "token_f1", "--slice-by", "source,difficulty,topic&difficulty")
+    assert table.exit_code == 0, table.output
+    blocks = [line.strip() for line in table.stdout.splitlines() if line.strip().startswith("Sliced by ")]
+    assert blocks == ["Sliced by source:", "Sliced by difficulty:", "Sliced by topic&difficulty:"]
+    heads = [line for line in table.stdout.splitlines() if line.strip().startswith("Run ")]
+    assert len(heads) == 3 and all("Overall" in h for h in heads)
+    assert "difficulty=easy" in heads[1] and "source=human" not in heads[1]
+
+
+def test_a_spec_the_runs_were_not_sliced_by_gets_true_advice(two_runs):
+    a, b = two_runs
+    res = invoke("--runs", f"{a},{b}", "--slice-by", "source,topic")
+    assert res.exit_code == 1
+    assert "--slice-by topic: the runs' results have no such slices (they were sliced by: source)" in res.stderr
+    assert "verifily eval --run R --slice-by topic" in res.stderr

@@ -16,7 +16,8 @@ from verifily_core.files import write_text
 @click.option("--runs", "runs", required=True, help="Comma-separated run paths or run ids; the first is the baseline.")
 @click.option("--metric", default="f1", show_default=True,
               help="Metric to compare, or an alias of the runs' task: 'main' is its main metric, 'f1' its main F1.")
-@click.option("--slice-by", help="Slice spec of the evaluation to break the comparison down by (e.g. source).")
+@click.option("--slice-by", help="Comma-separated slice specs of the evaluation to break the comparison down by, "
+                                "as in `verifily eval` (e.g. source,difficulty or source&difficulty); a table each.")
 @format_option("table", "json", "csv", help="table for people; json or csv for programs and spreadsheets.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run ids are looked up.")

@@ -42,7 +42,8 @@ def compare(
     :param metric: a metric of the runs' ``eval_results.json``, or an alias the runs' task
         declares (``main``: its first main metric; ``f1``: ``token_f1`` for SFT, ``macro_f1`` for
         classification).
-    :param slice_by: a slice spec of the evaluation (``source``, ``source&difficulty``, ...).
+    :param slice_by: slice specs of the evaluation, comma-separated as in ``verifily eval``
+        (``source``, ``source,difficulty``, ``source&difficulty``, ...).
     :param confidence_level: ``resamples`` and ``seed`` set the paired bootstrap of each delta,
         computed when the runs were evaluated on the same test file (else only on the rows they share).
     :param data_changes: diff the training data of differing dataset versions (needs the store).
@@ -61,9 +62,10 @@ def compare(
     task = registries.tasks.get(task_name) if task_name in registries.tasks else None
     name = resolve_metric(metric, runs, task)
     base = runs[0]
-    slice_names = select_slices(runs, slice_by) if slice_by else []
+    groups = select_slices(runs, slice_by) if slice_by else {}
+    slice_names = list(dict.fromkeys(n for names in groups.values() for n in names))
     result = CompareResult(
-        runs=ids, metric=name, requested_metric=metric, slice_by=slice_by, task=base.task,
+        runs=ids, metric=name, requested_metric=metric, slice_by=slice_by, slice_groups=groups, task=base.task,
         overall={r.run_id: r.value(name) for r in runs},
         deltas={r.run_id: _delta(r.value(name), base.value(name)) for r in runs},
         slices={s: {r.run_id: r.value(name, s) for r in runs} for s in slice_names} if slice_by else None,

@@ -13,7 +13,7 @@ from verifily_core.errors import ConfigError, EvalError
 from verifily_core.evaluation.result import EvalResult, SliceResult, load_eval_result
 from verifily_core.interfaces import Task
 from verifily_core.runs import STATUS_COMPLETED, Run, load_run
-from verifily_core.slices import SliceSpec, parse_slice_spec
+from verifily_core.slices import SliceSpec, parse_slice_by, parse_slice_spec
 
 
 @attrs.define
@@ -138,27 +138,39 @@ def resolve_metric(name: str, runs: Sequence[RunEval], task: Task | None) -> str
     return metric
 
 
-def select_slices(runs: Sequence[RunEval], slice_by: str) -> list[str]:
-    """The slice names a ``--slice-by`` spec (``source``, ``source&difficulty``,
-    ``length:reference``) selects in the runs' results, in the first run's order.
+def select_slices(runs: Sequence[RunEval], slice_by: str | Sequence[str]) -> dict[str, list[str]]:
+    """``{spec: slice names}``: for each spec of a ``--slice-by`` list (``source,difficulty``,
+    ``source&difficulty``, ``length:reference``), the slices it selects in the runs' results, in
+    the first run's order.
 
-    :raises ConfigError: when no run has such slices (the specs they were sliced by are named).
+    :raises ConfigError: a spec no run has slices for; the specs the runs were sliced by are
+        named, and the advice depends on whether the runs were sliced by it at all.
     """
-    spec = parse_slice_spec(slice_by)
-    names: list[str] = []
-    for r in runs:
-        for name, block in r.result.slice_results.items():
-            if name not in names and _selected(block, spec):
-                names.append(name)
-    if not names:
-        done = sorted({s for r in runs for s in r.result.slice_by})
-        raise ConfigError(f"--slice-by {slice_by}: the runs' results have no such slices (they were sliced by: "
-                          f"{', '.join(done) or 'nothing'}); evaluate with `verifily eval --run R --slice-by {slice_by}`")
-    return names
+    groups: dict[str, list[str]] = {}
+    for spec in parse_slice_by(slice_by):
+        names: list[str] = []
+        for r in runs:
+            for name, block in r.result.slice_results.items():
+                if name not in names and _selected(block, spec):
+                    names.append(name)
+        if not names:
+            done = sorted({s for r in runs for s in r.result.slice_by})
+            sliced = [r.label for r in runs if any(_same_spec(s, spec) for s in r.result.slice_by)]
+            advice = (f"{', '.join(sliced)} {'was' if len(sliced) == 1 else 'were'} sliced by it, but no test row "
+                      "carries the tag" if sliced else
+                      f"evaluate with `verifily eval --run R --slice-by {spec.text}`")
+            raise ConfigError(f"--slice-by {spec.text}: the runs' results have no such slices (they were sliced by: "
+                              f"{', '.join(done) or 'nothing'}); {advice}")
+        groups[spec.text] = names
+    return groups
+
+
+def _same_spec(text: str, spec: SliceSpec) -> bool:
+    try:
+        return parse_slice_spec(text).same_slices(spec)
+    except ConfigError:
+        return False
 
 
 def _selected(block: SliceResult, spec: SliceSpec) -> bool:
-    try:
-        return parse_slice_spec(block.spec).same_slices(spec)
-    except ConfigError:
-        return False
+    return _same_spec(block.spec, spec)

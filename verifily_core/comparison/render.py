@@ -66,9 +66,30 @@ def _delta_label(result: CompareResult, rid: str) -> str:
 
 
 def to_table(result: CompareResult) -> str:
-    """The table of cli-design.md plus interval and training-data rows, then the interpretation."""
-    columns = [OVERALL, *result.slice_names]
-    heads = ["Overall", *result.slice_names]
+    """The table of cli-design.md plus interval and training-data rows, then the interpretation;
+    with several slice specs, one table per spec (each with the overall column)."""
+    out = [f"Comparison: {result.metric}" + (f" ('{result.requested_metric}' for {result.task})"
+                                              if result.requested_metric not in ("", result.metric) else ""), ""]
+    out += [f"  WARNING: {w}" for w in result.warnings]
+    if result.warnings:
+        out.append("")
+    groups = result.slice_groups or ({result.slice_by: result.slice_names} if result.slice_names else {})
+    if len(groups) > 1:
+        for i, (spec, names) in enumerate(groups.items()):
+            out += ([""] if i else []) + [f"  Sliced by {spec}:"] + _table_lines(result, names)
+    else:
+        out += _table_lines(result, next(iter(groups.values()), []))
+    if any(ci.get("ci_low") is not None for per_run in result.intervals.values() for ci in per_run.values()):
+        out += ["", "  * the paired bootstrap interval of the delta excludes 0 (significant)"]
+    out += ["", "  Interpretation:"]
+    out += [f"    {text}" if text.startswith("Note:") else f"    - {text}" for text in result.interpretation]
+    return "\n".join(out)
+
+
+def _table_lines(result: CompareResult, slice_names: list[str]) -> list[str]:
+    """The rows of one table: a line per run, then per compared run its deltas, intervals and changes."""
+    columns = [OVERALL, *slice_names]
+    heads = ["Overall", *slice_names]
     grid: list[tuple[str, list[str]]] = []  # (left text, cells); left text spans run + dataset columns
     name_w = max(len("Run"), *(len(v) for v in result.labels.values()))
     data_w = max(len("Dataset Version"), *(len(v) for v in result.datasets.values()))
@@ -89,18 +110,8 @@ def to_table(result: CompareResult) -> str:
     def line(left: str, cells: list[str]) -> str:
         return ("  " + f"{left:<{left_w}}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths))).rstrip()
 
-    out = [f"Comparison: {result.metric}" + (f" ('{result.requested_metric}' for {result.task})"
-                                              if result.requested_metric not in ("", result.metric) else ""), ""]
-    out += [f"  WARNING: {w}" for w in result.warnings]
-    if result.warnings:
-        out.append("")
-    out.append(line(f"{'Run':<{name_w}}   {'Dataset Version':<{data_w}}", heads))
-    out += [line(left, cells) for left, cells in rows + grid]
-    if any(ci.get("ci_low") is not None for per_run in result.intervals.values() for ci in per_run.values()):
-        out += ["", "  * the paired bootstrap interval of the delta excludes 0 (significant)"]
-    out += ["", "  Interpretation:"]
-    out += [f"    {text}" if text.startswith("Note:") else f"    - {text}" for text in result.interpretation]
-    return "\n".join(out)
+    return [line(f"{'Run':<{name_w}}   {'Dataset Version':<{data_w}}", heads),
+            *(line(left, cells) for left, cells in rows + grid)]
 
 
 def csv_rows(result: CompareResult) -> list[dict[str, object]]:

@@ -21,6 +21,7 @@ class CompareResult:
     when both runs have per-example predictions of shared test rows.
     ``data_changes[run_id]``: training rows added/removed/changed/retagged from the first
     run's dataset version (``train``: totals, ``by_tag``: per ``key=value``).
+    ``slice_groups[spec]``: the slices each spec of ``slice_by`` selected, in table order.
     """
 
     runs: list[str]
@@ -32,6 +33,7 @@ class CompareResult:
     slice_sizes: dict[str, dict[str, int | None]] = attrs.field(factory=dict)
     requested_metric: str = ""
     slice_by: str | None = None
+    slice_groups: dict[str, list[str]] = attrs.field(factory=dict)
     task: str = ""
     labels: dict[str, str] = attrs.field(factory=dict)
     datasets: dict[str, str] = attrs.field(factory=dict)
