@@ -135,3 +135,39 @@ def test_classification_diff_counts_relabelled_rows_as_changed(tmp_path, store):
     assert d["by_tag"]["train"]["source=web"] == {"added": 0, "removed": 0, "changed": 1, "retagged": 1}
     text = run("dataset", "diff", "c@v1", "c@v2").stdout
     assert "c@v1 -> c@v2" in text and "~1 changed" in text
+
+
+def _movie_rows(n):
+    return [{"instruction": f"Say {i}", "output": f"word{i}",
+             "tags": {"movie": f"m{i % 500:03d}", "source": ("human", "synthetic", "web")[i % 3]}} for i in range(n)]
+
+
+def test_show_and_diff_collapse_a_500_value_tag(tmp_path, store):
+    v1 = _movie_rows(600)
+    v2 = [dict(r, tags={**r["tags"], "movie": f"m{(i + 7) % 500:03d}"}) if i < 300 else r for i, r in enumerate(v1)]
+    for version, rows in (("v1", v1), ("v2", v2)):
+        res = run("dataset", "create", "--id", "mv", "--version", version, "--task", "sft",
+                  "--train", write_jsonl(tmp_path / f"{version}.jsonl", rows),
+                  "--test", write_jsonl(tmp_path / f"{version}-test.jsonl", _movie_rows(50)))
+        assert res.exit_code == 0, res.output
+    shown = run("dataset", "show", "mv@v1").stdout.splitlines()
+    assert len(shown) <= 40, "\n".join(shown)
+    assert sum("movie=" in line for line in shown) == 10  # the 5 largest per split
+    assert any("... and 495 more movie values (--tags movie --all)" in line for line in shown)
+    assert any("... and 45 more movie values" in line for line in shown)
+    assert sum("source=" in line for line in shown) == 6  # three values: all shown
+    top = [line.split()[0] for line in shown if "movie=" in line][:5]
+    assert top == ["movie=m000", "movie=m001", "movie=m002", "movie=m003", "movie=m004"]  # 2 rows each, then by name
+    every = run("dataset", "show", "mv@v1", "--tags", "movie", "--all").stdout
+    assert every.count("movie=") == 550 and "source=" not in every
+    doc = json.loads(run("dataset", "show", "mv@v1", "--tags", "source", "--format", "json").stdout)
+    assert set(doc["rows_by_tag"]["train"]) == {"source=human", "source=synthetic", "source=web"}
+    bad = run("dataset", "show", "mv@v1", "--tags", "movei")
+    assert bad.exit_code == 1 and "--tags: no tag key movei; the version's tag keys: movie, source" in bad.output
+
+    diffed = run("dataset", "diff", "mv@v1", "mv@v2")
+    assert diffed.exit_code == 0, diffed.output
+    lines = diffed.stdout.splitlines()
+    assert len(lines) <= 40, diffed.stdout
+    assert any(line.strip().startswith("... and") and "more movie values" in line for line in lines)
+    assert "300 retagged" in lines[1]

@@ -14,6 +14,46 @@ from verifily_core.console import out, style
 
 store_option = click.option("--store", "store", default=None, metavar="DIR",
                             help="Dataset store directory [env: VERIFILY_DATASETS_DIR; default ~/.verifily/datasets].")
+MAX_VALUES = 5
+"""Values shown per tag key before the rest are counted ("and 312 more"), unless ``--all``."""
+
+
+def tag_options(command: Any) -> Any:
+    """``--tags KEY,...`` and ``--all``: which tag keys to show, and every value of each."""
+    command = click.option("--all", "all_values", is_flag=True,
+                           help=f"Show every value of every tag key (default: the {MAX_VALUES} largest per key).")(command)
+    return click.option("--tags", metavar="KEY,...", help="Show only these tag keys.")(command)
+
+
+def _tag_keys(tags: str | None, known: set[str]) -> set[str] | None:
+    """The ``--tags`` keys (``None``: all); an unknown key is a usage error naming the known ones."""
+    if not tags:
+        return None
+    wanted = {t.strip() for t in tags.split(",") if t.strip()}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise click.UsageError(f"--tags: no tag key {', '.join(unknown)}; the version's tag keys: "
+                               f"{', '.join(sorted(known)) or '(none)'}")
+    return wanted
+
+
+def _by_key(labels: dict[str, Any], weight: Any, all_values: bool) -> list[tuple[str, Any]]:
+    """``(label, value)`` rows grouped by tag key (keys sorted), each key's labels by ``weight``
+    descending; past :data:`MAX_VALUES` a ``("... and N more <key> values", None)`` row, unless
+    ``all_values``."""
+    from verifily_core.slices import slice_keys
+
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for label, value in labels.items():
+        groups.setdefault(slice_keys(label)[0], []).append((label, value))
+    rows: list[tuple[str, Any]] = []
+    for key in sorted(groups):
+        members = sorted(groups[key], key=lambda item: (-weight(item[1]), item[0]))
+        shown = members if all_values or len(members) <= MAX_VALUES else members[:MAX_VALUES]
+        rows += shown
+        if len(shown) < len(members):
+            rows.append((f"... and {len(members) - len(shown)} more {key} values (--tags {key} --all)", None))
+    return rows
 
 
 def _read_tag_schema(path: str | None) -> dict[str, Any] | None:
@@ -87,12 +127,17 @@ def list_cmd(store: str | None, fmt: str) -> None:
 @dataset.command()
 @click.argument("ref")
 @store_option
+@tag_options
 @format_option()
-def show(ref: str, store: str | None, fmt: str) -> None:
-    """Rows per split and per tag value of one version."""
+def show(ref: str, store: str | None, tags: str | None, all_values: bool, fmt: str) -> None:
+    """Rows per split and per tag value of one version (the largest values of each tag key)."""
     from verifily_core.api import show_dataset
+    from verifily_core.slices import slice_keys
 
     dv, counts = show_dataset(ref, store)
+    keys = _tag_keys(tags, {slice_keys(label)[0] for c in counts.values() for label in c})
+    if keys is not None:
+        counts = {s: {k: n for k, n in c.items() if slice_keys(k)[0] in keys} for s, c in counts.items()}
     if fmt == "json":
         out(json.dumps({**dv.to_manifest(), "rows_by_tag": counts}, indent=2))
         return
@@ -100,8 +145,8 @@ def show(ref: str, store: str | None, fmt: str) -> None:
     out(f"  Content hash: {dv.content_hash}")
     for f in dv.files:
         out(f"  {f.split:<6} {f.num_rows:>7} rows  {f.path}")
-        for label, n in counts[f.split].items():
-            out(f"           {label:<32} {n:>7}")
+        for label, n in _by_key(counts[f.split], lambda v: v, all_values):
+            out(f"           {label:<32} {n:>7}" if n is not None else f"           {label}")
 
 
 @dataset.command(name="verify")
@@ -122,22 +167,30 @@ def verify_cmd(state: GlobalState, ref: str, rows: bool, store: str | None) -> N
 @click.argument("ref_a")
 @click.argument("ref_b")
 @store_option
+@tag_options
 @format_option()
 @click.pass_obj
-def diff(state: GlobalState, ref_a: str, ref_b: str, store: str | None, fmt: str) -> None:
-    """Rows added, removed, changed and retagged from REF_A to REF_B, per split and tag value."""
+def diff(state: GlobalState, ref_a: str, ref_b: str, store: str | None, tags: str | None, all_values: bool,
+         fmt: str) -> None:
+    """Rows added, removed, changed and retagged from REF_A to REF_B, per split and tag value
+    (the most changed values of each tag key)."""
     from verifily_core.api import diff_datasets
+    from verifily_core.slices import slice_keys
 
     result = diff_datasets(ref_a, ref_b, store=store, registries=state.registries)
+    keys = _tag_keys(tags, {slice_keys(label)[0] for c in result["by_tag"].values() for label in c})
+    if keys is not None:
+        result["by_tag"] = {s: {k: t for k, t in c.items() if slice_keys(k)[0] in keys}
+                            for s, c in result["by_tag"].items()}
     if fmt == "json":
         out(json.dumps(result, indent=2))
         return
     out(style(f"{result['from']} -> {result['to']}", bold=True))
     for split, c in result["splits"].items():
         out(f"  {split:<6} {_counts(c, zeros=True)}")
-        for label, t in result["by_tag"][split].items():
-            if any(t.values()):
-                out(f"           {label:<32} {_counts(t)}")
+        changed = {label: t for label, t in result["by_tag"][split].items() if any(t.values())}
+        for label, t in _by_key(changed, lambda t: sum(t.values()), all_values):
+            out(f"           {label:<32} {_counts(t)}" if t is not None else f"           {label}")
 
 
 _SIGNS = {"added": "+", "removed": "-", "changed": "~", "retagged": ""}
