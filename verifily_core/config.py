@@ -72,6 +72,7 @@ class TrainingParams:
     max_steps: int = -1
     early_stopping_patience: int | None = None
     metric_for_best_model: str | None = None
+    validation_metrics: list[str] | None = None
 
 
 @define

@@ -160,7 +160,26 @@ def _registry_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
     for i, name in enumerate(cfg.eval.metrics or []):
         if name not in regs.metrics:
             out.append(f"$.eval.metrics[{i}]: {regs.metrics.unknown_message(name)}")
+    out.extend(_validation_metric_problems(cfg, regs))
     out.extend(_slice_spec_problems(cfg, regs))
+    return out
+
+
+def _validation_metric_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
+    """``training.validation_metrics``: installed metrics of the task, and a task that computes any."""
+    names = cfg.training.validation_metrics
+    if names is None or cfg.task not in regs.tasks:
+        return []
+    task = regs.tasks.get(cfg.task)
+    if names and not task.validation_metrics:
+        return [f"$.training.validation_metrics: task '{cfg.task}' computes only the loss on the val split during "
+                "training; remove the setting (run `verifily eval` for its metrics)"]
+    out = []
+    for i, name in enumerate(names):
+        if name not in regs.metrics:
+            out.append(f"$.training.validation_metrics[{i}]: {regs.metrics.unknown_message(name)}")
+        elif regs.metrics.get(name).tasks and cfg.task not in regs.metrics.get(name).tasks:
+            out.append(f"$.training.validation_metrics[{i}]: metric '{name}' is not a metric of task '{cfg.task}'")
     return out
 
 

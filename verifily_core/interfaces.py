@@ -37,7 +37,10 @@ class Task(ABC):
     e.g. ``{"f1": "token_f1"}``), ``hard_example_scores`` (per-example scores that rank hard
     examples, in order of preference: the first one the evaluated rows carry is used) and
     ``score_directions`` (``higher_is_better`` of per-example model scores that are not
-    metrics, e.g. ``{"loss": False}``).
+    metrics, e.g. ``{"loss": False}``). ``validation_metrics`` are the metric plugins the task
+    computes on the val split at every evaluation during training besides the loss
+    (``training.validation_metrics`` chooses others); a task without any computes the loss
+    only and refuses that setting.
     """
 
     name: ClassVar[str]
@@ -49,6 +52,7 @@ class Task(ABC):
     metric_aliases: ClassVar[Mapping[str, str]] = MappingProxyType({})
     hard_example_scores: ClassVar[tuple[str, ...]] = ()
     score_directions: ClassVar[Mapping[str, bool]] = MappingProxyType({})
+    validation_metrics: ClassVar[tuple[str, ...]] = ()
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """Return the first problem with one data row as a short phrase, or ``None``.

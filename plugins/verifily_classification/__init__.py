@@ -35,6 +35,7 @@ class ClassificationTask(Task):
     metric_aliases = {"f1": "macro_f1"}
     hard_example_scores = ("p_true", "accuracy")
     score_directions = {"p_true": True, "p_pred": True, "loss": False}
+    validation_metrics = ("accuracy", "macro_f1")
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job
@@ -82,12 +83,15 @@ class ClassificationTask(Task):
 
     def prepare_model(self, model: Any, tokenizer: Any, job: Any, options: ClassificationOptions) -> Any:
         """A pad token id for the head; when training, fill ``options.label_names`` and the
-        validation metrics for ``training.metric_for_best_model``."""
-        from verifily_classification.validation import best_model_metrics
+        metrics of the val split (``training.validation_metrics``, default accuracy and macro F1,
+        plus ``training.metric_for_best_model``)."""
+        from verifily_classification.validation import validation_metrics
 
         if getattr(job, "dataset", None) is not None:  # training (evaluation reads the run's labels.json)
             options.label_names = self._labels(job).labels
-            options.validation = best_model_metrics(job.config.training.metric_for_best_model, job.registries)
+            t = job.config.training
+            chosen = self.validation_metrics if t.validation_metrics is None else t.validation_metrics
+            options.validation = validation_metrics(chosen, t.metric_for_best_model, job.registries)
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model

@@ -1,4 +1,5 @@
-"""Which metric scores the val split to keep the best checkpoint (``training.metric_for_best_model``)."""
+"""Which metrics score the val split at each evaluation during training
+(``training.validation_metrics``) and keep the best checkpoint (``training.metric_for_best_model``)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,19 @@ def _scalar_for_classification(metric: Any) -> bool:
     except Exception:  # a metric that needs other inputs (scores, gold rows) cannot score the val split
         return False
     return not isinstance(value, Mapping)
+
+
+def validation_metrics(names: Any, best: str | None, registries: Any) -> tuple[dict[str, Any], bool | None]:
+    """``({metric_name: metric}, higher_is_better of the best-model metric)``: the scalar
+    classification metrics ``names`` plus the one of ``training.metric_for_best_model``.
+
+    :raises ConfigError: a name that is not an installed scalar classification metric.
+    """
+    chosen, higher = best_model_metrics(best, registries)
+    metrics: dict[str, Any] = {}
+    for i, name in enumerate(names or ()):
+        metric = registries.metrics.get(name) if name in registries.metrics else None
+        if metric is None or not _scalar_for_classification(metric):
+            raise ConfigError(f"$.training.validation_metrics[{i}]: '{name}' is not a scalar classification metric")
+        metrics[name] = metric
+    return {**metrics, **chosen}, higher
