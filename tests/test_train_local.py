@@ -218,6 +218,50 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_ll
     assert recorded == {**recorded, "name": "first-try", "dir": str(tmp_path / "runs")}
 
 
+class ResumeWhileTraining:
+    """At step 1 of a fresh run, runs `verifily train --resume` on that run in another process."""
+
+    plugin_name = "resume-while-training"
+
+    def __init__(self, config: Path) -> None:
+        self.config, self.result = config, None
+
+    @hookimpl
+    def verifily_trainer_callbacks(self):
+        from transformers import TrainerCallback
+
+        from verifily_core.testing.pytest_plugin import run_verifily
+
+        outer = self
+
+        class Probe(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == 1:
+                    run = Path(args.output_dir).parent
+                    outer.result = (run, run_verifily("train", "--config", outer.config, "--resume", run, timeout=120))
+
+        return [Probe()]
+
+
+def test_a_run_in_training_cannot_be_resumed_by_another_process(tmp_path, verifily_tiny_llama_dir):
+    """Issue 13: a fresh `train` racing with a `--resume` of its run; the resume is refused (exit 1)."""
+    from verifily_core import train as api_train
+    from verifily_core.plugins import load_registries, make_plugin_manager
+
+    config = make_config(tmp_path, verifily_tiny_llama_dir, max_steps=2)
+    probe = ResumeWhileTraining(config)
+    run = api_train(str(config), registries=load_registries(make_plugin_manager(plugins=[probe])))
+    assert run.status == "completed"
+    partial, res = probe.result
+    assert res.returncode == 1, res.stderr
+    assert f"run {partial}" in res.stderr and "another process" in res.stderr and "is training it" in res.stderr
+    if Path("/proc/locks").is_file():
+        assert f"(pid {os.getpid()})" in res.stderr
+    assert "Traceback" not in res.stderr
+    hashes = json.loads((Path(run.artifact_path) / "hashes.json").read_text())["artifacts"]
+    assert not [name for name in hashes if "lock" in name]
+
+
 def test_resume_refuses_a_changed_config(tmp_path, verifily_tiny_llama_dir):
     config = make_config(tmp_path, verifily_tiny_llama_dir)
     fake = tmp_path / "runs" / "run_x.partial"
