@@ -212,6 +212,9 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_ll
     assert resumed["metrics"]["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-6)
     assert resumed["metrics"]["train_steps"] == reference["train_steps"]
     assert log_steps(only_run(tmp_path)) == reference_log  # steps after the checkpoint are not logged twice
+    # the last log line's train_loss is the whole run's, as in run_meta (not this session's mean)
+    last = json.loads((only_run(tmp_path) / "train_log.jsonl").read_text().splitlines()[-1])
+    assert last["train_loss"] == resumed["metrics"]["train_loss"]
     # the resumed run keeps its name and records the folder it really sits in
     assert resumed["name"] == "first-try"
     recorded = yaml.safe_load((only_run(tmp_path) / "config.yaml").read_text())["output"]

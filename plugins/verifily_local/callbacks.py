@@ -16,11 +16,14 @@ from verifily_core.files import read_jsonl, write_jsonl
 
 class JsonlLogCallback(TrainerCallback):
     """Appends one JSON object per logging step to ``train_log.jsonl``: step, epoch, loss, lr,
-    grad_norm and the throughput since the previous line (non-padding input tokens per second)."""
+    grad_norm and the throughput since the previous line (non-padding input tokens per second).
+    The final line's ``train_loss`` is the whole run's mean (:func:`whole_run_loss`), also after
+    a resume, as in ``run_meta.json``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._last: tuple[float, int] | None = None
+        self._first_step = 0
 
     def drop_after(self, step: int) -> None:
         """Forget lines logged after ``step`` (a resumed run repeats the steps after its checkpoint)."""
@@ -30,6 +33,7 @@ class JsonlLogCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self._last = (time.monotonic(), state.num_input_tokens_seen)
+        self._first_step = state.global_step  # a resumed run starts at its checkpoint
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or not state.is_world_process_zero:
@@ -38,6 +42,9 @@ class JsonlLogCallback(TrainerCallback):
         for key in ("loss", "learning_rate", "grad_norm", "eval_loss", "train_loss"):
             if key in logs:
                 record["lr" if key == "learning_rate" else key] = logs[key]
+        if "train_loss" in logs:  # the Trainer's is this session's mean
+            record["train_loss"] = whole_run_loss(state.log_history, self._first_step, state.global_step,
+                                                  logs["train_loss"])
         now, tokens = time.monotonic(), state.num_input_tokens_seen
         if "loss" in logs and self._last is not None and now > self._last[0]:
             record["tokens_per_second"] = round((tokens - self._last[1]) / (now - self._last[0]), 1)
