@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from verifily_core.files import read_jsonl, write_jsonl
+from verifily_local.checkpoints import write_checkpoint_manifest
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -62,6 +64,8 @@ class CheckpointCallback(TrainerCallback):
       cover every step before it (a resumed run can then report the whole run's mean loss).
     * No checkpoint is written after the last step (the Trainer's default): the run is sealed
       right after and its checkpoints deleted. Kept when the best checkpoint is reloaded.
+    * Each saved checkpoint gets its manifest (size and sha256 of its files, written last), so a
+      resume can tell a damaged checkpoint and fall back to the one before it.
     """
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -69,6 +73,11 @@ class CheckpointCallback(TrainerCallback):
             control.should_save = False
         if control.should_save:
             control.should_log = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_checkpoint_manifest(folder)
 
 
 class NonFiniteLossCallback(TrainerCallback):
