@@ -127,6 +127,71 @@ def test_only_complete_checkpoints_are_resumed(tmp_path):
     assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
 
 
+def _checkpoint(folder, step, manifest=True):
+    from verifily_local.checkpoints import write_checkpoint_manifest
+
+    path = folder / f"checkpoint-{step}"
+    (path / "sub").mkdir(parents=True)
+    (path / "optimizer.pt").write_bytes(b"o" * 4096)
+    (path / "sub" / "adapter.safetensors").write_bytes(b"a" * 100)
+    (path / "trainer_state.json").write_text("{}")
+    if manifest:
+        write_checkpoint_manifest(path)
+    return path
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_naming_the_file(tmp_path, caplog):
+    """Issue 13: a truncated optimizer.pt in the newest checkpoint is named, and the one before is used."""
+    from verifily_local.backend import latest_checkpoint
+
+    _checkpoint(tmp_path, 4)
+    newest = _checkpoint(tmp_path, 8)
+    assert latest_checkpoint(tmp_path) == str(newest)
+    with open(newest / "optimizer.pt", "r+b") as fh:
+        fh.truncate(1000)
+    with caplog.at_level("WARNING"):
+        assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-8" in caplog.text and "optimizer.pt" in caplog.text and "4096" in caplog.text
+    assert "checkpoint-4" in caplog.text  # says which one it resumes from instead
+
+
+def test_a_checkpoint_file_changed_in_place_or_missing_is_named(tmp_path, caplog):
+    from verifily_local.checkpoints import check_checkpoint
+
+    path = _checkpoint(tmp_path, 4)
+    assert check_checkpoint(path) is None
+    (path / "sub" / "adapter.safetensors").write_bytes(b"b" * 100)  # same size, other bytes
+    assert "sub/adapter.safetensors" in check_checkpoint(path) and "sha256" in check_checkpoint(path)
+    (path / "sub" / "adapter.safetensors").unlink()
+    assert check_checkpoint(path) == "sub/adapter.safetensors is missing"
+    (path / "verifily_checkpoint.json").write_text("{not json")
+    assert "verifily_checkpoint.json" in check_checkpoint(path)
+
+
+def test_no_usable_checkpoint_is_a_training_error_naming_each(tmp_path):
+    from verifily_local.backend import latest_checkpoint
+
+    for step in (4, 8):
+        (_checkpoint(tmp_path, step) / "optimizer.pt").write_bytes(b"")
+    with pytest.raises(TrainingError) as err:
+        latest_checkpoint(tmp_path)
+    message = str(err.value)
+    assert err.value.exit_code == 3 and "\n" not in message
+    assert "checkpoint-8: optimizer.pt" in message and "checkpoint-4: optimizer.pt" in message
+    assert "without --resume" in message
+
+
+def test_checkpoints_without_a_manifest_are_complete_with_their_trainer_state(tmp_path):
+    """Checkpoints written before manifests existed: trainer_state.json (written last) marks them complete."""
+    from verifily_local.backend import latest_checkpoint
+
+    _checkpoint(tmp_path, 4)
+    old = _checkpoint(tmp_path, 8, manifest=False)
+    assert latest_checkpoint(tmp_path) == str(old)
+    (old / "trainer_state.json").unlink()  # cut short by a kill: skipped quietly, as before
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+
+
 def test_whole_run_loss_of_a_resumed_run():
     from verifily_local.callbacks import whole_run_loss
 

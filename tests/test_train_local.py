@@ -165,9 +165,11 @@ from transformers import TrainerCallback
 from verifily_core import hookimpl, train
 from verifily_core.plugins import load_registries, make_plugin_manager
 
+STALL_AT = int(sys.argv[3]) if len(sys.argv) > 3 else 7
+
 class Stall(TrainerCallback):  # holds training at step 7 (checkpoint at 4, a log line at 6) until killed
     def on_step_end(self, args, state, control, **kw):
-        if state.global_step == 7:
+        if state.global_step == STALL_AT:
             pathlib.Path(sys.argv[2]).write_text("stalled")
             time.sleep(600)
 
@@ -212,10 +214,109 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_ll
     assert resumed["metrics"]["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-6)
     assert resumed["metrics"]["train_steps"] == reference["train_steps"]
     assert log_steps(only_run(tmp_path)) == reference_log  # steps after the checkpoint are not logged twice
+    # the last log line's train_loss is the whole run's, as in run_meta (not this session's mean)
+    last = json.loads((only_run(tmp_path) / "train_log.jsonl").read_text().splitlines()[-1])
+    assert last["train_loss"] == resumed["metrics"]["train_loss"]
     # the resumed run keeps its name and records the folder it really sits in
     assert resumed["name"] == "first-try"
     recorded = yaml.safe_load((only_run(tmp_path) / "config.yaml").read_text())["output"]
     assert recorded == {**recorded, "name": "first-try", "dir": str(tmp_path / "runs")}
+
+
+def stall_then_kill(tmp_path: Path, config: Path, step: int) -> Path:
+    """Train ``config`` in a process held at ``step`` and killed there; the partial run it left."""
+    marker = tmp_path / "stalled"
+    proc = subprocess.Popen([sys.executable, "-c", STALLING_TRAINER, str(config), str(marker), str(step)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), f"training never reached step {step}"
+    return only_run(tmp_path, ".partial")
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, verifily_tiny_llama_dir, caplog):
+    """Issue 13: a truncated optimizer.pt in the newest checkpoint is named on stderr and the
+    checkpoint before it is used; the run still ends as an uninterrupted one."""
+    config = make_config(tmp_path, verifily_tiny_llama_dir, max_steps=10, save_steps=4, logging_steps=2)
+    assert train(config).exit_code == 0
+    reference = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
+    reference_log = log_steps(only_run(tmp_path))
+    (tmp_path / "runs").rename(tmp_path / "reference_runs")
+
+    run_dir = stall_then_kill(tmp_path, config, 9)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8"]
+    optimizer = run_dir / "checkpoints" / "checkpoint-8" / "optimizer.pt"
+    with open(optimizer, "r+b") as fh:
+        fh.truncate(optimizer.stat().st_size // 2)
+
+    # with the one before it damaged too, nothing is usable: one line, exit 3, the run left as it was
+    previous = run_dir / "checkpoints" / "checkpoint-4" / "optimizer.pt"
+    intact = previous.read_bytes()
+    previous.write_bytes(intact[:100])
+    res = train(config, "--resume", str(run_dir))
+    assert res.exit_code == 3, res.output + res.stderr
+    error = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "no usable checkpoint to resume from" in error[0]
+    assert "checkpoint-8: optimizer.pt" in error[0] and "checkpoint-4: optimizer.pt" in error[0]
+    assert json.loads((only_run(tmp_path, ".partial") / "run_meta.json").read_text())["status"] == "running"
+    previous.write_bytes(intact)
+
+    with caplog.at_level("WARNING", logger="verifily"):  # the warning line on stderr
+        res = train(config, "--resume", str(run_dir))
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "checkpoint-8 is not usable: optimizer.pt is" in caplog.text and "truncated" in caplog.text
+    assert "resuming from checkpoint-4" in caplog.text
+    resumed = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
+    assert resumed["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-6)
+    assert resumed["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-6)
+    assert log_steps(only_run(tmp_path)) == reference_log
+
+
+class ResumeWhileTraining:
+    """At step 1 of a fresh run, runs `verifily train --resume` on that run in another process."""
+
+    plugin_name = "resume-while-training"
+
+    def __init__(self, config: Path) -> None:
+        self.config, self.result = config, None
+
+    @hookimpl
+    def verifily_trainer_callbacks(self):
+        from transformers import TrainerCallback
+
+        from verifily_core.testing.pytest_plugin import run_verifily
+
+        outer = self
+
+        class Probe(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == 1:
+                    run = Path(args.output_dir).parent
+                    outer.result = (run, run_verifily("train", "--config", outer.config, "--resume", run, timeout=120))
+
+        return [Probe()]
+
+
+def test_a_run_in_training_cannot_be_resumed_by_another_process(tmp_path, verifily_tiny_llama_dir):
+    """Issue 13: a fresh `train` racing with a `--resume` of its run; the resume is refused (exit 1)."""
+    from verifily_core import train as api_train
+    from verifily_core.plugins import load_registries, make_plugin_manager
+
+    config = make_config(tmp_path, verifily_tiny_llama_dir, max_steps=2)
+    probe = ResumeWhileTraining(config)
+    run = api_train(str(config), registries=load_registries(make_plugin_manager(plugins=[probe])))
+    assert run.status == "completed"
+    partial, res = probe.result
+    assert res.returncode == 1, res.stderr
+    assert f"run {partial}" in res.stderr and "another process" in res.stderr and "is training it" in res.stderr
+    if Path("/proc/locks").is_file():
+        assert f"(pid {os.getpid()})" in res.stderr
+    assert "Traceback" not in res.stderr
+    hashes = json.loads((Path(run.artifact_path) / "hashes.json").read_text())["artifacts"]
+    assert not [name for name in hashes if "lock" in name]
 
 
 def test_resume_refuses_a_changed_config(tmp_path, verifily_tiny_llama_dir):

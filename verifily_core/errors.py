@@ -35,6 +35,11 @@ class ConfigError(VerifilyTrainError):
     exit_code = 1
 
 
+class RunLocked(ConfigError):
+    """Another process is training or resuming the run asked for (exit code 1: the request is
+    refused before anything is touched, as a bad configuration is)."""
+
+
 class DataError(VerifilyTrainError):
     """The dataset is missing, malformed, leaking or fails its hash check (exit code 2)."""
 

@@ -8,22 +8,35 @@ half-written.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from verifily_core.files import read_json, write_json, write_text
 from verifily_core.base_model import record_base_model
 from verifily_core.environment import collect_environment, env_hash, plugin_packages
 from verifily_core.hashing import hash_tree, reproducibility_hash
 from verifily_core.jobs import TrainJob, utc_now
+from verifily_core.run_lock import RunLock, lock_run
 from verifily_core.runs import RUN_FORMAT_VERSION, RUN_META, STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, Run
 
 PARTIAL, FAILED = ".partial", ".failed"
 CHECKPOINTS = "checkpoints"
+
+
+def _unlocking(method: Callable[..., Run]) -> Callable[..., Run]:
+    """``method`` lets the run's lock go when it returns or raises."""
+    @functools.wraps(method)
+    def wrapper(self: RunWriter, *args: Any, **kwargs: Any) -> Run:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.release()
+    return wrapper
 
 
 class RunWriter:
@@ -40,6 +53,7 @@ class RunWriter:
         self.env_hash = env_hash(self.environment)
         self.model: dict[str, str] = {}
         self.base_commit: str | None = None
+        self._lock: RunLock | None = None
 
     def record_model(self, description: dict[str, str], commit: str | None = None) -> None:
         """How the model was assembled (loader, kind, Auto class), written into ``run_meta.json``,
@@ -53,15 +67,24 @@ class RunWriter:
         return self.path / CHECKPOINTS
 
     def start(self, plugins: list[dict[str, Any]]) -> None:
-        """Create the directory and write the config, environment and a ``running`` run_meta."""
+        """Create and lock the directory (until :meth:`complete` or :meth:`fail`; see
+        :mod:`verifily_core.run_lock`) and write the config, environment and a ``running`` run_meta.
+
+        :raises RunLocked: another process is training this run.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        if (self.path / RUN_META).is_file():  # resuming: keep the original start time
-            self.started_at = read_json(self.path / RUN_META).get("started_at", self.started_at)
-        write_text(self.path / "config.yaml", self.job.config.to_yaml())
-        env = dict(self.environment)
-        env["info"] = {**env["info"], "device": self.device, "plugins": plugins}
-        write_json(self.path / "environment.json", env)
-        self._write_meta(STATUS_RUNNING, {}, None)
+        self._lock = lock_run(self.path)
+        try:
+            if (self.path / RUN_META).is_file():  # resuming: keep the original start time
+                self.started_at = read_json(self.path / RUN_META).get("started_at", self.started_at)
+            write_text(self.path / "config.yaml", self.job.config.to_yaml())
+            env = dict(self.environment)
+            env["info"] = {**env["info"], "device": self.device, "plugins": plugins}
+            write_json(self.path / "environment.json", env)
+            self._write_meta(STATUS_RUNNING, {}, None)
+        except BaseException:
+            self.release()
+            raise
 
     def _run(self, status: str, metrics: dict[str, Any], error: str | None, path: Path) -> Run:
         job = self.job
@@ -80,6 +103,7 @@ class RunWriter:
         write_json(self.path / RUN_META, run.to_meta(), default=str)
         return run
 
+    @_unlocking
     def complete(self, metrics: dict[str, Any]) -> Run:
         """Seal the run: drop checkpoints, write run_meta and hashes.json, rename, make read-only."""
         shutil.rmtree(self.checkpoints, ignore_errors=True)
@@ -100,6 +124,7 @@ class RunWriter:
         _read_only(final)
         return run
 
+    @_unlocking
     def fail(self, error: str, metrics: dict[str, Any] | None = None) -> Run:
         """Mark the run failed with its error and rename it to ``<run_id>.failed``."""
         final = self.output_dir / f"{self.job.job_id}{FAILED}"
@@ -108,6 +133,11 @@ class RunWriter:
             shutil.rmtree(final)
         os.rename(self.path, final)
         return run
+
+    def release(self) -> None:
+        """Unlock the run directory (done by :meth:`complete` and :meth:`fail`; safe to repeat)."""
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _read_only(path: Path) -> None:

@@ -9,6 +9,7 @@ compute backend.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -18,6 +19,7 @@ from verifily_core.config import TrainConfig
 from verifily_core.config_loading import resolve_config
 from verifily_core.errors import ConfigError
 from verifily_core.plugins import Registries
+from verifily_core.run_lock import lock_run
 
 
 @attrs.frozen
@@ -104,28 +106,34 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
                  on_eval: Any = None) -> Any:
     """Resolve the dataset, build the job, run it on the configured backend, tell the
     ``verifily_run_written`` hook, and, when ``eval.enabled`` and the dataset has a test
-    split, evaluate the finished run (``on_eval(result)`` receives the EvalResult)."""
+    split, evaluate the finished run (``on_eval(result)`` receives the EvalResult).
+
+    :raises RunLocked: ``resume_from`` is being trained by another process.
+    """
     from verifily_core.jobs import TrainJob, new_run_id, utc_now
 
     cfg = plan.config
     backend = plan.registries.backends.get(cfg.compute.mode)
-    dataset = _resolve_dataset(plan, backend)
-    job_id = new_run_id()
-    if resume_from:
-        job_id = check_resumable(resume_from, plan, getattr(dataset, "content_hash", ""))
-        cfg = resumed_config(cfg, Path(resume_from))
-    job = TrainJob(
-        job_id=job_id,
-        config=cfg,
-        dataset=dataset,
-        config_hash=plan.config_hash,
-        data_hash=getattr(dataset, "content_hash", ""),
-        created_at=utc_now(),
-        registries=plan.registries,
-        hf_token=hf_token,
-        resume_from=resume_from,
-    )
-    run = backend.run(job)
+    # a resumed run is locked before it is read, so two resumes (or a resume of a run still
+    # training) cannot both write it: the second gets RunLocked (exit 1)
+    with lock_run(resume_from) if resume_from else contextlib.nullcontext():
+        dataset = _resolve_dataset(plan, backend)
+        job_id = new_run_id()
+        if resume_from:
+            job_id = check_resumable(resume_from, plan, getattr(dataset, "content_hash", ""))
+            cfg = resumed_config(cfg, Path(resume_from))
+        job = TrainJob(
+            job_id=job_id,
+            config=cfg,
+            dataset=dataset,
+            config_hash=plan.config_hash,
+            data_hash=getattr(dataset, "content_hash", ""),
+            created_at=utc_now(),
+            registries=plan.registries,
+            hf_token=hf_token,
+            resume_from=resume_from,
+        )
+        run = backend.run(job)
     plan.registries.hook.verifily_run_written(run=run)
     if cfg.eval.enabled and dataset is not None and dataset.has_split("test"):
         from verifily_core.evaluator import evaluate

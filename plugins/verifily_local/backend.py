@@ -28,6 +28,7 @@ from verifily_local.arguments import argument_values
 from verifily_local.callbacks import (
     CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, whole_run_loss,
 )
+from verifily_local.checkpoints import latest_checkpoint
 
 log = logging.getLogger("verifily.local")
 
@@ -49,11 +50,13 @@ def run_local(job: Any, resume_dir: Path | None = None) -> Run:
     device = resolve_device(job.config.compute.device)
     _, precision = precision_flags(device, job.config.compute.bf16, job.config.compute.fp16)
     writer = RunWriter(job, device, resume_dir=resume_dir)
+    # chosen before the run is touched: no usable checkpoint leaves it as it was (exit 3)
+    checkpoint = latest_checkpoint(writer.checkpoints) if resume_dir is not None else None
     writer.start(describe_plugins(job.registries))
     verb = "resuming" if resume_dir is not None else "training"
     print(f"Run {job.job_id}: {verb} {job.base_model} ({job.task}) on {device}, {precision}", file=sys.stderr)
     try:
-        metrics = _train(job, writer, device, resume_dir is not None)
+        metrics = _train(job, writer, device, resume_dir is not None, checkpoint)
     except VerifilyTrainError as exc:
         writer.fail(str(exc))
         raise
@@ -69,7 +72,7 @@ def run_local(job: Any, resume_dir: Path | None = None) -> Run:
     return writer.complete(metrics)
 
 
-def _train(job: Any, writer: RunWriter, device: str, resuming: bool) -> dict[str, Any]:
+def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint: str | None) -> dict[str, Any]:
     cfg, regs = job.config, job.registries
     task = regs.tasks.get(cfg.task)
     options = task.parse_options(cfg.task_options)
@@ -85,7 +88,6 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool) -> dict[str
         _report_truncation("val", vstats, cfg.training.max_seq_length)
     trainer, guard, log_file = _trainer(job, writer, device, task, options, kind, model, tokenizer,
                                         train_rows, train_feats, val_feats)
-    checkpoint = latest_checkpoint(writer.checkpoints) if resuming else None
     if resuming and checkpoint is None:
         log.warning("no complete checkpoint in %s; training from the start", writer.checkpoints)
     first_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
@@ -146,17 +148,6 @@ def _report_truncation(split: str, stats: dict[str, Any], max_len: int) -> None:
     if stats["truncated"]:
         log.warning("%d of %d %s row(s) are longer than training.max_seq_length=%d and were truncated",
                     stats["truncated"], stats["rows"], split, max_len)
-
-
-def latest_checkpoint(folder: Path) -> str | None:
-    """The newest *complete* Trainer checkpoint in ``folder`` (its ``trainer_state.json``, written
-    last, exists); a checkpoint cut short by a kill is skipped."""
-    if not folder.is_dir():
-        return None
-    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(steps)[1]) if steps else None
-
 
 
 def canonical_adapter_config(path: Path) -> None:

@@ -10,17 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from verifily_core.files import read_jsonl, write_jsonl
+from verifily_local.checkpoints import write_checkpoint_manifest
 
 
 class JsonlLogCallback(TrainerCallback):
     """Appends one JSON object per logging step to ``train_log.jsonl``: step, epoch, loss, lr,
-    grad_norm and the throughput since the previous line (non-padding input tokens per second)."""
+    grad_norm and the throughput since the previous line (non-padding input tokens per second).
+    The final line's ``train_loss`` is the whole run's mean (:func:`whole_run_loss`), also after
+    a resume, as in ``run_meta.json``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._last: tuple[float, int] | None = None
+        self._first_step = 0
 
     def drop_after(self, step: int) -> None:
         """Forget lines logged after ``step`` (a resumed run repeats the steps after its checkpoint)."""
@@ -30,6 +35,7 @@ class JsonlLogCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self._last = (time.monotonic(), state.num_input_tokens_seen)
+        self._first_step = state.global_step  # a resumed run starts at its checkpoint
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not logs or not state.is_world_process_zero:
@@ -38,6 +44,9 @@ class JsonlLogCallback(TrainerCallback):
         for key in ("loss", "learning_rate", "grad_norm", "eval_loss", "train_loss"):
             if key in logs:
                 record["lr" if key == "learning_rate" else key] = logs[key]
+        if "train_loss" in logs:  # the Trainer's is this session's mean
+            record["train_loss"] = whole_run_loss(state.log_history, self._first_step, state.global_step,
+                                                  logs["train_loss"])
         now, tokens = time.monotonic(), state.num_input_tokens_seen
         if "loss" in logs and self._last is not None and now > self._last[0]:
             record["tokens_per_second"] = round((tokens - self._last[1]) / (now - self._last[0]), 1)
@@ -55,6 +64,8 @@ class CheckpointCallback(TrainerCallback):
       cover every step before it (a resumed run can then report the whole run's mean loss).
     * No checkpoint is written after the last step (the Trainer's default): the run is sealed
       right after and its checkpoints deleted. Kept when the best checkpoint is reloaded.
+    * Each saved checkpoint gets its manifest (size and sha256 of its files, written last), so a
+      resume can tell a damaged checkpoint and fall back to the one before it.
     """
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -62,6 +73,11 @@ class CheckpointCallback(TrainerCallback):
             control.should_save = False
         if control.should_save:
             control.should_log = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_checkpoint_manifest(folder)
 
 
 class NonFiniteLossCallback(TrainerCallback):
