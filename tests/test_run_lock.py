@@ -140,7 +140,33 @@ def test_resume_of_a_run_another_process_trains_is_refused(tmp_path, verifily_su
     assert res.returncode == 1, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, res.stderr
-    assert str(run) in lines[0] and "another process" in lines[0] and "is training" in lines[0]
+    assert str(run) in lines[0] and "another process" in lines[0] and "is writing it" in lines[0]
     assert "Traceback" not in res.stderr and "unexpected" not in res.stderr
     assert sorted(p.name for p in run.iterdir()) == before  # the run was not touched
 
+
+
+def test_eval_into_a_run_another_process_writes_is_refused(tmp_path, verifily_subprocess):
+    """`verifily eval` writes the run's eval/, so it takes the run's lock too (the run is refused
+    before anything is loaded; another --output folder needs no lock)."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "run_x"
+    run.mkdir()
+    (run / "run_meta.json").write_text(json.dumps({
+        "format_version": 1, "run_id": "run_x", "name": None, "status": "completed", "task": "sft",
+        "base_model": "m", "dataset": {"ref": None}, "started_at": "2026-01-01T00:00:00Z", "completed_at": None,
+        "duration_seconds": 1.0, "metrics": {}, "artifact_path": str(run), "error": None, "hashes": {}}))
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(run)!r}, os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = verifily_subprocess("eval", "--run", str(run))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.returncode == 1, res.stderr
+    assert f"run {run} is in use" in res.stderr and "is writing it" in res.stderr

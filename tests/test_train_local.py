@@ -311,7 +311,7 @@ def test_a_run_in_training_cannot_be_resumed_by_another_process(tmp_path, verifi
     assert run.status == "completed"
     partial, res = probe.result
     assert res.returncode == 1, res.stderr
-    assert f"run {partial}" in res.stderr and "another process" in res.stderr and "is training it" in res.stderr
+    assert f"run {partial}" in res.stderr and "another process" in res.stderr and "is writing it" in res.stderr
     if Path("/proc/locks").is_file():
         assert f"(pid {os.getpid()})" in res.stderr
     assert "Traceback" not in res.stderr

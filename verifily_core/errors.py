@@ -36,8 +36,8 @@ class ConfigError(VerifilyTrainError):
 
 
 class RunLocked(ConfigError):
-    """Another process is training or resuming the run asked for (exit code 1: the request is
-    refused before anything is touched, as a bad configuration is)."""
+    """Another process is training, resuming or evaluating the run asked for (exit code 1: the
+    request is refused before anything is touched, as a bad configuration is)."""
 
 
 class DataError(VerifilyTrainError):

@@ -48,10 +48,23 @@ def evaluate(
         from it (``False`` skips the check: ``--no-verify``).
     :raises EvalError: (exit 4) when the run does not verify, or prediction or metric computation fails.
     """
-    started = time.monotonic()
     run = load_run(run_path)
     if run.status != STATUS_COMPLETED:
         raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be evaluated")
+    if output:
+        return _evaluate(run, test_data, metrics, slice_by, hard_examples, output, device, batch_size, hf_token,
+                         registries, verify, hard_by)
+    from verifily_core.run_lock import lock_run
+
+    with lock_run(run.path):  # one writer of the run's eval/ at a time
+        return _evaluate(run, test_data, metrics, slice_by, hard_examples, output, device, batch_size, hf_token,
+                         registries, verify, hard_by)
+
+
+def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | None, slice_by: Sequence[str] | None,
+              hard_examples: int | None, output: str | Path | None, device: str, batch_size: int | None,
+              hf_token: str | None, registries: Any, verify: bool, hard_by: str | None) -> Any:
+    started = time.monotonic()
     if verify:
         from verifily_core.reproduction.verify import require_intact
 

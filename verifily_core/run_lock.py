@@ -87,8 +87,8 @@ def lock_run(path: str | Path) -> RunLock:
             os.close(fd)
             pid = _holder_pid(st)
             who = f"another process (pid {pid})" if pid else "another process"
-            raise RunLocked(f"run {path} is in use: {who} is training it; wait for it to end "
-                            "(or stop it) and try again") from None
+            raise RunLocked(f"run {path} is in use: {who} is writing it (training, resuming or evaluating); "
+                            "wait for it to end (or stop it) and try again") from None
         except OSError as exc:
             os.close(fd)
             log.warning("cannot lock %s (%s); make sure no other process trains this run", path, exc.strerror)
