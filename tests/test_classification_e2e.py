@@ -152,3 +152,10 @@ def test_early_stopping_on_macro_f1_keeps_the_best_checkpoint(tmp_path, encoder_
     assert probe.state.global_step - best["step"] == 2 * 8  # two evaluations without improvement
     meta = json.loads((run / "run_meta.json").read_text())
     assert meta["metrics"]["eval_loss"] == pytest.approx(best["eval_loss"], abs=1e-6)  # the best checkpoint's weights
+    # the task's validation metrics at every evaluation: in train_log.jsonl and, for the final model, run_meta
+    logged = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    evals_logged = [e for e in logged if "eval_loss" in e]
+    assert len(evals_logged) == len(evals) and all({"eval_accuracy", "eval_macro_f1"} <= set(e) for e in evals_logged)
+    assert not any("eval_runtime" in e for e in logged)
+    assert meta["metrics"]["eval_accuracy"] == pytest.approx(best["eval_accuracy"], abs=1e-9)
+    assert meta["metrics"]["eval_macro_f1"] == pytest.approx(best["eval_macro_f1"], abs=1e-9)

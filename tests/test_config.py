@@ -246,3 +246,21 @@ def test_an_alias_bomb_and_a_huge_file_are_refused_in_one_line(tmp_path):
     huge.write_text("task: sft\nnote: " + "x" * (1 << 20) + "\n")
     with pytest.raises(ConfigError, match=r"huge.yaml: larger than 1 MiB"):
         read_config_file(huge)
+
+
+def test_validation_metrics_are_checked_against_the_task(tmp_path):
+    from click.testing import CliRunner
+
+    from verifily_core.cli import cli
+
+    cfg = tmp_path / "c.yaml"
+    base = "task: {task}\nbase_model: org/model\ndata_paths: {{train: t.jsonl}}\ntraining: {{validation_metrics: [{m}]}}\n"
+    cfg.write_text(base.format(task="sft", m="token_f1"))
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--dry-run", "--no-data-check"])
+    assert res.exit_code == 1 and "$.training.validation_metrics: task 'sft' computes only the loss" in res.output
+    cfg.write_text(base.format(task="classification", m="accuracyy"))
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--dry-run", "--no-data-check"])
+    assert res.exit_code == 1 and "$.training.validation_metrics[0]: unknown metric 'accuracyy'" in res.output
+    cfg.write_text(base.format(task="classification", m="token_f1"))
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--dry-run", "--no-data-check"])
+    assert res.exit_code == 1 and "metric 'token_f1' is not a metric of task 'classification'" in res.output

@@ -26,7 +26,7 @@ from verifily_core.run_writer import RunWriter
 from verifily_core.runs import Run
 from verifily_local.arguments import argument_values
 from verifily_local.callbacks import (
-    CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, whole_run_loss,
+    CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, eval_metrics, whole_run_loss,
 )
 from verifily_local.checkpoints import latest_checkpoint
 
@@ -102,7 +102,7 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
         "train_runtime_s": result.metrics.get("train_runtime"),
     }
     if val_feats is not None:
-        metrics["eval_loss"] = _final_eval_loss(trainer)
+        metrics.update(_final_eval(trainer))
         metrics["val_truncated_rows"] = vstats["truncated"]
     _save(trainer, tokenizer, writer.path, task, job)
     return metrics
@@ -135,13 +135,14 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     return trainer, guard, log_file
 
 
-def _final_eval_loss(trainer: Any) -> float:
-    """``eval_loss`` of the final model: the Trainer's own evaluation after the last step when
-    it made one (and did not reload the best checkpoint), otherwise a new evaluation."""
+def _final_eval(trainer: Any) -> dict[str, Any]:
+    """``eval_loss`` and the task's validation metrics of the final model: the Trainer's own
+    evaluation after the last step when it made one (and did not reload the best checkpoint),
+    otherwise a new evaluation."""
     last = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
     if last and not trainer.args.load_best_model_at_end:
-        return last[-1]["eval_loss"]
-    return trainer.evaluate()["eval_loss"]
+        return eval_metrics(last[-1])
+    return eval_metrics(trainer.evaluate())
 
 
 def _report_truncation(split: str, stats: dict[str, Any], max_len: int) -> None:

@@ -16,6 +16,15 @@ from verifily_core.files import read_jsonl, write_jsonl
 from verifily_local.checkpoints import write_checkpoint_manifest
 
 
+EVAL_TIMINGS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+def eval_metrics(logs: dict[str, Any]) -> dict[str, Any]:
+    """The ``eval_*`` values of a log entry (the loss and the task's validation metrics),
+    without the evaluation's timings."""
+    return {k: v for k, v in logs.items() if k.startswith("eval_") and k not in EVAL_TIMINGS}
+
+
 class JsonlLogCallback(TrainerCallback):
     """Appends one JSON object per logging step to ``train_log.jsonl``: step, epoch, loss, lr,
     grad_norm and the throughput since the previous line (non-padding input tokens per second).
@@ -41,9 +50,10 @@ class JsonlLogCallback(TrainerCallback):
         if not logs or not state.is_world_process_zero:
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        for key in ("loss", "learning_rate", "grad_norm", "eval_loss", "train_loss"):
+        for key in ("loss", "learning_rate", "grad_norm", "train_loss"):
             if key in logs:
                 record["lr" if key == "learning_rate" else key] = logs[key]
+        record.update(eval_metrics(logs))
         if "train_loss" in logs:  # the Trainer's is this session's mean
             record["train_loss"] = whole_run_loss(state.log_history, self._first_step, state.global_step,
                                                   logs["train_loss"])
@@ -95,7 +105,8 @@ class NonFiniteLossCallback(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """One line per logging step on stderr: step, epoch, loss, ETA."""
+    """One line per logging step on stderr (step, epoch, loss, ETA) and one per evaluation of the
+    val split (its loss and the task's validation metrics)."""
 
     def __init__(self) -> None:
         self.start = time.monotonic()
@@ -105,6 +116,11 @@ class ProgressCallback(TrainerCallback):
         self.start, self.first_step = time.monotonic(), state.global_step  # a resumed run starts late
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        values = eval_metrics(logs or {})
+        if values:
+            cells = "  ".join(f"{k.removeprefix('eval_')} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in values.items())
+            print(f"  eval at step {state.global_step}:  {cells}", file=sys.stderr, flush=True)
         if not logs or "loss" not in logs or not state.max_steps:
             return
         done = state.global_step
