@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # harder with fresh random examples, for hunting bugs by hand, not for CI).
 _BUDGET = dict(derandomize=True, deadline=None, database=None, print_blob=False)
 settings.register_profile("default", max_examples=40, **_BUDGET)
-settings.register_profile("ci", max_examples=25, **_BUDGET)
+settings.register_profile("ci", max_examples=80, **_BUDGET)
 settings.register_profile("explore", max_examples=1000, deadline=None, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
                       or ("ci" if os.environ.get("CI", "").lower() == "true" else "default"))
