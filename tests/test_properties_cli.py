@@ -87,14 +87,23 @@ def store(folder):
     return root
 
 
+SCHEMA = st.one_of(st.none(), JSON_VALUES.map(json.dumps), st.dictionaries(TEXT, st.fixed_dictionaries(
+    {"type": st.sampled_from(["categorical", "number", "boolean", "string", "other"])},
+    optional={"values": JSON_VALUES}), max_size=2).map(json.dumps))
+
+
 @FEW
-@given(lines=st.lists(LINE, min_size=1, max_size=6), bom=st.booleans())
-def test_dataset_create_exits_0_1_or_2_with_no_traceback(verifily_cli, folder, store, lines, bom):
+@given(lines=st.lists(LINE, min_size=1, max_size=6), bom=st.booleans(), schema=SCHEMA)
+def test_dataset_create_exits_0_1_or_2_with_no_traceback(verifily_cli, folder, store, lines, bom, schema):
     rows = folder / "rows.jsonl"
     rows.write_bytes((b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines) + b"\n")
     version = f"v{next(VERSIONS)}"
+    extra = []
+    if schema is not None:
+        (folder / "schema.json").write_text(schema, encoding="utf-8", errors="surrogatepass")
+        extra = ["--tag-schema", folder / "schema.json"]
     res = verifily_cli("dataset", "create", "--id", "ds", "--version", version, "--task", "sft", "--train", rows,
-                       "--store", store)
+                       "--store", store, *extra)
     assert_clean(res)
     if res.exit_code:
         assert not (store / "ds" / version).exists()
