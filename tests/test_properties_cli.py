@@ -18,7 +18,7 @@ from hypothesis import event, given, settings, strategies as st
 from verifily_core.testing.data import make_sft_rows, write_jsonl
 
 FEW = settings(max_examples=max(4, settings.default.max_examples // 4))
-BASE = {"task": "sft", "base_model": "org/model", "data_paths": {"train": "train.jsonl"}}
+BASE = {"task": "sft", "base_model": "org/model"}
 
 
 def assert_clean(res, codes=(0, 1, 2)) -> None:
@@ -42,7 +42,7 @@ ARGS = st.one_of(
     st.tuples(st.sampled_from(FLAGS), TEXT).map(list),
     st.tuples(st.sampled_from(["training.num_epochs", "lora.r", "seed", "eval.metric_options.x", "task_options.y",
                                "compute", "nope.key"]), TEXT).map(lambda kv: ["=".join(kv)]),
-    st.sampled_from([["--bogus"], ["--epochs"], ["--format", "json"], ["extra"], ["--"], ["-h"]]),
+    st.sampled_from([["--bogus"], ["--epochs"], ["--format", "json"], ["extra"], ["--"], ["-h"], ["--no-data-check"]]),
 )
 
 
@@ -52,11 +52,15 @@ def folder(tmp_path_factory):
 
 
 @FEW
-@given(doc=st.dictionaries(st.sampled_from(SECTIONS) | TEXT, VALUES, max_size=4), over_base=st.booleans(),
-       args=st.lists(ARGS, max_size=3))
-def test_train_dry_run_exits_0_1_or_2_with_no_traceback(verifily_cli, folder, doc, over_base, args):
+@given(doc=st.one_of(st.just({}), st.dictionaries(st.sampled_from(SECTIONS) | TEXT, VALUES, max_size=4)),
+       over_base=st.sampled_from([True, True, False]), args=st.lists(ARGS, max_size=2),
+       lines=st.lists(st.deferred(lambda: LINE), max_size=4))
+def test_train_dry_run_exits_0_1_or_2_with_no_traceback(verifily_cli, folder, doc, over_base, args, lines):
+    """The config, its flags and overrides, and the rows the dry run checks are all generated."""
+    (folder / "train.jsonl").write_bytes(b"\n".join(lines))
+    base = {**BASE, "data_paths": {"train": str(folder / "train.jsonl")}}
     path = folder / "train.yaml"
-    text = yaml.safe_dump({**BASE, **doc} if over_base else doc, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump({**base, **doc} if over_base else doc, sort_keys=False, allow_unicode=True)
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     res = verifily_cli("train", "--dry-run", "--config", path, *[a for arg in args for a in arg])
     assert_clean(res)
