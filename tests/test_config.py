@@ -292,6 +292,7 @@ def test_hostile_yaml_is_one_config_error_line(tmp_path, body, message):
     ("compute", {"device": "cpu\n"}, r"\$\.compute\.device: expected auto, cpu, mps, cuda or cuda:N, got 'cpu\\n'$"),
     ("dataset_version", "ds@v1\n", r"\$\.dataset_version: expected 'id@version' .* got 'ds@v1\\n'$"),
     ("task", "sf\nt", r"\$\.task: unknown task 'sf\\nt'"),
+    ("output", {"dir": "~nosuchuser-verifily/runs"}, r"\$\.output\.dir: '~nosuchuser-verifily/runs': no such user"),
 ])
 def test_validation_messages_stay_one_line(field, value, message):
     with pytest.raises(ConfigError, match=message) as err:

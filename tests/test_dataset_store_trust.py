@@ -139,7 +139,8 @@ def _edit_manifest(store, version, edit):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(tag_schema="train.jsonl"), r"malformed manifest \(field 'tag_schema' must be an object, got str\)"),
+    (lambda d: d.update(tag_schema="train.jsonl"),
+     r"malformed manifest \(field 'tag_schema' must be an object, got str\)"),
     (lambda d: d.update(tag_schema={"source": {"type": "categorical", "values": 5}}),
      r"malformed manifest \(tag 'source': \"values\" must be a list\)"),
     (lambda d: d.update(created_at=5), r"malformed manifest \(field 'created_at' must be a string, got int\)"),

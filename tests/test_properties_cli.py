@@ -74,8 +74,9 @@ ROW = st.fixed_dictionaries(
 )
 LINE = st.one_of(ROW.map(lambda r: json.dumps(r, ensure_ascii=False).encode("utf-8", "surrogatepass")),
                  ROW.map(lambda r: json.dumps(r).encode()),
-                 st.sampled_from([b"", b"\xef\xbb\xbf{}", b"[]", b"{", b'{"instruction": "\\ud800", "output": "x"}',
-                                  b"\xff", b"NaN", b"[" * 100, b'{"instruction": "a", "output": ' + b"9" * 5000 + b"}"]))
+                 st.sampled_from([b"", b"\xef\xbb\xbf{}", b"[]", b"{", b"\xff", b"NaN", b"[" * 100,
+                                  b'{"instruction": "\\ud800", "output": "x"}',
+                                  b'{"instruction": "a", "output": ' + b"9" * 5000 + b"}"]))
 VERSIONS = itertools.count(1)
 
 

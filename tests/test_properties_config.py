@@ -42,7 +42,8 @@ WEIRD_TEXT = st.sampled_from([
     "", " ", "\n", "a\nb", "\r", "\x00", "\x85", "\u2028", "\ud800", "\udcff", "\ufeff", "é", "~", "null", "yes",
     "off", "1e-4", "1e400", "nan", "0x1F", "1_000", "1:20:30", "2001-02-30", "2001-12-14", "<<", "*a", "&a", "!!int",
     "{", "[", "'", '"', "#", "%", "@", "`", "\\", "a" * 300, "9" * 5000, ".nan", "-.inf", "org/model", "/", "..",
-    "~/x", "/dev/null", "ds@v1", "ds@v1\n", "cuda:0", "auto", "all-linear", "{instruction}", "{0}", "{", "token",
+    "~/x", "~nosuchuser-verifily/x", "/dev/null", "ds@v1", "ds@v1\n", "cuda:0", "auto", "all-linear",
+    "{instruction}", "{0}", "token",
 ])
 TEXT = st.one_of(WEIRD_TEXT, st.text(max_size=12), st.text(st.characters(codec="utf-8"), max_size=8))
 SCALARS = st.one_of(

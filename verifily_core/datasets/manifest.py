@@ -88,7 +88,9 @@ class DatasetVersion:
         f = self.file(split)
         if f is None:
             return None
-        return safe_member(Path(self.root), f.path, self.manifest_path) if self.manifest_path else Path(self.root) / f.path
+        if self.manifest_path:
+            return safe_member(Path(self.root), f.path, self.manifest_path)
+        return Path(self.root) / f.path
 
     def iter_rows(self, split: str) -> Iterator[dict[str, Any]]:
         """Stream the rows of a split."""
