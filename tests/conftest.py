@@ -13,8 +13,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property-based tests (tests/test_properties_*.py) run under a bounded, deterministic budget:
+# "default" locally, "ci" when CI=true; HYPOTHESIS_PROFILE picks one by name ("explore" searches
+# harder with fresh random examples, for hunting bugs by hand, not for CI).
+_BUDGET = dict(derandomize=True, deadline=None, database=None, print_blob=False)
+settings.register_profile("default", max_examples=40, **_BUDGET)
+settings.register_profile("ci", max_examples=80, **_BUDGET)
+settings.register_profile("explore", max_examples=1000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("ci" if os.environ.get("CI", "").lower() == "true" else "default"))
 
 
 @pytest.fixture(scope="session")

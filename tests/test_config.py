@@ -264,3 +264,66 @@ def test_validation_metrics_are_checked_against_the_task(tmp_path):
     cfg.write_text(base.format(task="classification", m="token_f1"))
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--dry-run", "--no-data-check"])
     assert res.exit_code == 1 and "metric 'token_f1' is not a metric of task 'classification'" in res.output
+
+# Concrete inputs the property tests (test_properties_config.py) found; each once ended in
+# "unexpected <Error>" or a message of several lines.
+NEST = "[" * 40 + "]" * 40
+
+
+@pytest.mark.parametrize("body, message", [
+    ("seed: 1" + "0" * 5000, r"line 4 invalid YAML: cannot read the value \(Exceeds the limit \(4300 digits\)"),
+    ("seed: 0x" + "F" * 4000, r"line 4 invalid YAML: cannot read the value \(Exceeds the limit"),
+    ("seed: 2001-02-30", r"line 4 invalid YAML: cannot read the value \(day is out of range for month\); quote it"),
+    ("seed: !!int abc", r"line 4 invalid YAML: cannot read the value \(invalid literal for int"),
+    ("seed: !!float abc", r"line 4 invalid YAML: cannot read the value \(could not convert string to float"),
+    ("seed: !!int", r"line 4 invalid YAML: cannot read the value"),
+    ("task_options: {x: " + "[" * 600 + "]" * 600 + "}", r"line 4 invalid YAML: nested more than 64 levels deep"),
+    (f"eval:\n  metric_options:\n    a0: &a0 {NEST}\n    a1: {NEST[:40]}*a0{NEST[40:]}",
+     r"nested more than 64 levels deep once YAML aliases are expanded"),
+    ('task_options: {x: "\\ud800"}', r"line 4 invalid YAML: a string holds a lone surrogate escape"),
+    ("\x08", r"line 4 invalid YAML: unacceptable character #x0008"),
+    ("task_options: {d: 2001-01-01}", r"\$\.task_options\.d: expected a string, number, boolean, null, list or "
+                                      r"mapping, got date datetime\.date\(2001, 1, 1\); quote it"),
+    ("task_options: {s: !!set {a, b}}", r"\$\.task_options\.s: expected a string, .* got set"),
+    ("task_options: {b: !!binary aGVsbG8=}", r"\$\.task_options\.b: expected a string, .* got bytes b'hello'"),
+    ("task_options: {1: x, a: y}", r"\$\.task_options: key 1 \(int\) must be a string; quote it"),
+    ("eval: {metric_options: {1: {}, a: {}}}", r"\$\.eval\.metric_options: key 1 \(int\) must be a string"),
+    ("1: x", r"\$\.1: unknown key"),
+    ("1: x\nz: y", r"\$\.z: unknown key; .* \(and 1 more problem\(s\)\)"),
+    ("'a\\nb': 1", r"\$\.'a\\\\nb': unknown key"),
+    ("seed: 1" + "0" * 100 + "\ntask_options: {t: " + "[" * 70 + "]" * 70 + "}", r"nested more than 64"),
+])
+def test_hostile_yaml_is_one_config_error_line(tmp_path, body, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: sft\nbase_model: org/m\ndata_paths: {train: t.jsonl}\n" + body + "\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        TrainConfig.from_yaml(cfg).to_hash()
+    assert len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("base_model", "./" + "a" * 300, r"\$\.base_model: local path '\./a{300}' does not exist"),
+    ("base_model", "a" * 300 + "/\0", r"\$\.base_model: 'a{300}/\\x00' is neither"),
+    ("base_model", "~nosuchuser-verifily/m", r"\$\.base_model: local path '~nosuchuser-verifily/m' does not exist"),
+    ("base_model", "org/model\n", r"\$\.base_model: 'org/model\\n' is neither"),
+    ("compute", {"device": "cpu\n"}, r"\$\.compute\.device: expected auto, cpu, mps, cuda or cuda:N, got 'cpu\\n'$"),
+    ("dataset_version", "ds@v1\n", r"\$\.dataset_version: expected 'id@version' .* got 'ds@v1\\n'$"),
+    ("task", "sf\nt", r"\$\.task: unknown task 'sf\\nt'"),
+    ("output", {"dir": "~nosuchuser-verifily/runs"}, r"\$\.output\.dir: '~nosuchuser-verifily/runs': no such user"),
+])
+def test_validation_messages_stay_one_line(field, value, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        TrainConfig.from_dict(with_(**{field: value})).validate(load_registries())
+    assert len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed=\udcff", r"\$\.seed: expected int, got string '\\udcff'"),  # an argv byte that is not UTF-8
+    ("a\nb=1", r"^override 'a\\nb=1': expected section\.key=value"),
+    ("task_options." + ".".join(["a"] * 70) + "=1", r"\$\.task_options(\.a)+: nested more than 64 levels deep"),
+    ("training.num_epochs=" + "9" * 5000, r"\$\.training\.num_epochs: expected int, got string '9+\.\.\.$"),
+])
+def test_hostile_overrides_are_one_config_error_line(text, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        resolve_config(data=BASE, overrides=[text]).to_hash()
+    assert len(str(err.value).splitlines()) == 1

@@ -125,3 +125,80 @@ def test_a_byte_order_mark_is_read_not_refused(tmp_path):
     dv = DatasetStore(tmp_path / "store").get("ds@v1")
     assert dv.num_rows == 2 and dv.file("train").sha256 == hash_file(path)
     assert dv.read_rows("train")[1]["output"] == 'd \\ " e'
+
+
+# Concrete manifests the property tests (test_properties_data.py) found; each once ended in an
+# "unexpected <Error>" (a traceback from the library), or read rows from another file than it verified.
+def _edit_manifest(store, version, edit):
+    path = store.root / "ds" / version / "manifest.json"
+    path.chmod(0o644)
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(tag_schema="train.jsonl"),
+     r"malformed manifest \(field 'tag_schema' must be an object, got str\)"),
+    (lambda d: d.update(tag_schema={"source": {"type": "categorical", "values": 5}}),
+     r"malformed manifest \(tag 'source': \"values\" must be a list\)"),
+    (lambda d: d.update(created_at=5), r"malformed manifest \(field 'created_at' must be a string, got int\)"),
+    (lambda d: d.update(task={"a": 1}), r"malformed manifest \(field 'task' must be a string, got dict\)"),
+    (lambda d: d["files"][0].update(num_rows=float("inf")), r"field 'files\[0\]\.num_rows' must be a count, got inf"),
+    (lambda d: d["files"][0].update(sha256=5), r"field 'files\[0\]\.sha256' must be a string, got 5"),
+    (lambda d: d["files"][0].update(path="a\nb"), r"file path 'a\\nb' holds a control character"),
+])
+def test_a_malformed_manifest_field_is_one_line_and_hides_no_sibling(store, edit, message):
+    _edit_manifest(store, "v2", edit)
+    with pytest.raises(DataError, match=message) as err:
+        store.get("ds@v2")
+    assert "\n" not in str(err.value)
+    assert [v.version for v in store.versions("ds")] == ["v1"]
+    listing = run("dataset", "list", "--store", store.root)
+    assert listing.exit_code == 0 and "ds@v1" in listing.stdout and "unexpected" not in listing.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"files": ' + "9" * 5000 + "}", r"unreadable manifest \(Exceeds the limit \(4300 digits\)"),
+    ("[" * 100_000, r"unreadable manifest \(nested too deeply\)"),
+    (b"\xff{}", r"unreadable manifest \('utf-8' codec can't decode byte 0xff"),
+])
+def test_an_unreadable_manifest_is_one_line(store, text, message):
+    path = store.root / "ds" / "v2" / "manifest.json"
+    path.chmod(0o644)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(DataError, match=message):
+        store.get("ds@v2")
+    assert store.get("ds@latest").version == "v1"
+
+
+def test_a_file_path_with_dot_segments_reads_the_file_it_verified(store):
+    _edit_manifest(store, "v2", lambda d: d["files"][0].update(path="sub/../train.jsonl"))  # no folder `sub`
+    dv = store.get("ds@v2")
+    from verifily_core.datasets import verify
+
+    verify(dv)
+    assert dv.split_path("train") == store.root / "ds" / "v2" / "train.jsonl"
+    assert len(dv.read_rows("train")) == 6 and dv.data_files()["train"]["path"] == str(dv.split_path("train"))
+
+
+def test_a_file_path_too_long_for_the_os_is_missing_not_an_oserror(store):
+    from verifily_core.datasets import verify
+
+    _edit_manifest(store, "v2", lambda d: d["files"][0].update(path="a" * 300))
+    with pytest.raises(DataError, match=r"/aaaa+: listed in .*manifest.json but missing|cannot read it"):
+        verify(store.get("ds@v2"))
+
+
+def test_a_tag_schema_file_with_bad_values_is_refused(tmp_path, store):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"source": {"type": "categorical", "values": 5}}))
+    rows = write_jsonl(tmp_path / "t.jsonl", make_sft_rows(3, 1))
+    res = run("dataset", "create", "--id", "ds", "--version", "v3", "--task", "sft", "--tag-schema", schema,
+              "--train", rows, "--store", store.root)
+    assert res.exit_code == 2 and "schema.json: tag 'source': \"values\" must be a list" in res.stderr
+    schema.write_bytes(b'{"a": ' + b"9" * 5000 + b"}")
+    res = run("dataset", "create", "--id", "ds", "--version", "v3", "--task", "sft", "--tag-schema", schema,
+              "--train", rows, "--store", store.root)
+    assert res.exit_code == 2 and "unreadable tag schema (Exceeds the limit" in res.stderr

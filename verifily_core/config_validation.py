@@ -72,13 +72,13 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
         out.append(f"$.task: {registries.tasks.unknown_message(cfg.task)}")
     if not cfg.dataset_version and not (cfg.data_paths and cfg.data_paths.train):
         out.append("$.dataset_version: set either dataset_version (id@version) or data_paths.train")
-    if cfg.dataset_version and not _DATASET_REF_RE.match(cfg.dataset_version):
+    if cfg.dataset_version and not _DATASET_REF_RE.fullmatch(cfg.dataset_version):
         out.append(
             f"$.dataset_version: expected 'id@version' (e.g. ds_demo@v2 or ds_demo@latest), "
-            f"got '{cfg.dataset_version}'"
+            f"got {cfg.dataset_version!r}"
         )
-    if not _DEVICE_RE.match(cfg.compute.device):
-        out.append(f"$.compute.device: expected auto, cpu, mps, cuda or cuda:N, got '{cfg.compute.device}'")
+    if not _DEVICE_RE.fullmatch(cfg.compute.device):
+        out.append(f"$.compute.device: expected auto, cpu, mps, cuda or cuda:N, got {cfg.compute.device!r}")
     out.extend(_base_model_problems(cfg.base_model))
     if not 0 <= cfg.seed <= SEED_MAX:
         out.append(f"$.seed: must be in [0, {SEED_MAX}] (what numpy and torch seeding accept), got {cfg.seed}")
@@ -95,19 +95,27 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
 
 
 def _base_model_problems(base_model: str) -> list[str]:
-    looks_local = base_model.startswith((".", "/", "~")) or Path(base_model).expanduser().exists()
-    if looks_local:
+    exists = _exists(base_model)
+    if base_model.startswith((".", "/", "~")) or exists:
+        if not exists:
+            return [f"$.base_model: local path {base_model!r} does not exist"]
         folder = Path(base_model).expanduser()
-        if not folder.exists():
-            return [f"$.base_model: local path '{base_model}' does not exist"]
         if folder.is_dir() and not _has_tokenizer_files(folder):
-            return [f"$.base_model: local model folder '{base_model}' has no tokenizer files ("
+            return [f"$.base_model: local model folder {base_model!r} has no tokenizer files ("
                     f"{', '.join(TOKENIZER_FILES)} or a sentencepiece *.model); save the tokenizer into it "
                     "(tokenizer.save_pretrained(folder)) or copy those files from the model's source"]
         return []
-    if not _HUB_ID_RE.match(base_model):
-        return [f"$.base_model: '{base_model}' is neither an existing local path nor a Hub id like org/name"]
+    if not _HUB_ID_RE.fullmatch(base_model):
+        return [f"$.base_model: {base_model!r} is neither an existing local path nor a Hub id like org/name"]
     return []
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` exists; ``False`` for one the OS cannot even look up (too long, a NUL byte)."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user of no such user
+        return False
 
 
 def _has_tokenizer_files(folder: Path) -> bool:
@@ -121,15 +129,18 @@ def _has_tokenizer_files(folder: Path) -> bool:
 def _output_dir_problems(output_dir: str) -> list[str]:
     """``output.dir`` must be a writable directory, or creatable: its nearest existing ancestor is
     a directory this process may write into. Nothing is created here."""
-    target = Path(output_dir).expanduser()
+    try:
+        target = Path(output_dir).expanduser()
+    except RuntimeError:  # ~user of no such user
+        return [f"$.output.dir: {output_dir!r}: no such user's home directory; choose another output directory"]
     probe = target
     while not os.path.lexists(probe) and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        where = f"'{output_dir}'" if probe == target else f"'{output_dir}' cannot be created: '{probe}'"
+        where = f"{output_dir!r}" if probe == target else f"{output_dir!r} cannot be created: '{probe}'"
         return [f"$.output.dir: {where} is not a directory; choose another output directory (--output-dir)"]
     if not os.access(probe, os.W_OK | os.X_OK):
-        where = f"'{output_dir}'" if probe == target else f"'{output_dir}' cannot be created: '{probe}'"
+        where = f"{output_dir!r}" if probe == target else f"{output_dir!r} cannot be created: '{probe}'"
         return [f"$.output.dir: {where} is not writable by this user; choose another output directory "
                 "(--output-dir) or fix its permissions"]
     return []

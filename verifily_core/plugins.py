@@ -88,7 +88,7 @@ class Registry(Generic[T]):
         available = ", ".join(sorted(self._items)) or "(none installed)"
         close = difflib.get_close_matches(name, list(self._items), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"unknown {self.kind} '{name}'{hint}; available: {available}"
+        return f"unknown {self.kind} {name!r}{hint}; available: {available}"
 
     def owner(self, name: str) -> str:
         """The plugin that registered ``name``."""

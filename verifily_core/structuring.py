@@ -24,6 +24,8 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from verifily_core.errors import ConfigError
 
 T = TypeVar("T")
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists in free-form options (``task_options``, ``metric_options``)."""
 
 
 def type_name(value: Any) -> str:
@@ -33,9 +35,18 @@ def type_name(value: Any) -> str:
     )
 
 
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters for a one-line message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int longer than Python prints
+        return f"<{type_name(value)}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _TypeMismatch(ValueError):
     def __init__(self, expected: str, value: Any) -> None:
-        super().__init__(f"expected {expected}, got {type_name(value)} {value!r}")
+        super().__init__(f"expected {expected}, got {type_name(value)} {brief(value)}")
 
 
 def _int(value: Any, _: Any) -> int:
@@ -78,7 +89,7 @@ def _list_of_str(value: Any, _: Any) -> list[str]:
         raise _TypeMismatch("list of strings", value)
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise ValueError(f"[{i}]: expected string, got {type_name(item)} {item!r}")
+            raise ValueError(f"[{i}]: expected string, got {type_name(item)} {brief(item)}")
     return list(value)
 
 
@@ -93,7 +104,39 @@ def _str_or_list(value: Any, _: Any) -> Union[str, list[str]]:
 def _dict(value: Any, _: Any) -> dict:
     if not isinstance(value, dict):
         raise _TypeMismatch("mapping", value)
+    problem = plain_data_problem(value)
+    if problem:
+        raise ValueError(problem[2:] if problem.startswith(": ") else problem)
     return dict(value)
+
+
+def plain_data_problem(value: Any) -> str | None:
+    """The first part of ``value`` that JSON cannot hold as written (a date, a set, a non-string
+    key, nesting deeper than :data:`MAX_DEPTH`), as ``.path: problem`` (``: problem`` at the
+    top); ``None`` if there is none.
+
+    Free-form options go into ``config.yaml`` and the config hash, which are JSON-like data."""
+    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+    while stack:
+        path, item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"{path}: nested more than {MAX_DEPTH} levels deep; flatten it"
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return f"{path}: key {brief(key)} ({type_name(key)}) must be a string; quote it"
+                stack.append((f"{path}.{_shown(key)}", sub, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{path}[{i}]", sub, depth + 1) for i, sub in enumerate(item))
+        elif item is not None and not isinstance(item, (str, int, float)):
+            return (f"{path}: expected a string, number, boolean, null, list or mapping, got {type_name(item)}"
+                    f" {brief(item)}; quote it to keep it as text")
+    return None
+
+
+def _shown(key: Any) -> str:
+    """A mapping key as a path in a message shows it: plain when a name (``[\\w-]+``), else its repr."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w-]+", key) else repr(key)
 
 
 def _literal(value: Any, typ: Any) -> Any:
@@ -101,7 +144,7 @@ def _literal(value: Any, typ: Any) -> Any:
     if isinstance(value, bool) and ("off" if value is False else "on") in allowed:
         value = "off" if value is False else "on"  # YAML 1.1 reads a bare off/on as a boolean
     if value not in allowed:
-        raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
+        raise ValueError(f"expected one of {', '.join(map(str, allowed))}, got {brief(value)}")
     return value
 
 
@@ -159,10 +202,10 @@ def _walk(exc: BaseException, path: str) -> list[str]:
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
         out = []
-        for key in sorted(exc.extra_fields):
-            close = difflib.get_close_matches(key, known, n=1)
+        for key in sorted(exc.extra_fields, key=repr):
+            close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
-            out.append(f"{path}.{key}: unknown key{hint}")
+            out.append(f"{path}.{_shown(key)}: unknown key{hint}")
         return out
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         out = []
@@ -179,7 +222,7 @@ def _walk(exc: BaseException, path: str) -> list[str]:
     if isinstance(exc, KeyError):
         return [f"{path}: required field is missing"]
     msg = str(exc)
-    if msg.startswith("["):  # a list item, from _list_of_str
+    if msg.startswith(("[", ".")):  # a list item (_list_of_str) or a part of free-form data (_dict)
         idx, _, rest = msg.partition(": ")
         return [f"{path}{idx}: {rest}"]
     if isinstance(exc, TypeError) and "missing" in msg and "required" in msg:

@@ -57,16 +57,19 @@ def _by_key(labels: dict[str, Any], weight: Any, all_values: bool) -> list[tuple
 
 
 def _read_tag_schema(path: str | None) -> dict[str, Any] | None:
+    from verifily_core.datasets.rows import tag_schema_problem
     from verifily_core.errors import DataError
 
     if not path:
         return None
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable tag schema ({exc})") from None
-    if not isinstance(doc, dict) or not all(isinstance(v, dict) and "type" in v for v in doc.values()):
-        raise DataError(f"{path}: a tag schema maps tag keys to {{\"type\": ...}} objects, "
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON or not UTF-8
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise DataError(f"{path}: unreadable tag schema ({reason})") from None
+    problem = tag_schema_problem(doc)
+    if problem:
+        raise DataError(f"{path}: {problem}; a tag schema maps tag keys to {{\"type\": ...}} objects, "
                         'e.g. {"source": {"type": "categorical", "values": ["human", "synthetic"]}}')
     return doc
 

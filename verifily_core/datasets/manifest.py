@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 
-from verifily_core.datasets.rows import iter_jsonl, scan_file
+from verifily_core.datasets.rows import iter_jsonl, scan_file, tag_schema_problem
 from verifily_core.datasets.streaming import hash_file
 from verifily_core.errors import DataError
 from verifily_core.hashing import PREFIX, sha256_bytes
@@ -83,9 +83,14 @@ class DatasetVersion:
         return self.file(split) is not None
 
     def split_path(self, split: str) -> Path | None:
-        """Absolute path of a split's file, or ``None``."""
+        """Absolute path of a split's file, or ``None``: for a store version the same resolved
+        path :func:`verify` hashes (``sub/../train.jsonl`` is ``train.jsonl``)."""
         f = self.file(split)
-        return (Path(self.root) / f.path) if f else None
+        if f is None:
+            return None
+        if self.manifest_path:
+            return safe_member(Path(self.root), f.path, self.manifest_path)
+        return Path(self.root) / f.path
 
     def iter_rows(self, split: str) -> Iterator[dict[str, Any]]:
         """Stream the rows of a split."""
@@ -106,12 +111,12 @@ class DatasetVersion:
             "dataset_id": self.dataset_id,
             "version": self.version,
             "content_hash": self.content_hash,
-            "files": {f.split: str(Path(self.root) / f.path) for f in self.files},
+            "files": {f.split: str(self.split_path(f.split)) for f in self.files},
         }
 
     def data_files(self) -> dict[str, dict[str, str]]:
         """The ``data_files`` section of ``hashes.json``."""
-        return {f.split: {"path": str(Path(self.root) / f.path), "sha256": f.sha256} for f in self.files}
+        return {f.split: {"path": str(self.split_path(f.split)), "sha256": f.sha256} for f in self.files}
 
     def to_manifest(self) -> dict[str, Any]:
         """The ``manifest.json`` document (core-spec.md section 7.1)."""
@@ -133,13 +138,22 @@ class DatasetVersion:
 def safe_member(root: Path, rel: str, manifest: Path | str) -> Path:
     """Resolve a manifest file path inside ``root``; refuse absolute paths, ``..`` and symlinks out."""
     if not isinstance(rel, str) or not rel or os.path.isabs(rel) or Path(rel).drive:
-        raise DataError(f"{manifest}: file path {rel!r} must be relative to the version directory")
+        raise DataError(f"{manifest}: file path {rel!r:.80} must be relative to the version directory")
+    if not rel.isprintable():
+        raise DataError(f"{manifest}: file path {rel!r:.80} holds a control character")
     target = (root / rel).resolve()
     if not target.is_relative_to(root.resolve()):
-        how = f"is a symlink that escapes the version directory (to {target})" if (root / rel).is_symlink() \
+        how = f"is a symlink that escapes the version directory (to {target})" if _is_symlink(root / rel) \
             else "escapes the version directory"
-        raise DataError(f"{manifest}: file path {rel!r} {how}; refusing to read it")
+        raise DataError(f"{manifest}: file path {rel!r:.80} {how}; refusing to read it")
     return target
+
+
+def _is_symlink(path: Path) -> bool:
+    try:
+        return path.is_symlink()
+    except OSError:  # e.g. a name too long for the file system
+        return False
 
 
 def normalize_sha256(value: Any) -> str:
@@ -151,28 +165,76 @@ def normalize_sha256(value: Any) -> str:
 
 
 def read_manifest(path: str | Path) -> DatasetVersion:
-    """Read and check a ``manifest.json`` (paths and structure; hashes are checked by :func:`verify`)."""
+    """Read and check a ``manifest.json`` (paths, structure and field types; hashes are checked
+    by :func:`verify`). Every problem is one DataError line naming the file."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: manifest not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: unreadable manifest (nested too deeply)") from None
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, not UTF-8, an integer over 4300 digits
+        raise DataError(f"{path}: unreadable manifest ({str(exc).split(';')[0]})") from None
+    problem = _doc_problem(doc)
+    if problem:
+        raise DataError(f"{path}: malformed manifest ({problem})")
     root = path.parent
-    try:
-        files = tuple(DataFile(split=f["split"], path=f["path"], num_rows=int(f["num_rows"]),
-                               sha256=normalize_sha256(f["sha256"])) for f in doc["files"])
-        _check_files(files, root, path)
-        return DatasetVersion(
-            dataset_id=doc["dataset_id"], version=doc["version"], task=doc["task"], files=files,
-            content_hash=normalize_sha256(doc["content_hash"]), tag_keys=tuple(doc.get("tag_keys", [])),
-            tag_schema=doc.get("tag_schema") or {}, created_at=doc.get("created_at", ""), root=str(root),
-            ref=f"{doc['dataset_id']}@{doc['version']}", format=doc.get("format", "jsonl"), manifest_path=str(path),
-            row_schema=doc.get("row_schema") or {},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: malformed manifest (missing or bad field {exc})") from None
+    files = tuple(DataFile(split=f["split"], path=f["path"], num_rows=_count(f["num_rows"]),
+                           sha256=normalize_sha256(f["sha256"])) for f in doc["files"])
+    _check_files(files, root, path)
+    return DatasetVersion(
+        dataset_id=doc["dataset_id"], version=doc["version"], task=doc["task"], files=files,
+        content_hash=normalize_sha256(doc["content_hash"]), tag_keys=tuple(doc.get("tag_keys") or ()),
+        tag_schema=doc.get("tag_schema") or {}, created_at=doc.get("created_at") or "", root=str(root),
+        ref=f"{doc['dataset_id']}@{doc['version']}", format=doc.get("format") or "jsonl", manifest_path=str(path),
+        row_schema=doc.get("row_schema") or {},
+    )
+
+
+_FIELDS: dict[str, tuple[type, bool]] = {
+    "dataset_id": (str, True), "version": (str, True), "task": (str, True), "content_hash": (str, True),
+    "files": (list, True), "created_at": (str, False), "format": (str, False), "tag_keys": (list, False),
+    "tag_schema": (dict, False), "row_schema": (dict, False),
+}
+_FILE_FIELDS = {"split": str, "path": str, "num_rows": object, "sha256": str}
+_KINDS = {str: "a string", list: "a list", dict: "an object", object: "a count"}
+
+
+def _doc_problem(doc: Any) -> str | None:
+    """The first field of a manifest document that is missing or of the wrong type, or ``None``
+    (optional fields may be absent or null)."""
+    if not isinstance(doc, dict):
+        return f"expected a JSON object, got {type(doc).__name__}"
+    for key, (kind, required) in _FIELDS.items():
+        if doc.get(key) is None and not required:
+            continue
+        if key not in doc:
+            return f"missing field '{key}'"
+        if not isinstance(doc[key], kind):
+            return f"field '{key}' must be {_KINDS[kind]}, got {type(doc[key]).__name__}"
+    for i, f in enumerate(doc["files"]):
+        if not isinstance(f, dict):
+            return f"files[{i}] must be an object, got {type(f).__name__}"
+        for key, kind in _FILE_FIELDS.items():
+            if key not in f:
+                return f"missing field 'files[{i}].{key}'"
+            if not isinstance(f[key], kind) or (key == "num_rows" and _count(f[key]) < 0):
+                return f"field 'files[{i}].{key}' must be {_KINDS[kind]}, got {f[key]!r:.40}"
+    if not all(isinstance(k, str) for k in doc.get("tag_keys") or ()):
+        return "field 'tag_keys' must be a list of strings"
+    return tag_schema_problem(doc.get("tag_schema") or {})
+
+
+def _count(value: Any) -> int:
+    """A row count as written (``12``; hand-written manifests may say ``12.0`` or ``"12"``), or -1."""
+    if isinstance(value, bool):
+        return -1
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        return int(value)
+    return -1
 
 
 def _check_files(files: tuple[DataFile, ...], root: Path, path: Path) -> None:
@@ -198,11 +260,14 @@ def verify(version: DatasetVersion, validate_row: Callable[[Mapping[str, Any]], 
     manifest = version.manifest_path or "data_paths"
     for f in version.files:
         target = safe_member(root, f.path, manifest) if version.manifest_path else root / f.path
-        if not target.is_file():
-            raise DataError(f"{target}: listed in {manifest} but missing")
         label = f"Verifying {f.split} ({target.name})"
-        scan = scan_file(target, validate_row, version.tag_schema or None, label) if validate_row else None
-        actual = scan.sha256 if scan else hash_file(target, label)
+        try:
+            if not target.is_file():
+                raise DataError(f"{target}: listed in {manifest} but missing")
+            scan = scan_file(target, validate_row, version.tag_schema or None, label) if validate_row else None
+            actual = scan.sha256 if scan else hash_file(target, label)
+        except OSError as exc:
+            raise DataError(f"{target}: cannot read it ({exc.strerror or exc}); listed in {manifest}") from None
         if actual != f.sha256:
             raise DataError(f"{target}: sha256 mismatch: manifest says {f.sha256}, file has {actual}; "
                             "the dataset was modified after it was created")

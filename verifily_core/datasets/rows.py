@@ -94,6 +94,21 @@ def check_tags(row: Mapping[str, Any], tag_schema: Mapping[str, Any] | None) -> 
     return None
 
 
+TAG_TYPES = ("categorical", "number", "boolean", "string")
+
+
+def tag_schema_problem(schema: Any) -> str | None:
+    """What is wrong with a tag schema (``{key: {"type": ..., "values": [...]}}``), or ``None``."""
+    if not isinstance(schema, dict):
+        return f"a tag schema is an object, got {type(schema).__name__}"
+    for key, spec in schema.items():
+        if not isinstance(spec, dict) or spec.get("type") not in TAG_TYPES:
+            return f"tag {key!r}: expected {{\"type\": ...}} with a type of {', '.join(TAG_TYPES)}"
+        if not isinstance(spec.get("values", []), list):
+            return f"tag {key!r}: \"values\" must be a list"
+    return None
+
+
 def _type_problem(spec: Mapping[str, Any], value: Any) -> str | None:
     kind = spec.get("type")
     if kind == "categorical" and value not in spec.get("values", []):

@@ -164,7 +164,8 @@ class DatasetStore:
                 broken.append((folder, str(exc)))
                 continue
             if (dv.dataset_id, dv.version) != (dataset_id, folder.name):
-                broken.append((folder, f"{folder / MANIFEST}: the manifest names {dv.ref} but sits in "
+                named = dv.ref if dv.ref.isprintable() else repr(dv.ref)
+                broken.append((folder, f"{folder / MANIFEST}: the manifest names {named} but sits in "
                                        f"{dataset_id}/{folder.name}; {folder} is not a version"))
                 continue
             found.append(dv)
