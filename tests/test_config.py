@@ -255,9 +255,13 @@ def test_validation_metrics_are_checked_against_the_task(tmp_path):
 
     cfg = tmp_path / "c.yaml"
     base = "task: {task}\nbase_model: org/model\ndata_paths: {{train: t.jsonl}}\ntraining: {{validation_metrics: [{m}]}}\n"
+    cfg.write_text(base.format(task="dpo", m="reward_accuracy"))
+    res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--dry-run", "--no-data-check"])
+    assert res.exit_code == 1 and "$.training.validation_metrics: task 'dpo' computes only the loss" in res.output
     cfg.write_text(base.format(task="sft", m="token_f1"))
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--dry-run", "--no-data-check"])
-    assert res.exit_code == 1 and "$.training.validation_metrics: task 'sft' computes only the loss" in res.output
+    assert res.exit_code == 1 and "'token_f1' needs prediction, which task 'sft' does not compute during training; " \
+        "use one of sequence_accuracy, token_accuracy" in res.output
     cfg.write_text(base.format(task="classification", m="accuracyy"))
     res = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--dry-run", "--no-data-check"])
     assert res.exit_code == 1 and "$.training.validation_metrics[0]: unknown metric 'accuracyy'" in res.output

@@ -191,6 +191,12 @@ def _validation_metric_problems(cfg: TrainConfig, regs: Registries) -> list[str]
             out.append(f"$.training.validation_metrics[{i}]: {regs.metrics.unknown_message(name)}")
         elif regs.metrics.get(name).tasks and cfg.task not in regs.metrics.get(name).tasks:
             out.append(f"$.training.validation_metrics[{i}]: metric '{name}' is not a metric of task '{cfg.task}'")
+        elif not regs.metrics.get(name).reads <= task.validation_reads:
+            usable = sorted(n for n in regs.metrics.names() if regs.metrics.get(n).reads <= task.validation_reads
+                            and (not regs.metrics.get(n).tasks or cfg.task in regs.metrics.get(n).tasks))
+            out.append(f"$.training.validation_metrics[{i}]: '{name}' needs {', '.join(sorted(regs.metrics.get(name).reads))}, "
+                       f"which task '{cfg.task}' does not compute during training; use one of {', '.join(usable)} "
+                       "(or `verifily eval` after training)")
     return out
 
 

@@ -39,8 +39,9 @@ class Task(ABC):
     ``score_directions`` (``higher_is_better`` of per-example model scores that are not
     metrics, e.g. ``{"loss": False}``). ``validation_metrics`` are the metric plugins the task
     computes on the val split at every evaluation during training besides the loss
-    (``training.validation_metrics`` chooses others); a task without any computes the loss
-    only and refuses that setting.
+    (``training.validation_metrics`` chooses others among the metrics that read only
+    ``validation_reads``, what the task's evaluation during training gives each row); a task
+    without any computes the loss only and refuses that setting.
     """
 
     name: ClassVar[str]
@@ -53,6 +54,7 @@ class Task(ABC):
     hard_example_scores: ClassVar[tuple[str, ...]] = ()
     score_directions: ClassVar[Mapping[str, bool]] = MappingProxyType({})
     validation_metrics: ClassVar[tuple[str, ...]] = ()
+    validation_reads: ClassVar[frozenset[str]] = frozenset()
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """Return the first problem with one data row as a short phrase, or ``None``.

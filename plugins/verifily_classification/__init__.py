@@ -36,6 +36,7 @@ class ClassificationTask(Task):
     hard_example_scores = ("p_true", "accuracy")
     score_directions = {"p_true": True, "p_pred": True, "loss": False}
     validation_metrics = ("accuracy", "macro_f1")
+    validation_reads = frozenset({"prediction"})
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job

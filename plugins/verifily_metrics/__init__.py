@@ -1,6 +1,7 @@
 """Built-in metric plugin ``metrics``.
 
-SFT: ``loss``, ``perplexity`` (teacher-forced, from the model's per-example scores),
+SFT: ``loss``, ``perplexity``, ``token_accuracy``, ``sequence_accuracy`` (teacher-forced, from
+the model's per-example scores),
 ``exact_match``, ``token_f1`` (SQuAD normalisation), ``format_compliance``, ``gold_exact_match``.
 Classification: ``accuracy``, ``macro_f1``, ``weighted_f1`` and the non-scalar ``per_class``,
 ``confusion_matrix`` (JSON and PNG) and ``classification_report``.
@@ -17,11 +18,11 @@ from verifily_core import hookimpl
 from verifily_metrics.classification import (
     Accuracy, ClassificationReport, ConfusionMatrix, MacroF1, PerClass, WeightedF1,
 )
-from verifily_metrics.lm import Loss, Perplexity
+from verifily_metrics.lm import Loss, Perplexity, SequenceAccuracy, TokenAccuracy
 from verifily_metrics.text import ExactMatch, FormatCompliance, GoldExactMatch, TokenF1
 
 BUILTIN_METRICS = (
-    Loss, Perplexity, ExactMatch, TokenF1, FormatCompliance, GoldExactMatch,
+    Loss, Perplexity, TokenAccuracy, SequenceAccuracy, ExactMatch, TokenF1, FormatCompliance, GoldExactMatch,
     Accuracy, MacroF1, WeightedF1, PerClass, ConfusionMatrix, ClassificationReport,
 )
 

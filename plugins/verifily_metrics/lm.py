@@ -86,3 +86,69 @@ def _loss_and_weight(scores: Mapping[str, Any], metric: str) -> tuple[float, flo
     loss = score_of(scores, "loss", metric)
     weight = float(scores.get("n_tokens", 1.0) if scores.get("n_tokens") is not None else 1.0)
     return loss, weight
+
+
+class TokenAccuracy(Metric):
+    """Share of reference tokens that are the model's top choice given the reference before them
+    (teacher forcing; from the model's per-example ``n_correct`` and ``n_tokens``)."""
+
+    name = "token_accuracy"
+    tasks = ("sft",)
+    reads = frozenset({"n_correct", "n_tokens"})
+
+    def per_example(self, prediction: Any, reference: Any, row: Mapping[str, Any],
+                    scores: Mapping[str, Any], **kwargs: Any) -> float | None:
+        """The row's own share of right tokens (``None`` without reference tokens)."""
+        right, n = _right_and_total(scores, self.name)
+        return right / n if n else None
+
+    def statistics(self, predictions: Sequence[Any], references: Sequence[Any],
+                   rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
+        """Columns ``n_correct_i`` and ``n_tokens_i``."""
+        import numpy as np
+
+        pairs = [_right_and_total(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
+        return np.array(pairs, dtype=float).reshape(len(pairs), 2)
+
+    def from_statistics(self, totals: Any) -> Any:
+        """``sum(n_correct) / sum(n_tokens)`` (NaN without tokens)."""
+        import numpy as np
+
+        totals = np.asarray(totals, dtype=float)
+        tokens = totals[..., 1]
+        return np.where(tokens > 0, totals[..., 0] / np.where(tokens > 0, tokens, 1), np.nan)
+
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any],
+                rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:
+        """Token-weighted share of right tokens over the given rows (``None`` for no tokens)."""
+        pairs = [_right_and_total(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
+        total = sum(n for _, n in pairs)
+        return sum(r for r, _ in pairs) / total if total else None
+
+
+class SequenceAccuracy(Metric):
+    """Share of rows whose every reference token (end of sequence included) is the model's top
+    choice given the reference before it: greedy decoding would write the reference token for
+    token. Computed from one teacher-forced pass, without generating."""
+
+    name = "sequence_accuracy"
+    tasks = ("sft",)
+    reads = frozenset({"n_correct", "n_tokens"})
+
+    def per_example(self, prediction: Any, reference: Any, row: Mapping[str, Any],
+                    scores: Mapping[str, Any], **kwargs: Any) -> float | None:
+        """1.0 when every reference token is right, else 0.0 (``None`` without reference tokens)."""
+        right, n = _right_and_total(scores, self.name)
+        return float(right == n) if n else None
+
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any],
+                rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:
+        """Mean of the per-row values that count."""
+        scores = kwargs.get("scores") or [{}] * len(predictions)
+        values = [v for s in scores if (v := self.per_example(None, None, {}, s)) is not None]
+        return math.fsum(values) / len(values) if values else None
+
+
+def _right_and_total(scores: Mapping[str, Any], metric: str) -> tuple[float, float]:
+    return score_of(scores, "n_correct", metric), score_of(scores, "n_tokens", metric)
+

@@ -12,11 +12,12 @@ from verifily_sft.options import SFTOptions
 
 @torch.no_grad()
 def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
-                     max_len: int, options: SFTOptions, batch_size: int, device: str) -> list[tuple[float, int]]:
-    """Per row: (mean NLL of the reference tokens under teacher forcing, number of reference tokens)."""
+                     max_len: int, options: SFTOptions, batch_size: int, device: str) -> list[tuple[float, int, int]]:
+    """Per row, under teacher forcing: (mean NLL of the reference tokens, number of reference
+    tokens, number of them that are the model's top choice)."""
     feats, _ = prepare(rows, tokenizer, model_kind, max_len, options)
     collate = PadCollator(tokenizer.pad_token_id)
-    out: list[tuple[float, int]] = []
+    out: list[tuple[float, int, int]] = []
     for start in range(0, len(feats), batch_size):
         batch = {k: v.to(device) for k, v in collate(feats[start:start + batch_size]).items()}
         labels = batch.pop("labels")
@@ -29,7 +30,8 @@ def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any
         nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0), reduction="none")
         mask = (target != -100).float()
         sums, counts = (nll * mask).sum(1), mask.sum(1)
-        out += [(float(s / max(c, 1)), int(c)) for s, c in zip(sums.tolist(), counts.tolist())]
+        right = ((logits.argmax(-1) == target).float() * mask).sum(1)
+        out += [(float(s / max(c, 1)), int(c), int(r)) for s, c, r in zip(sums.tolist(), counts.tolist(), right.tolist())]
     return out
 
 
