@@ -292,42 +292,34 @@ def test_the_atomic_writer_names_the_target_and_removes_its_temporary(tmp_path, 
 
 # -- a real small file system ----------------------------------------------------------------------
 
-FILL_LEVELS_KIB = (4, 24, 60, 120, 200, 280)
-"""Free space left on a 4 MiB tmpfs before `verifily train` starts; each ends at another point
-(the run's first files, checkpoints, sealing, evaluation) or completes."""
+FILL_LEVELS_KIB = (4, 24, 60, 120, 144, 240)
+"""Free space left on a 4 MiB tmpfs before `verifily train` starts: the run's first files, then
+the checkpoint (the run's peak: adapter, optimizer and scheduler states) run out of space, and
+the last level completes. The later phases (sealing, evaluation) need less than the checkpoint,
+so only the injected failures above reach them."""
+
 
 IN_NAMESPACE = textwrap.dedent("""
     import json, os, subprocess, sys
-    mount, config, model_levels = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3].split(",")]
+    from verifily_core.testing.pytest_plugin import invoke_verifily
+    mount, config, levels = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3].split(",")]
+    runs = os.path.join(mount, "runs")
     report = []
-    for free in model_levels:
+    for free in levels:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount], check=True)
         try:
             with open(os.path.join(mount, "filler"), "wb") as fh:
-                fh.write(b"\\0" * (4096 - free) * 1024)
-            runs = os.path.join(mount, "runs")
-            res = subprocess.run([sys.executable, "-c", "from verifily_core.cli import main; main()", "train",
-                                  "--config", config, "--output-dir", runs], capture_output=True, text=True)
-            tree = {}
-            for root, dirs, names in os.walk(runs):
-                for name in names:
-                    tree[os.path.relpath(os.path.join(root, name), runs)] = None
+                fh.write(bytes((4096 - free) * 1024))
+            res = invoke_verifily("train", "--config", config, "--output-dir", runs)
+            files = sorted(os.path.relpath(os.path.join(root, name), runs)
+                           for root, dirs, names in os.walk(runs) for name in [*names, *dirs])
             folders = sorted(os.listdir(runs)) if os.path.isdir(runs) else []
-            metas = {}
-            for f in folders:
-                try:
-                    metas[f] = json.load(open(os.path.join(runs, f, "run_meta.json")))["status"]
-                except (OSError, ValueError):
-                    metas[f] = None
-            listed = subprocess.run([sys.executable, "-c", "from verifily_core.cli import main; main()", "runs",
-                                     "--runs-dir", runs, "--format", "json"], capture_output=True, text=True)
-            verified = {f: subprocess.run([sys.executable, "-c", "from verifily_core.cli import main; main()",
-                                           "reproduce", "--run", os.path.join(runs, f), "--verify-only"],
-                                          capture_output=True, text=True).returncode
+            listed = invoke_verifily("runs", "--runs-dir", runs, "--format", "json")
+            verified = {f: invoke_verifily("reproduce", "--run", os.path.join(runs, f), "--verify-only").exit_code
                         for f in folders if "." not in f}
-            report.append({"free": free, "rc": res.returncode, "stderr": res.stderr, "files": sorted(tree),
-                           "folders": folders, "meta_status": metas, "verified": verified,
-                           "runs": json.loads(listed.stdout) if listed.returncode == 0 else listed.stderr})
+            report.append({"free": free, "rc": res.exit_code, "stderr": res.stderr, "files": files,
+                           "folders": folders, "verified": verified,
+                           "runs": json.loads(listed.stdout) if listed.exit_code == 0 else listed.stderr})
         finally:
             subprocess.run(["umount", mount], check=True)
     print(json.dumps(report))
@@ -383,4 +375,4 @@ def test_a_real_full_file_system_at_several_fill_levels(tmp_path, verifily_tiny_
         outcomes.add("train failed")
         assert [f for f in case["folders"] if f.endswith(".failed")] == case["folders"], where
         assert isinstance(case["runs"], list) and all(r["status"] == "failed" for r in case["runs"]), where
-    assert "train failed" in outcomes, report
+    assert outcomes >= {"train failed", "completed"}, report
