@@ -31,6 +31,8 @@ from verifily_core.runs import (
 
 PARTIAL, FAILED = PARTIAL_SUFFIX, FAILED_SUFFIX
 CHECKPOINTS = "checkpoints"
+REMOVING = f".{CHECKPOINTS}.removing"
+"""Where the checkpoints go while they are removed at sealing (removed by a resume if a kill left it)."""
 log = logging.getLogger("verifily.run")
 
 
@@ -87,6 +89,7 @@ class RunWriter:
                 for stale in self.path.rglob(".*.tmp"):  # a killed process's half-written files
                     if stale.is_file():
                         stale.unlink()
+                shutil.rmtree(self.path / REMOVING, ignore_errors=True)
             write_text(self.path / "config.yaml", self.job.config.to_yaml())
             env = dict(self.environment)
             env["info"] = {**env["info"], "device": self.device, "plugins": plugins}
@@ -117,7 +120,7 @@ class RunWriter:
         """Seal the run: drop checkpoints, write run_meta and hashes.json, rename, make read-only,
         unlock. When sealing fails the lock stays held for :meth:`fail`, which the caller must call
         (no other process may take the run over before it is marked failed)."""
-        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        self._drop_checkpoints()
         final = self.output_dir / self.job.job_id
         run = self._write_meta(STATUS_COMPLETED, metrics, None, final)
         write_json(self.path / "hashes.json", {
@@ -139,6 +142,15 @@ class RunWriter:
             log.warning("%s: could not make the run read-only (%s)", final, exc.strerror or exc)
         self.release()
         return run
+
+    def _drop_checkpoints(self) -> None:
+        """Remove ``checkpoints/``, renamed out of the way first: a kill in the middle must not leave
+        a checkpoint that looks complete (its ``trainer_state.json``) with files missing."""
+        if not self.checkpoints.is_dir():
+            return
+        shutil.rmtree(self.path / REMOVING, ignore_errors=True)
+        os.rename(self.checkpoints, self.path / REMOVING)
+        shutil.rmtree(self.path / REMOVING, ignore_errors=True)
 
     @_unlocking
     def fail(self, error: str, metrics: dict[str, Any] | None = None) -> Run:
