@@ -26,20 +26,24 @@ from verifily_core import files
 from verifily_core.runs import list_runs, load_run
 from verifily_core.testing import make_sft_rows, write_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
+                                                   reason="needs /proc/self/fd to tell which file an fsync is for")]
 
 
 class DiskFull:
-    """Counts ``os.fsync`` calls; the ``fail_at``-th and every later one raises ENOSPC (a full
-    disk stays full)."""
+    """Stands in for ``os.fsync``: from the ``occurrence``-th durable write of a file whose name
+    contains ``match`` (any file when ``None``) on, every durable write raises ENOSPC (a full
+    disk stays full). Temporary files carry their target's name (``.hashes.json.x1y2.tmp``)."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
-        self.fail_at, self.calls = fail_at, 0
+    def __init__(self, match: str | None = None, occurrence: int = 1) -> None:
+        self.match, self.occurrence, self.seen, self.full = match, occurrence, 0, False
         self.real = os.fsync
 
     def __call__(self, fd: int) -> None:
-        self.calls += 1
-        if self.fail_at is not None and self.calls >= self.fail_at:
+        if not self.full and (self.match is None or self.match in os.readlink(f"/proc/self/fd/{fd}")):
+            self.seen += 1
+            self.full = self.seen >= self.occurrence
+        if self.full:
             raise OSError(errno.ENOSPC, "No space left on device")
         self.real(fd)
 
@@ -85,48 +89,32 @@ def fault():
     patch.undo()
 
 
-@pytest.fixture(scope="module")
-def fsyncs_per_train(tmp_path_factory, verifily_tiny_llama_dir) -> int:
-    """How many durable writes one `verifily train` (with evaluation) makes."""
-    from verifily_core.testing.pytest_plugin import invoke_verifily
-
-    config = make_config(tmp_path_factory.mktemp("count"), verifily_tiny_llama_dir)
-    counter = DiskFull()
-    mp = pytest.MonkeyPatch()
-    mp.setattr(os, "fsync", counter)
-    try:
-        res = invoke_verifily("train", "--config", config)
-    finally:
-        mp.undo()
-    assert res.exit_code == 0, res.output
-    assert counter.calls > 10
-    return counter.calls
-
-
-WHERE = ("config", "environment", "run_meta", "log", "log_after_checkpoint", "adapter_config", "seal", "hashes",
-         "eval")
+# The durable writes of the run made by make_config, in order: config.yaml, environment.json,
+# run_meta.json (running), a train_log.jsonl line per step, checkpoint-2's manifest after the
+# second, the final log line, adapter_config.json, run_meta.json (completed), hashes.json, then
+# eval/: predictions.jsonl, hard_examples.jsonl, eval_results.json and the seal, eval_hashes.json.
+WHERE = {"config": ("config.yaml", 1), "environment": ("environment.json", 1), "run_meta": ("run_meta.json", 1),
+         "log": ("train_log.jsonl", 1), "checkpoint": ("verifily_checkpoint.json", 1),
+         "log_after_checkpoint": ("train_log.jsonl", 3), "adapter_config": ("adapter_config.json", 1),
+         "seal": ("run_meta.json", 2), "hashes": ("hashes.json", 1), "eval": ("predictions.jsonl", 1),
+         "eval_results": ("eval_results.json", 1), "eval_seal": ("eval_hashes.json", 1)}
 
 
 @pytest.mark.parametrize("where", WHERE)
-def test_train_on_a_full_disk_fails_cleanly(where, tmp_path, fault, verifily_cli, verifily_tiny_llama_dir,
-                                            fsyncs_per_train):
-    n = fsyncs_per_train
-    # the durable writes of a run, in order: config.yaml, environment.json, run_meta.json (running),
-    # a train_log.jsonl line per step (checkpoint-2 is saved after the second) and the last one,
-    # adapter_config.json, run_meta.json (completed), hashes.json, then eval/ (three files)
-    fail_at = {"config": 1, "environment": 2, "run_meta": 3, "log": 4, "log_after_checkpoint": 6,
-               "adapter_config": n - 5, "seal": n - 4, "hashes": n - 3, "eval": n - 2}[where]
+def test_train_on_a_full_disk_fails_cleanly(where, tmp_path, fault, verifily_cli, verifily_tiny_llama_dir):
     config = make_config(tmp_path, verifily_tiny_llama_dir)
-    fault.setattr(os, "fsync", DiskFull(fail_at))
+    disk = DiskFull(*WHERE[where])
+    fault.setattr(os, "fsync", disk)
     res = verifily_cli("train", "--config", config)
     fault.undo()
+    assert disk.full, f"the run never wrote {WHERE[where]}"
     runs = tmp_path / "runs"
     assert temporaries(tmp_path) == []
     sealed = [p for p in runs.iterdir() if "." not in p.name]
-    if where == "eval":  # the run was sealed before evaluation failed: it is complete and verifies
+    if where.startswith("eval"):  # the run was sealed before evaluation failed: it is complete and verifies
         assert res.exit_code == 4, res.output
         assert_one_clear_line(res, sealed[0] / "eval")
-        assert not (sealed[0] / "eval" / "eval_results.json").exists()
+        assert list((sealed[0] / "eval").iterdir()) == []  # no unsealed result left to read
         assert verifily_cli("reproduce", "--run", sealed[0], "--verify-only").exit_code == 0
         return
     assert res.exit_code == 3, res.output
@@ -142,12 +130,12 @@ def test_train_on_a_full_disk_fails_cleanly(where, tmp_path, fault, verifily_cli
 
 
 def test_a_run_failed_on_a_full_disk_resumes_once_there_is_room(tmp_path, fault, verifily_cli,
-                                                                verifily_tiny_llama_dir, fsyncs_per_train):
+                                                                verifily_tiny_llama_dir):
     config = make_config(tmp_path, verifily_tiny_llama_dir, eval_enabled=False)
     reference = verifily_cli("train", "--config", config, "--output-dir", tmp_path / "reference")
     assert reference.exit_code == 0, reference.output
     (ref,) = (tmp_path / "reference").iterdir()
-    fault.setattr(os, "fsync", DiskFull(fsyncs_per_train // 2))  # after a checkpoint
+    fault.setattr(os, "fsync", DiskFull("train_log.jsonl", 3))  # after a checkpoint
     assert verifily_cli("train", "--config", config).exit_code == 3
     fault.undo()
     (failed,) = (tmp_path / "runs").iterdir()
@@ -162,14 +150,13 @@ def test_a_run_failed_on_a_full_disk_resumes_once_there_is_room(tmp_path, fault,
     assert verifily_cli("reproduce", "--run", run, "--verify-only").exit_code == 0
 
 
-def test_a_resumed_failed_run_that_fails_again_is_kept(tmp_path, fault, verifily_cli, verifily_tiny_llama_dir,
-                                                      fsyncs_per_train):
+def test_a_resumed_failed_run_that_fails_again_is_kept(tmp_path, fault, verifily_cli, verifily_tiny_llama_dir):
     """Regression: failing a run that already sits in ``<run_id>.failed`` deleted the folder."""
     config = make_config(tmp_path, verifily_tiny_llama_dir, eval_enabled=False)
-    fault.setattr(os, "fsync", DiskFull(fsyncs_per_train // 2))
+    fault.setattr(os, "fsync", DiskFull("train_log.jsonl", 3))
     assert verifily_cli("train", "--config", config).exit_code == 3
     (failed,) = (tmp_path / "runs").iterdir()
-    fault.setattr(os, "fsync", DiskFull(4))
+    fault.setattr(os, "fsync", DiskFull("train_log.jsonl"))  # resuming rewrites the log before training
     res = verifily_cli("train", "--config", config, "--resume", failed)
     fault.undo()
     assert res.exit_code == 3, res.output
@@ -195,7 +182,7 @@ def test_a_checkpoint_write_that_fails_without_a_reason_is_named(tmp_path, fault
     assert failed.name.endswith(".failed") and load_run(failed).status == "failed"
 
 
-@pytest.mark.parametrize("fail_at", [1, 2, 3])
+@pytest.mark.parametrize("fail_at", ["predictions.jsonl", "eval_results.json", "eval_hashes.json"])
 def test_eval_on_a_full_disk_fails_cleanly(fail_at, tmp_path, fault, verifily_cli, verifily_tiny_llama_dir):
     config = make_config(tmp_path, verifily_tiny_llama_dir, eval_enabled=False)
     assert verifily_cli("train", "--config", config).exit_code == 0
@@ -213,7 +200,7 @@ def test_dataset_create_on_a_full_disk_leaves_no_version(tmp_path, fault, verifi
                                                          verifily_sft_files):
     args = ["dataset", "create", "--id", "ds", "--version", "v1", "--task", "sft",
             "--train", verifily_sft_files["train"], "--test", verifily_sft_files["test"]]
-    fault.setattr(os, "fsync", DiskFull(1))  # the manifest
+    fault.setattr(os, "fsync", DiskFull("manifest.json"))
     res = verifily_cli(*args)
     fault.undo()
     assert res.exit_code == 2, res.output
@@ -279,7 +266,7 @@ def test_describe_os_error_and_library_messages(tmp_path):
 
 
 def test_the_atomic_writer_names_the_target_and_removes_its_temporary(tmp_path, fault):
-    fault.setattr(os, "fsync", DiskFull(1))
+    fault.setattr(os, "fsync", DiskFull())
     with pytest.raises(OSError) as exc:
         files.write_json(tmp_path / "a.json", {"a": 1})
     assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "a.json")

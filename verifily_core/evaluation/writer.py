@@ -33,7 +33,8 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
     listed in ``eval_results.json`` and this one did not write are removed.
     Sets ``result.files`` (sha256 by file name) and ``result.output_dir``. Last, the folder is
     sealed (``eval_hashes.json``, linked to the run at ``run_path``: see :mod:`.seal`).
-    :raises EvalError: when the directory cannot be written.
+    :raises EvalError: when the directory cannot be written (a full disk); the files this call
+        had put in place are removed again, so no unsealed result is left to read.
     """
     out = Path(out_dir)
     rows = result.records if records is None else records
@@ -42,6 +43,7 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
         stage = Path(tempfile.mkdtemp(prefix=".eval-", dir=out))
     except OSError as exc:
         raise EvalError(describe_os_error(exc, ELSEWHERE, path=out)) from None
+    placed: list[str] = []
     try:
         _write_jsonl(stage / PREDICTIONS_FILE, (public_record(r) for r in rows))
         _write_jsonl(stage / HARD_FILE, result.hard_examples)
@@ -56,11 +58,14 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
         write_text(stage / RESULTS_FILE, _dumps(result.to_json_dict(), indent=2) + "\n")
         for name in [*names, RESULTS_FILE]:
             os.replace(stage / name, out / name)
+            placed.append(name)
         for name in previous - set(names) - {RESULTS_FILE}:
             if "/" not in name and not name.startswith("."):
                 (out / name).unlink(missing_ok=True)
         seal_eval(out, run_path, result.run_id)
     except OSError as exc:
+        for name in reversed(placed):  # results first: no unsealed evaluation is left to read
+            (out / name).unlink(missing_ok=True)
         raise EvalError(describe_os_error(_named(exc, stage, out), ELSEWHERE, path=out)) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
