@@ -142,6 +142,7 @@ class KillTest:
         self.n_logs = 0
         self.violations: list[str] = []
         self.verified: set[str] = set()  # sealed runs and versions already checked (they never change)
+        self.incomplete_evals: set[str] = set()  # sealed runs whose evaluation a kill cut before its seal
         self.reference: dict[str, Any] = {}
         self.durations: dict[str, float] = {}
         self.episodes: list[dict[str, Any]] = []
@@ -423,11 +424,20 @@ class KillTest:
                 continue
             if str(folder) in self.verified:
                 continue
-            proc = self.run("reproduce", "--run", folder, "--verify-only")
-            if self.ok(proc, f"{when}: sealed run {folder.name}") and "MATCH" in proc.stdout:
+            proc = self.run("reproduce", "--run", folder, "--verify-only", "--format", "json")
+            try:
+                report = json.loads(proc.stdout)
+            except ValueError:
+                self.ok(proc, f"{when}: sealed run {folder.name}")
+                continue
+            failed = [c for c in report["checks"] if c["status"] not in ("MATCH", "NOT CHECKED")]
+            if report["verdict"] == "MATCH" and proc.returncode == 0:
                 self.verified.add(str(folder))
-            elif proc.returncode == 0:
-                self.violation(f"{when}: verify-only of {folder.name} did not say MATCH")
+            elif [c["name"] for c in failed] == ["Eval files"] and "no eval_hashes.json" in failed[0]["reason"]:
+                self.incomplete_evals.add(str(folder))  # killed while evaluating: reported, eval re-run at the end
+            else:
+                self.violation(f"{when}: sealed run {folder.name} does not verify: {report['verdict']} "
+                               f"{[(c['name'], c['reason']) for c in failed]}")
 
     # -- the end: finish everything, compare with the reference ------------------------------
 
@@ -450,10 +460,12 @@ class KillTest:
         self.check("after the final resumes and re-creates")
         reference = self.reference["run"]
         for folder in sorted(p for p in self.runs.iterdir() if "." not in p.name):
-            if not (folder / "eval" / "eval_results.json").is_file():  # killed while evaluating
+            if not (folder / "eval" / "eval_hashes.json").is_file():  # killed while evaluating
                 proc = self.run("eval", "--run", folder)
                 if self.ok(proc, f"final evaluation of {folder.name}"):
                     self.final["re-evaluated"] += 1
+                    self.incomplete_evals.discard(str(folder))
+                    self.check_runs(f"after re-evaluating {folder.name}")
             got = self.outcome(folder)
             for key in ("metrics", "eval", "adapter", "train_log_steps"):
                 if got[key] != reference[key]:
