@@ -6,19 +6,26 @@ truth about themselves.
     python scripts/kill_test.py --kills 50 --seed 0
 
 Offline, on CPU, with a tiny model built on the spot. Each episode starts one command, kills it
-after a random delay (seeded; drawn up to the time the uninterrupted command takes) and checks,
-with the real commands:
+after a random delay (seeded; drawn within a randomly chosen phase of the uninterrupted command,
+timed once: start-up, training, sealing and evaluation; for a create, scanning the sources or
+copying and sealing) and checks, with the real commands:
 
 - every folder of the dataset store is a version that ``verifily dataset verify --rows`` accepts
   (with the content hash of an uninterrupted create), or a hidden leftover that ``verifily
   dataset list`` reports and does not list;
 - every run folder without a suffix is sealed and ``verifily reproduce --verify-only`` says
-  MATCH; every ``.partial``/``.failed`` folder is not listed as completed by ``verifily runs``;
-  nothing else lies in the output folder.
+  MATCH (or its one fault is an evaluation a kill cut before its seal, which verify reports);
+  every ``.partial``/``.failed`` folder is not listed as completed by ``verifily runs``; nothing
+  else lies in the output folder.
 
-At the end every killed run is resumed and every killed create is run again, uninterrupted:
-each must complete, and every sealed run must have the metrics (``run_meta.json`` and
-``eval/eval_results.json``) and adapter bytes of an uninterrupted reference run, exactly.
+Three targeted kills come first, at moments a random delay rarely hits: after a run's final
+``run_meta.json`` and ``hashes.json`` but before its rename, while its checkpoints are removed,
+and after a create's temporary folder is sealed but before its rename.
+
+At the end every killed run is resumed, every cut evaluation re-run and every killed create run
+again, uninterrupted: each must complete, every sealed run must then verify and have the metrics
+(``run_meta.json`` and ``eval/eval_results.json``), log steps and adapter bytes of an
+uninterrupted reference run, exactly, and every re-created version its content hash.
 
 By default commands run in processes forked from this one after it has imported the heavy
 libraries once (the real ``verifily`` entry point, a real SIGKILL, but seconds instead of a
@@ -91,7 +98,11 @@ class Proc:
         else:
             import subprocess
 
-            self.popen = subprocess.Popen([sys.executable, "-c", ENTRY, *args], stdout=out, stderr=err)
+            code = ENTRY
+            if before is not None:  # a targeted kill: the same hook, installed by the new interpreter
+                code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+                        f"import kill_test; kill_test.{before.__name__}(); {ENTRY}")
+            self.popen = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err)
             self.pid = self.popen.pid
         out.close()
         err.close()
@@ -148,6 +159,7 @@ class KillTest:
         self.episodes: list[dict[str, Any]] = []
         self.final: Counter[str] = Counter()
         self.windows: list[tuple[float, float]] = []
+        self.create_windows: list[tuple[float, float]] = []
 
     @property
     def kills(self) -> int:
@@ -230,10 +242,17 @@ class KillTest:
                         "--from-dir", data, "--store", self.store)
         if not self.ok(proc, "set-up"):
             raise SystemExit(f"set-up failed:\n{proc.stderr}")
-        t0 = time.monotonic()
-        proc = self.run("dataset", "create", "--id", CREATED, "--version", "c0", "--task", "sft",
-                        "--from-dir", big, "--store", self.store)
-        self.durations["create"] = time.monotonic() - t0
+        proc = self.start("dataset", "create", "--id", CREATED, "--version", "c0", "--task", "sft",
+                          "--from-dir", big, "--store", self.store)
+        copying = None
+        while proc.poll() is None:  # the time its hidden temporary folder appears: copy, manifest, verify
+            if copying is None and (self.store / CREATED).is_dir() and any(
+                    p.name.startswith(".c0.") for p in (self.store / CREATED).iterdir()):
+                copying = time.monotonic() - proc.started
+            time.sleep(0.002)
+        end = time.monotonic() - proc.started
+        self.durations["create"] = end
+        self.create_windows = [(0.0, copying or end / 2), (copying or end / 2, end * 1.05)]
         if not self.ok(proc, "reference create"):
             raise SystemExit(f"reference create failed:\n{proc.stderr}")
         self.reference["content_hash"] = self.manifest(CREATED, "c0")["content_hash"]
@@ -290,10 +309,10 @@ class KillTest:
         kind = self.rng.choices(KINDS, weights=(4, 4, 2))[0]
         if kind == "resume" and not self.resumable():
             kind = "train"
-        if kind == "create":
-            delay = self.rng.uniform(0.0, self.durations[kind] * 1.05)
-        else:
-            delay = self.rng.uniform(*self.rng.choice(self.windows))
+        if kind == "create":  # validating and hashing the sources, or copying and sealing the version
+            delay = self.rng.uniform(*self.rng.choice(self.create_windows))
+        else:  # start-up (before the run folder), training (checkpoints), the end (sealing, evaluation)
+            delay = self.rng.uniform(*self.rng.choices(self.windows, weights=(1, 3, 2))[0])
         before = set(self.runs.iterdir())
         target: Any = None
         if kind == "train":
@@ -487,7 +506,8 @@ class KillTest:
         lines.append(f"{'total':<8} {len(self.episodes):>8} {kills:>7} {len(self.episodes) - kills:>9}  "
                      f"({self.kills} random kills, {kills - self.kills} targeted)")
         lines.append("final: " + ", ".join(f"{k} {v}" for k, v in sorted(self.final.items())))
-        lines.append("kill windows of train/resume (s): " + ", ".join(f"{a:.2f}-{b:.2f}" for a, b in self.windows))
+        lines.append("kill windows (s): train/resume " + ", ".join(f"{a:.2f}-{b:.2f}" for a, b in self.windows)
+                     + "; create " + ", ".join(f"{a:.2f}-{b:.2f}" for a, b in self.create_windows))
         lines.append(f"reference: train {self.durations.get('train', 0):.1f}s, "
                      f"create {self.durations.get('create', 0):.1f}s, metrics {self.reference.get('run', {}).get('metrics')}")
         lines.append(f"violations: {len(self.violations)}")

@@ -234,7 +234,7 @@ def test_other_file_system_errors_name_the_path(tmp_path, fault, verifily_cli, v
                        "--train", verifily_sft_files["train"])
     fault.undo()
     assert res.exit_code == 2, res.output
-    assert_one_clear_line(res, verifily_store, problem="permission denied; make it writable or pass --store elsewhere")
+    assert_one_clear_line(res, verifily_store, problem="permission denied; check its permissions or pass --store elsewhere")
 
 
 def test_describe_os_error_and_library_messages(tmp_path):
@@ -245,7 +245,7 @@ def test_describe_os_error_and_library_messages(tmp_path):
         "/data/runs/x/run_meta.json: no space left on device; free space or set output.dir elsewhere"
     assert describe_os_error(OSError(errno.EDQUOT, "Disk quota exceeded"), "x", path="/r") == \
         "/r: disk quota exceeded; free space or x"
-    assert "read-only file system; make it writable" in describe_os_error(OSError(errno.EROFS, "Read-only", "/r"))
+    assert describe_os_error(OSError(errno.EROFS, "Read-only", "/r")) == "/r: read-only file system; write to another file system"
     rust = Exception("Error while serializing: I/O error: No space left on device (os error 28)")
     assert os_error_of(rust, tmp_path).errno == errno.ENOSPC
     assert os_error_of(ValueError("bad value")) is None
@@ -263,6 +263,16 @@ def test_describe_os_error_and_library_messages(tmp_path):
             raise ValueError("Unrecognized model")
     except ValueError as unrelated:
         assert os_error_of(unrelated) is None
+
+
+def test_a_file_system_error_in_any_command_is_one_line(fault, verifily_cli, tmp_path):
+    def refuse(runs_dir):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "runs" / "x" / "run_meta.json"))
+
+    fault.setattr("verifily_core.runs.list_runs", refuse)
+    res = verifily_cli("runs", "--runs-dir", tmp_path)
+    assert res.exit_code == 1, res.output
+    assert_one_clear_line(res, tmp_path / "runs" / "x", problem="run_meta.json: permission denied; check its permissions")
 
 
 def test_the_atomic_writer_names_the_target_and_removes_its_temporary(tmp_path, fault):

@@ -103,7 +103,7 @@ _PROBLEMS = {
     errno.ENAMETOOLONG: "file name too long",
 }
 _FULL = {errno.ENOSPC, errno.EDQUOT}
-_LOCKED = {errno.EACCES, errno.EPERM, errno.EROFS}
+_LOCKED = {errno.EACCES, errno.EPERM}
 # How libraries that do their own I/O word a full disk (safetensors, tokenizers) or any failed
 # write (torch.save says neither why nor where).
 _FULL_TEXT = re.compile(r"no space left on device|os error 28\b|StorageFull", re.IGNORECASE)
@@ -162,15 +162,17 @@ def describe_os_error(exc: OSError, elsewhere: str = "", path: str | Path | None
     output.dir elsewhere``.
 
     :param elsewhere: how to write somewhere else (``"set output.dir elsewhere"``), offered with
-        freeing space for a full disk and with making the folder writable for a permission error.
+        freeing space for a full disk and with checking permissions for a permission error.
     """
     # a copy that fills the disk names its source first (shutil.copyfile); the full disk is the target's
     where = (exc.filename2 if exc.errno in _FULL and exc.filename2 else exc.filename) or path
     problem = _PROBLEMS.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__).lower()
     if exc.errno in _FULL:
         advice = "free space" + (f" or {elsewhere}" if elsewhere else "")
+    elif exc.errno == errno.EROFS:
+        advice = elsewhere or "write to another file system"
     elif exc.errno in _LOCKED:
-        advice = "make it writable" + (f" or {elsewhere}" if elsewhere else "")
+        advice = "check its permissions" + (f" or {elsewhere}" if elsewhere else "")
     elif exc.errno == errno.ENOENT:
         advice = "check that the path exists"
     else:
