@@ -75,6 +75,7 @@ def train(
     """
     import attrs
 
+    from verifily_core.errors import TrainingError, os_errors_as
     from verifily_core.training import check_plan_data, execute_plan, plan_training
 
     given = dict(dataset=dataset, base_model=base_model, output_dir=output_dir, device=device, seed=seed, name=name,
@@ -86,7 +87,8 @@ def train(
         if not check_data:
             return attrs.evolve(plan, data_check={"checked": False, "reason": "skipped (--no-data-check)"})
         return check_plan_data(plan)
-    return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval)
+    with os_errors_as(TrainingError, "set output.dir elsewhere"):
+        return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval)
 
 
 def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[str] | None = None,
@@ -100,12 +102,15 @@ def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[s
     ``eval`` config. The run's files are first checked against its ``hashes.json``
     (``verify=False`` skips that). Raises ConfigError, DataError or EvalError on failure.
     """
+    from verifily_core.errors import EvalError, os_errors_as
+    from verifily_core.evaluation.writer import ELSEWHERE
     from verifily_core.evaluator import evaluate as _evaluate
 
-    return _evaluate(run_path, test_data=test_data, metrics=metrics, slice_by=slice_by, hard_examples=hard_examples,
-                     hard_by=hard_by,
-                     output=output, device=device, batch_size=batch_size, hf_token=hf_token,
-                     registries=plugins_or_installed(registries), verify=verify)
+    with os_errors_as(EvalError, ELSEWHERE):
+        return _evaluate(run_path, test_data=test_data, metrics=metrics, slice_by=slice_by,
+                         hard_examples=hard_examples, hard_by=hard_by, output=output, device=device,
+                         batch_size=batch_size, hf_token=hf_token, registries=plugins_or_installed(registries),
+                         verify=verify)
 
 
 def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by: str | None = None,
@@ -164,7 +169,7 @@ def create_dataset(dataset_id: str, version: str, task: str | None = None, paths
     Raises ConfigError (no task) or DataError (bad rows, an existing version).
     """
     from verifily_core.datasets import open_store, splits_in_dir
-    from verifily_core.errors import ConfigError, DataError
+    from verifily_core.errors import ConfigError, DataError, os_errors_as
 
     paths = dict(paths or {})
     if from_dir:
@@ -180,7 +185,8 @@ def create_dataset(dataset_id: str, version: str, task: str | None = None, paths
         raise ConfigError(f"--task: name the task ({', '.join(regs.tasks.names())})")
     if not paths:
         raise DataError("no data files: pass --train FILE (and --val/--test) or --from-dir DIR")
-    return open_store(store).create(dataset_id, version, task, paths, tag_schema=tag_schema, registries=regs)
+    with os_errors_as(DataError, "pass --store elsewhere"):
+        return open_store(store).create(dataset_id, version, task, paths, tag_schema=tag_schema, registries=regs)
 
 
 def list_datasets(store: str | None = None) -> tuple[list[Any], list[str]]:

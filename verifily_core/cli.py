@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from verifily_core import __version__
-from verifily_core.errors import ManagedModeUnavailable, VerifilyTrainError
+from verifily_core.errors import ManagedModeUnavailable, VerifilyTrainError, describe_os_error
 
 # command name -> (module, attribute, one-line help shown by `verifily --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -94,6 +94,9 @@ class LazyGroup(click.Group):
             raise
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # a file system error the command did not map: still one line naming the path
+            _report(ctx, f"Error: {describe_os_error(exc)}", exc)
+            ctx.exit(1)
         except Exception as exc:  # an unexpected bug: still one line unless --verbose
             _report(ctx, f"Error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", exc)
             ctx.exit(1)

@@ -3,7 +3,8 @@
 Writers put the content into a temporary sibling (``.<name>.<random>.tmp``), flush it to disk
 and rename it over the target: a reader sees the old file or the new one, never half of one.
 A failed write (a full disk, a missing folder, a kill) removes its temporary file where it can
-and re-raises the ``OSError``; the caller names the path and what to do.
+and re-raises the ``OSError`` with ``filename`` set to the target, so the caller can name the
+path and say what to do (:func:`verifily_core.errors.describe_os_error`).
 
 JSON lines are read by :func:`read_jsonl`, whose parser (:func:`parse_line`) bounds nesting and
 integer size, refuses lone surrogates and accepts a UTF-8 byte-order mark, naming ``file:line``.
@@ -29,10 +30,14 @@ def write_lines(path: str | Path, lines: Iterable[str], *, newline: str | None =
     """Write ``lines`` (each written as given) to ``path`` atomically and durably; returns the path.
 
     Streams: the lines are written as they come, so memory does not grow with the file.
-    :raises OSError: the folder is missing or not writable, or the disk is full (nothing is left behind).
+    :raises OSError: the folder is missing or not writable, or the disk is full (nothing is left
+        behind); its ``filename`` is ``path``.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             for line in lines:
@@ -41,13 +46,37 @@ def write_lines(path: str | Path, lines: Iterable[str], *, newline: str | None =
             os.fsync(fh.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _naming(exc, path)
         raise
     return path
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` to an append-only log, durably (not atomic: a crash can leave a torn last
+    line, which :func:`read_jsonl` skips with ``skip_torn_tail``).
+
+    :raises OSError: as :func:`write_lines`, naming ``path``.
+    """
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _naming(exc, Path(path))
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``filename`` set to ``path`` (the temporary file's name means nothing to a user)."""
+    if not isinstance(exc, BrokenPipeError):
+        exc.filename = str(path)
+    return exc
 
 
 def write_text(path: str | Path, text: str, *, newline: str | None = None) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from verifily_core.errors import ConfigError, TrainingError
+from verifily_core.errors import ConfigError, TrainingError, describe_os_error, os_error_of
 
 
 @attrs.frozen
@@ -132,8 +132,13 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def raise_training_error(exc: BaseException) -> None:
-    """Turn device errors into TrainingError with advice (out of memory in particular)."""
+def raise_training_error(exc: BaseException, run_dir: str | Path | None = None) -> None:
+    """Turn device errors into TrainingError with advice (out of memory in particular); a file
+    system error (a full disk while writing into ``run_dir``) names the file, else ``run_dir``,
+    and what to do (:func:`~verifily_core.errors.describe_os_error`)."""
+    os_error = os_error_of(exc, run_dir)
+    if os_error is not None:
+        raise TrainingError(describe_os_error(os_error, "set output.dir elsewhere", path=run_dir)) from exc
     msg = _first_line(exc)
     if "out of memory" in msg.lower() or type(exc).__name__ == "OutOfMemoryError":
         raise TrainingError(f"out of memory ({msg}); lower training.batch_size, raise "

@@ -3,12 +3,15 @@
 A run is written under ``<output.dir>/<run_id>.partial/``; on success it is sealed (hashes
 last) and renamed to ``<output.dir>/<run_id>/`` and made read-only; on failure it is marked
 failed and renamed to ``<run_id>.failed/``. A completed-looking directory is never left
-half-written.
+half-written: only the final rename makes a run complete, and the folder's suffix outranks its
+``run_meta.json`` (a full disk can keep the failure from being written into it; see
+:func:`verifily_core.runs.load_run`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import stat
@@ -22,10 +25,15 @@ from verifily_core.environment import collect_environment, env_hash, plugin_pack
 from verifily_core.hashing import hash_tree, reproducibility_hash
 from verifily_core.jobs import TrainJob, utc_now
 from verifily_core.run_lock import RunLock, lock_run
-from verifily_core.runs import RUN_FORMAT_VERSION, RUN_META, STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, Run
+from verifily_core.runs import (
+    FAILED_SUFFIX, PARTIAL_SUFFIX, RUN_FORMAT_VERSION, RUN_META, STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, Run,
+)
 
-PARTIAL, FAILED = ".partial", ".failed"
+PARTIAL, FAILED = PARTIAL_SUFFIX, FAILED_SUFFIX
 CHECKPOINTS = "checkpoints"
+REMOVING = f".{CHECKPOINTS}.removing"
+"""Where the checkpoints go while they are removed at sealing (removed by a resume if a kill left it)."""
+log = logging.getLogger("verifily.run")
 
 
 def _unlocking(method: Callable[..., Run]) -> Callable[..., Run]:
@@ -68,7 +76,8 @@ class RunWriter:
 
     def start(self, plugins: list[dict[str, Any]]) -> None:
         """Create and lock the directory (until :meth:`complete` or :meth:`fail`; see
-        :mod:`verifily_core.run_lock`) and write the config, environment and a ``running`` run_meta.
+        :mod:`verifily_core.run_lock`) and write the config, environment and a ``running`` run_meta
+        (when resuming, temporary files a killed process left are removed first).
 
         :raises RunLocked: another process is training this run.
         """
@@ -77,6 +86,10 @@ class RunWriter:
         try:
             if (self.path / RUN_META).is_file():  # resuming: keep the original start time
                 self.started_at = read_json(self.path / RUN_META).get("started_at", self.started_at)
+                for stale in self.path.rglob(".*.tmp"):  # a killed process's half-written files
+                    if stale.is_file():
+                        stale.unlink()
+                shutil.rmtree(self.path / REMOVING, ignore_errors=True)
             write_text(self.path / "config.yaml", self.job.config.to_yaml())
             env = dict(self.environment)
             env["info"] = {**env["info"], "device": self.device, "plugins": plugins}
@@ -103,10 +116,11 @@ class RunWriter:
         write_json(self.path / RUN_META, run.to_meta(), default=str)
         return run
 
-    @_unlocking
     def complete(self, metrics: dict[str, Any]) -> Run:
-        """Seal the run: drop checkpoints, write run_meta and hashes.json, rename, make read-only."""
-        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        """Seal the run: drop checkpoints, write run_meta and hashes.json, rename, make read-only,
+        unlock. When sealing fails the lock stays held for :meth:`fail`, which the caller must call
+        (no other process may take the run over before it is marked failed)."""
+        self._drop_checkpoints()
         final = self.output_dir / self.job.job_id
         run = self._write_meta(STATUS_COMPLETED, metrics, None, final)
         write_json(self.path / "hashes.json", {
@@ -121,17 +135,48 @@ class RunWriter:
         })
         (self.path / "eval").mkdir(exist_ok=True)
         os.rename(self.path, final)
-        _read_only(final)
+        self.path = final
+        try:
+            _read_only(final)
+        except OSError as exc:  # sealed already; read-only is a guard, not part of the contract
+            log.warning("%s: could not make the run read-only (%s)", final, exc.strerror or exc)
+        self.release()
         return run
+
+    def _drop_checkpoints(self) -> None:
+        """Remove ``checkpoints/``, renamed out of the way first: a kill in the middle must not leave
+        a checkpoint that looks complete (its ``trainer_state.json``) with files missing."""
+        if not self.checkpoints.is_dir():
+            return
+        shutil.rmtree(self.path / REMOVING, ignore_errors=True)
+        os.rename(self.checkpoints, self.path / REMOVING)
+        shutil.rmtree(self.path / REMOVING, ignore_errors=True)
 
     @_unlocking
     def fail(self, error: str, metrics: dict[str, Any] | None = None) -> Run:
-        """Mark the run failed with its error and rename it to ``<run_id>.failed``."""
+        """Mark the run failed with its error and rename it to ``<run_id>.failed``.
+
+        Never raises for the file system: when ``run_meta.json`` cannot be rewritten (a full disk)
+        the rename, which needs no space, still marks the run failed; when the directory was never
+        created there is nothing to mark.
+        """
         final = self.output_dir / f"{self.job.job_id}{FAILED}"
-        run = self._write_meta(STATUS_FAILED, metrics or {}, error, final)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(self.path, final)
+        run = self._run(STATUS_FAILED, metrics or {}, error, final)
+        if not self.path.is_dir():
+            return run
+        try:
+            write_json(self.path / RUN_META, run.to_meta(), default=str)
+        except OSError as exc:
+            log.debug("%s: failure not recorded in run_meta.json (%s)", self.path, exc)
+        if self.path != final:  # a resumed failed run fails in place
+            try:
+                if final.exists():
+                    shutil.rmtree(final)
+                os.rename(self.path, final)
+                self.path = final
+            except OSError as exc:
+                log.warning("%s: could not rename the failed run to %s (%s)", self.path, final.name,
+                            exc.strerror or exc)
         return run
 
     def release(self) -> None:

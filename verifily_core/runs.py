@@ -24,6 +24,8 @@ RUN_META = "run_meta.json"
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
+PARTIAL_SUFFIX, FAILED_SUFFIX = ".partial", ".failed"
+"""Suffixes of a run folder in progress (or killed) and of a failed run; a completed run has none."""
 
 
 @attrs.frozen
@@ -78,7 +80,13 @@ def find_run_dir(ref: str | Path, search_dirs: tuple[str | Path, ...] = ("runs",
 
 
 def load_run(ref: str | Path, search_dirs: tuple[str | Path, ...] = ("runs",)) -> Run:
-    """Read a run directory's ``run_meta.json`` into a :class:`Run`."""
+    """Read a run directory's ``run_meta.json`` into a :class:`Run`.
+
+    The folder's suffix outranks the file: a ``<run_id>.failed`` folder is ``failed`` even when a
+    full disk kept its ``run_meta.json`` from being rewritten, and a ``<run_id>.partial`` folder
+    is never ``completed`` (a kill between writing the final ``run_meta.json`` and the rename
+    leaves one; it is ``running`` until resumed).
+    """
     path = find_run_dir(ref, search_dirs)
     try:
         meta = json.loads((path / RUN_META).read_text(encoding="utf-8"))
@@ -93,6 +101,12 @@ def load_run(ref: str | Path, search_dirs: tuple[str | Path, ...] = ("runs",)) -
     values = {k: v for k, v in meta.items() if k in fields}
     values.update({k: hashes.get(k, "") for k in ("config_hash", "data_hash", "env_hash", "reproducibility_hash")})
     values["artifact_path"] = str(path)
+    if path.name.endswith(FAILED_SUFFIX) and values.get("status") != STATUS_FAILED:
+        values["status"] = STATUS_FAILED
+        values["error"] = values.get("error") or (f"the run failed ({path.name}); its {RUN_META} still says "
+                                                  f"'{meta.get('status')}' (it could not be rewritten)")
+    elif path.name.endswith(PARTIAL_SUFFIX) and values.get("status") == STATUS_COMPLETED:
+        values["status"] = STATUS_RUNNING
     try:
         return Run(**values)
     except TypeError as exc:
@@ -104,7 +118,9 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     newest first: ``run_id``, ``name``, ``status``, ``path``, ``task``, ``dataset``,
     ``started_at``, ``metrics`` (the training metrics and, for evaluated runs,
     ``test_<metric>``) and ``error``. A directory whose ``run_meta.json`` cannot be read is
-    listed with status ``unreadable``.
+    listed with status ``unreadable``; a ``.partial``/``.failed`` one that has none yet (stopped
+    right after it was created) as ``running``/``failed`` with that error. Statuses follow the
+    folder suffix (see :func:`load_run`).
 
     :raises DataError: when ``runs_dir`` is not a directory.
     """
@@ -112,7 +128,17 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     if not root.is_dir():
         raise DataError(f"{runs_dir}: no such directory; pass --runs-dir (the output.dir of your configs)")
     rows = [_summary(meta.parent) for meta in sorted(root.glob(f"*/{RUN_META}"))]
+    rows += [_without_meta(p) for p in sorted(root.iterdir())
+             if p.name.endswith((PARTIAL_SUFFIX, FAILED_SUFFIX)) and p.is_dir() and not (p / RUN_META).is_file()]
     return sorted(rows, key=lambda r: r["started_at"] or "", reverse=True)
+
+
+def _without_meta(path: Path) -> dict[str, Any]:
+    """A run folder stopped (killed, or out of space) before its first ``run_meta.json``."""
+    failed = path.name.endswith(FAILED_SUFFIX)
+    return {"run_id": path.name.rsplit(".", 1)[0], "name": None, "status": STATUS_FAILED if failed else STATUS_RUNNING,
+            "path": str(path), "task": None, "dataset": None, "started_at": None, "metrics": {},
+            "error": f"stopped before {RUN_META} was written; nothing to resume, remove the folder"}
 
 
 def _summary(path: Path) -> dict[str, Any]:

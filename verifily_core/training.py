@@ -153,14 +153,14 @@ def check_resumable(run_path: str, plan: TrainPlan, data_hash: str) -> str:
     import json
 
     from verifily_core.errors import DataError
-    from verifily_core.runs import RUN_META, STATUS_COMPLETED
+    from verifily_core.runs import FAILED_SUFFIX, PARTIAL_SUFFIX, RUN_META, STATUS_COMPLETED
 
     path = Path(run_path)
     meta_path = path / RUN_META
     if not meta_path.is_file():
         raise ConfigError(f"--resume {run_path}: not a run directory (no {RUN_META})")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("status") == STATUS_COMPLETED:
+    if meta.get("status") == STATUS_COMPLETED and not path.resolve().name.endswith((PARTIAL_SUFFIX, FAILED_SUFFIX)):
         raise ConfigError(f"--resume {run_path}: this run already completed; nothing to resume")
     hashes = meta.get("hashes", {})
     if hashes.get("config_hash") != plan.config_hash:

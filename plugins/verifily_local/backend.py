@@ -16,14 +16,14 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import Seq2SeqTrainer, Trainer  # noqa: E402
 
-from verifily_core.errors import TrainingError, VerifilyTrainError
+from verifily_core.errors import RunLocked, TrainingError, VerifilyTrainError, is_full_disk
 from verifily_core.files import read_json, write_json
 from verifily_core.modeling import (
     assemble_model, precision_flags, quiet_libraries, raise_training_error, resolve_device,
 )
 from verifily_core.plugins import describe_plugins
-from verifily_core.run_writer import RunWriter
-from verifily_core.runs import Run
+from verifily_core.run_writer import FAILED, RunWriter
+from verifily_core.runs import RUN_META, Run
 from verifily_local.arguments import argument_values
 from verifily_local.callbacks import (
     CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, eval_metrics, whole_run_loss,
@@ -45,31 +45,42 @@ class _Rows(torch.utils.data.Dataset):
 
 
 def run_local(job: Any, resume_dir: Path | None = None) -> Run:
-    """Train ``job`` on this machine and return the sealed run."""
+    """Train ``job`` on this machine and return the sealed run.
+
+    Any failure, from creating the run directory to sealing it, marks the run failed
+    (``<run_id>.failed``) and raises :class:`TrainingError` (or the project error it was); a
+    file system error (a full disk) names the file and what to do.
+    """
     quiet_libraries()
     device = resolve_device(job.config.compute.device)
     _, precision = precision_flags(device, job.config.compute.bf16, job.config.compute.fp16)
     writer = RunWriter(job, device, resume_dir=resume_dir)
     # chosen before the run is touched: no usable checkpoint leaves it as it was (exit 3)
     checkpoint = latest_checkpoint(writer.checkpoints) if resume_dir is not None else None
-    writer.start(describe_plugins(job.registries))
-    verb = "resuming" if resume_dir is not None else "training"
-    print(f"Run {job.job_id}: {verb} {job.base_model} ({job.task}) on {device}, {precision}", file=sys.stderr)
     try:
+        writer.start(describe_plugins(job.registries))
+        verb = "resuming" if resume_dir is not None else "training"
+        print(f"Run {job.job_id}: {verb} {job.base_model} ({job.task}) on {device}, {precision}", file=sys.stderr)
         metrics = _train(job, writer, device, resume_dir is not None, checkpoint)
+        return writer.complete(metrics)
+    except RunLocked:  # another process owns the run: leave it as it is
+        raise
     except VerifilyTrainError as exc:
         writer.fail(str(exc))
         raise
     except KeyboardInterrupt:
         writer.fail("interrupted")
         raise
-    except Exception as exc:  # device errors, OOM, library errors: a failed run, exit 3
+    except Exception as exc:  # device errors, OOM, a full disk, library errors: a failed run, exit 3
         try:
-            raise_training_error(exc)
+            raise_training_error(exc, writer.path)
         except TrainingError as err:
             writer.fail(str(err))
+            resumable = writer.path.name.endswith(FAILED) and (writer.path / RUN_META).is_file()
+            if resumable and is_full_disk(exc, writer.path):
+                raise TrainingError(f"{err} (the run is kept as {writer.path}; once there is room, continue it "
+                                    f"with --resume {writer.path})") from exc
             raise
-    return writer.complete(metrics)
 
 
 def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint: str | None) -> dict[str, Any]:

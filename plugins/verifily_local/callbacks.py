@@ -12,7 +12,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from verifily_core.files import read_jsonl, write_jsonl
+from verifily_core.files import append_line, read_jsonl, write_jsonl
 from verifily_local.checkpoints import write_checkpoint_manifest
 
 
@@ -63,8 +63,7 @@ class JsonlLogCallback(TrainerCallback):
             record["tokens_seen"] = tokens
             self._last = (now, tokens)
         record["time"] = round(time.time(), 3)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record) + "\n")
 
 
 class CheckpointCallback(TrainerCallback):

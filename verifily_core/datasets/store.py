@@ -230,9 +230,10 @@ class DatasetStore:
         scanned, schema = scan_splits(paths, validate_row, tag_schema)
         made_parent = not final.parent.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}.", suffix=PARTIAL_SUFFIX))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from other users
+        tmp: Path | None = None
         try:
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{version}.", suffix=PARTIAL_SUFFIX))
+            tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from other users
             files = []
             for f in scanned:
                 name = f"{f.split}.jsonl"
@@ -253,7 +254,8 @@ class DatasetStore:
                     raise _exists(dataset_id, version, self.root) from None
                 raise
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             if made_parent:
                 _remove_if_empty(final.parent)
             raise

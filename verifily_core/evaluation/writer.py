@@ -12,12 +12,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from verifily_core.errors import EvalError
+from verifily_core.errors import EvalError, describe_os_error
 from verifily_core.evaluation.records import public_record
 from verifily_core.evaluation.result import HARD_FILE, PREDICTIONS_FILE, RESULTS_FILE, EvalResult, json_safe
 from verifily_core.files import read_json, write_lines, write_text
 from verifily_core.evaluation.seal import SEAL_FILE, seal_eval
 from verifily_core.hashing import sha256_file
+
+ELSEWHERE = "write the results elsewhere (verifily eval --output DIR)"
+"""What to do besides freeing space or permissions when ``eval/`` cannot be written."""
 
 
 def write_eval_files(result: EvalResult, out_dir: str | Path,
@@ -30,7 +33,8 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
     listed in ``eval_results.json`` and this one did not write are removed.
     Sets ``result.files`` (sha256 by file name) and ``result.output_dir``. Last, the folder is
     sealed (``eval_hashes.json``, linked to the run at ``run_path``: see :mod:`.seal`).
-    :raises EvalError: when the directory cannot be written.
+    :raises EvalError: when the directory cannot be written (a full disk); the files this call
+        had put in place are removed again, so no unsealed result is left to read.
     """
     out = Path(out_dir)
     rows = result.records if records is None else records
@@ -38,7 +42,8 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".eval-", dir=out))
     except OSError as exc:
-        raise EvalError(f"{out}: cannot write evaluation results ({exc.strerror or exc})") from None
+        raise EvalError(describe_os_error(exc, ELSEWHERE, path=out)) from None
+    placed: list[str] = []
     try:
         _write_jsonl(stage / PREDICTIONS_FILE, (public_record(r) for r in rows))
         _write_jsonl(stage / HARD_FILE, result.hard_examples)
@@ -53,15 +58,27 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
         write_text(stage / RESULTS_FILE, _dumps(result.to_json_dict(), indent=2) + "\n")
         for name in [*names, RESULTS_FILE]:
             os.replace(stage / name, out / name)
+            placed.append(name)
         for name in previous - set(names) - {RESULTS_FILE}:
             if "/" not in name and not name.startswith("."):
                 (out / name).unlink(missing_ok=True)
         seal_eval(out, run_path, result.run_id)
     except OSError as exc:
-        raise EvalError(f"{out}: cannot write evaluation results ({exc.strerror or exc})") from None
+        for name in reversed(placed):  # results first: no unsealed evaluation is left to read
+            (out / name).unlink(missing_ok=True)
+        raise EvalError(describe_os_error(_named(exc, stage, out), ELSEWHERE, path=out)) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return {n: out / n for n in [*names, RESULTS_FILE, SEAL_FILE]}
+
+
+def _named(exc: OSError, stage: Path, out: Path) -> OSError:
+    """``exc`` naming the file in ``out`` it was for, not its staging copy (removed on the way out)."""
+    for attr in ("filename", "filename2"):
+        name = getattr(exc, attr)
+        if name and Path(name).parent == stage:
+            setattr(exc, attr, str(out / Path(name).name))
+    return exc
 
 
 def _previous_files(path: Path) -> set[str]:
