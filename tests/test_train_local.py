@@ -184,23 +184,20 @@ train(sys.argv[1], name="first-try", registries=load_registries(make_plugin_mana
 """
 
 
+def train_reference(tmp_path: Path, config: Path) -> tuple[dict, list]:
+    """Train ``config`` uninterrupted; its metrics and log steps (its runs folder moved aside)."""
+    assert train(config).exit_code == 0
+    metrics = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
+    steps = log_steps(only_run(tmp_path))
+    (tmp_path / "runs").rename(tmp_path / "reference_runs")
+    return metrics, steps
+
+
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_llama_dir):
     config = make_config(tmp_path, verifily_tiny_llama_dir, num_epochs=6, save_steps=4, logging_steps=2)
-    assert train(config).exit_code == 0
-    reference = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
-    reference_log = log_steps(only_run(tmp_path))
-    (tmp_path / "runs").rename(tmp_path / "reference_runs")
+    reference, reference_log = train_reference(tmp_path, config)
 
-    marker = tmp_path / "stalled"
-    proc = subprocess.Popen([sys.executable, "-c", STALLING_TRAINER, str(config), str(marker)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert marker.exists(), "training never reached step 7"
-    run_dir = only_run(tmp_path, ".partial")
+    run_dir = stall_then_kill(tmp_path, config, 7)
     assert json.loads((run_dir / "run_meta.json").read_text())["status"] == "running"
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4"]
     assert [s for s, _ in log_steps(run_dir)] == [2, 4, 6]
@@ -241,10 +238,7 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, ver
     """Issue 13: a truncated optimizer.pt in the newest checkpoint is named on stderr and the
     checkpoint before it is used; the run still ends as an uninterrupted one."""
     config = make_config(tmp_path, verifily_tiny_llama_dir, max_steps=10, save_steps=4, logging_steps=2)
-    assert train(config).exit_code == 0
-    reference = json.loads((only_run(tmp_path) / "run_meta.json").read_text())["metrics"]
-    reference_log = log_steps(only_run(tmp_path))
-    (tmp_path / "runs").rename(tmp_path / "reference_runs")
+    reference, reference_log = train_reference(tmp_path, config)
 
     run_dir = stall_then_kill(tmp_path, config, 9)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8"]

@@ -58,6 +58,13 @@ def line(output, name):
     return next(ln for ln in output.splitlines() if ln.strip().startswith(name + ":"))
 
 
+def rename_in_meta(run):
+    """Edit run_meta.json as a forger would (the run's name)."""
+    meta = json.loads((run / "run_meta.json").read_text())
+    meta["name"] = "renamed"
+    (run / "run_meta.json").write_text(json.dumps(meta))
+
+
 def edit_metric(run):
     path = run / "eval" / "eval_results.json"
     doc = json.loads(path.read_text())
@@ -99,9 +106,7 @@ def test_an_edited_metric_fails_verification_and_compare_refuses_it(runs, tmp_pa
 def test_compare_refuses_an_edited_run_meta(runs, tmp_path):
     (a, b), _ = runs
     forged = writable_copy(b, tmp_path)
-    meta = json.loads((forged / "run_meta.json").read_text())
-    meta["name"] = "renamed"
-    (forged / "run_meta.json").write_text(json.dumps(meta))
+    rename_in_meta(forged)
     res = CliRunner().invoke(cli, ["compare", "--runs", f"{a},{forged}", "--metric", "token_f1"])
     assert res.exit_code == 4 and "run_meta.json changed" in res.output
 
@@ -155,9 +160,7 @@ def test_eval_refuses_a_changed_run_and_re_evaluating_reseals(runs, tmp_path):
 def test_eval_no_verify_loads_the_run_and_says_so(runs, tmp_path):
     (run, _), _ = runs
     copy = writable_copy(run, tmp_path)
-    meta = json.loads((copy / "run_meta.json").read_text())
-    meta["name"] = "renamed"
-    (copy / "run_meta.json").write_text(json.dumps(meta))
+    rename_in_meta(copy)
     res = CliRunner().invoke(cli, ["eval", "--run", str(copy), "--no-verify"])
     assert res.exit_code == 0, res.output
     assert "--no-verify" in res.output and "without checking" in res.output

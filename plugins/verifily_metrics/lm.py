@@ -1,13 +1,16 @@
 """Teacher-forced language-model metrics from the model's per-example scores.
 
 The model side stores, per test row, ``scores["loss"]`` (the mean negative log-likelihood of
-the reference tokens under teacher forcing) and ``scores["n_tokens"]`` (how many reference
-tokens it averaged over). Both metrics are token-weighted over the whole set:
+the reference tokens under teacher forcing), ``scores["n_tokens"]`` (how many reference
+tokens it averaged over) and ``scores["n_correct"]`` (how many of them were its top choice).
+The metrics are token-weighted over the whole set:
 
 * ``loss = sum(loss_i * n_tokens_i) / sum(n_tokens_i)`` (the mean NLL per reference token);
-* ``perplexity = exp(loss)``.
+* ``perplexity = exp(loss)``;
+* ``token_accuracy = sum(n_correct_i) / sum(n_tokens_i)``;
+* ``sequence_accuracy``: the share of rows with ``n_correct_i == n_tokens_i``.
 
-Without ``n_tokens`` each row weighs 1 (a plain mean of the per-row losses).
+Without ``n_tokens`` each row weighs 1 in the loss (a plain mean of the per-row losses).
 """
 
 from __future__ import annotations
@@ -19,7 +22,38 @@ from verifily_core.interfaces import Metric
 from verifily_metrics.base import score_of
 
 
-class Loss(Metric):
+class _TokenWeighted(Metric):
+    """A ratio of sums over rows, ``sum(part_i) / sum(weight_i)``, from each row's scores."""
+
+    def part_and_weight(self, scores: Mapping[str, Any]) -> tuple[float, float]:
+        """``(part, weight)`` of one row."""
+        raise NotImplementedError
+
+    def statistics(self, predictions: Sequence[Any], references: Sequence[Any],
+                   rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
+        """Columns ``part_i`` and ``weight_i``."""
+        import numpy as np
+
+        pairs = [self.part_and_weight(s) for s in kwargs.get("scores") or [{}] * len(predictions)]
+        return np.array(pairs, dtype=float).reshape(len(pairs), 2)
+
+    def from_statistics(self, totals: Any) -> Any:
+        """``sum(part) / sum(weight)`` (NaN without weight)."""
+        import numpy as np
+
+        totals = np.asarray(totals, dtype=float)
+        weight = totals[..., 1]
+        return np.where(weight > 0, totals[..., 0] / np.where(weight > 0, weight, 1), np.nan)
+
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any],
+                rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:
+        """``sum(part) / sum(weight)`` over the given rows (``None`` without weight)."""
+        pairs = [self.part_and_weight(s) for s in kwargs.get("scores") or [{}] * len(predictions)]
+        weight = math.fsum(w for _, w in pairs)
+        return math.fsum(part for part, _ in pairs) / weight if weight > 0 else None
+
+
+class Loss(_TokenWeighted):
     """Token-weighted mean teacher-forced loss on the references (lower is better)."""
 
     name = "loss"
@@ -32,28 +66,11 @@ class Loss(Metric):
         """The row's own loss, ``scores["loss"]``."""
         return score_of(scores, "loss", self.name)
 
-    def statistics(self, predictions: Sequence[Any], references: Sequence[Any],
-                   rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
-        """Columns ``loss_i * n_tokens_i`` and ``n_tokens_i``."""
-        import numpy as np
-
-        pairs = [_loss_and_weight(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
-        return np.array([[loss * w, w] for loss, w in pairs], dtype=float).reshape(len(pairs), 2)
-
-    def from_statistics(self, totals: Any) -> Any:
-        """``sum(loss * n) / sum(n)`` (NaN without tokens)."""
-        import numpy as np
-
-        totals = np.asarray(totals, dtype=float)
-        tokens = totals[..., 1]
-        return np.where(tokens > 0, totals[..., 0] / np.where(tokens > 0, tokens, 1), np.nan)
-
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any],
-                rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:
-        """Token-weighted mean loss over the given rows (``None`` for no tokens)."""
-        pairs = [_loss_and_weight(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
-        weight = math.fsum(w for _, w in pairs)
-        return math.fsum(loss * w for loss, w in pairs) / weight if weight > 0 else None
+    def part_and_weight(self, scores: Mapping[str, Any]) -> tuple[float, float]:
+        """``(loss * n_tokens, n_tokens)``; a row without ``n_tokens`` weighs 1."""
+        loss = score_of(scores, "loss", self.name)
+        weight = float(scores["n_tokens"]) if scores.get("n_tokens") is not None else 1.0
+        return loss * weight, weight
 
 
 class Perplexity(Loss):
@@ -82,13 +99,7 @@ class Perplexity(Loss):
             return math.inf
 
 
-def _loss_and_weight(scores: Mapping[str, Any], metric: str) -> tuple[float, float]:
-    loss = score_of(scores, "loss", metric)
-    weight = float(scores.get("n_tokens", 1.0) if scores.get("n_tokens") is not None else 1.0)
-    return loss, weight
-
-
-class TokenAccuracy(Metric):
+class TokenAccuracy(_TokenWeighted):
     """Share of reference tokens that are the model's top choice given the reference before them
     (teacher forcing; from the model's per-example ``n_correct`` and ``n_tokens``)."""
 
@@ -99,31 +110,12 @@ class TokenAccuracy(Metric):
     def per_example(self, prediction: Any, reference: Any, row: Mapping[str, Any],
                     scores: Mapping[str, Any], **kwargs: Any) -> float | None:
         """The row's own share of right tokens (``None`` without reference tokens)."""
-        right, n = _right_and_total(scores, self.name)
+        right, n = self.part_and_weight(scores)
         return right / n if n else None
 
-    def statistics(self, predictions: Sequence[Any], references: Sequence[Any],
-                   rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> Any:
-        """Columns ``n_correct_i`` and ``n_tokens_i``."""
-        import numpy as np
-
-        pairs = [_right_and_total(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
-        return np.array(pairs, dtype=float).reshape(len(pairs), 2)
-
-    def from_statistics(self, totals: Any) -> Any:
-        """``sum(n_correct) / sum(n_tokens)`` (NaN without tokens)."""
-        import numpy as np
-
-        totals = np.asarray(totals, dtype=float)
-        tokens = totals[..., 1]
-        return np.where(tokens > 0, totals[..., 0] / np.where(tokens > 0, tokens, 1), np.nan)
-
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any],
-                rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> float | None:
-        """Token-weighted share of right tokens over the given rows (``None`` for no tokens)."""
-        pairs = [_right_and_total(s, self.name) for s in kwargs.get("scores") or [{}] * len(predictions)]
-        total = sum(n for _, n in pairs)
-        return sum(r for r, _ in pairs) / total if total else None
+    def part_and_weight(self, scores: Mapping[str, Any]) -> tuple[float, float]:
+        """``(n_correct, n_tokens)``."""
+        return _right_and_total(scores, self.name)
 
 
 class SequenceAccuracy(Metric):
@@ -151,4 +143,3 @@ class SequenceAccuracy(Metric):
 
 def _right_and_total(scores: Mapping[str, Any], metric: str) -> tuple[float, float]:
     return score_of(scores, "n_correct", metric), score_of(scores, "n_tokens", metric)
-
