@@ -37,7 +37,7 @@ def _demo(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("task, dataset, metric", [("sft", "ds_demo", "token_f1"),
                                                     ("classification", "ds_demo_cls", "macro_f1")])
-def test_demo_runs_and_the_contaminated_slice_improves_from_v1_to_v2(task, dataset, metric):
+def test_demo_runs_and_the_contaminated_slice_improves_from_v1_to_v2(task, dataset, metric, verifily_subprocess):
     res = _demo("--task", task)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
@@ -57,6 +57,17 @@ def test_demo_runs_and_the_contaminated_slice_improves_from_v1_to_v2(task, datas
     assert "source=ai_contaminated slice improved" in out and f"{100 * ci['delta']:+.2f} points" in out
     assert "of hard examples are source=ai_contaminated" in out
     assert out.count("ai_contaminated ") >= 5  # the hard-example table of the v1 run
+    if task == "sft":  # ranked by a 0/1 score, the planted slice still comes out, not the file's first rows
+        run_v1 = ROOT / ".verifily" / "demo" / "runs" / v1
+        out_dir = ROOT / ".verifily" / "demo" / "by-exact-match"
+        res = verifily_subprocess("eval", "--run", str(run_v1), "--hard-by", "exact_match", "--output", str(out_dir))
+        assert res.returncode == 0, res.stderr[-3000:]
+        doc = json.loads((out_dir / "eval_results.json").read_text())
+        assert doc["hard_examples"]["score"] == "exact_match" and doc["hard_examples"]["tie_break"]
+        assert doc["hard_examples"]["over_represented"][0]["slice"] == slice_name
+        hard = [json.loads(line) for line in (out_dir / "hard_examples.jsonl").read_text().splitlines()]
+        assert [h["index"] for h in hard] != list(range(len(hard)))
+        assert sum(h["tags"]["source"] == "ai_contaminated" for h in hard) > len(hard) // 2
 
 
 def test_demo_rejects_an_unknown_task_with_exit_1():
