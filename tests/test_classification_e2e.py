@@ -72,6 +72,7 @@ def test_lora_classifier_learns_well_above_chance(request, tmp_path, encoder_dir
     adapter = json.loads((run / "adapter" / "adapter_config.json").read_text())
     head = {"bert": {"classifier"}, "deberta-v2": {"pooler", "classifier"}, "llama": {"score"}}[kind]
     assert adapter["task_type"] == "SEQ_CLS" and head <= set(adapter["modules_to_save"])
+    assert len(adapter["modules_to_save"]) == len(set(adapter["modules_to_save"]))  # each head listed once
     assert set(results["details"]["confusion_matrix"]["labels"]) == {"neg", "pos"}
     first = _predictions(run / "eval" / "predictions.jsonl")[0]
     assert first["prediction"] in ("neg", "pos") and 0.0 <= first["scores"]["p_true"] <= 1.0
