@@ -20,7 +20,7 @@ class SFTTask(Task):
     required_fields = ("instruction", "output")
     reference_field = "output"
     optional_fields = ("input",)
-    default_metrics = ("loss", "perplexity")
+    default_metrics = ("exact_match", "token_f1", "loss", "perplexity")
     main_metrics = ("token_f1", "exact_match")
     metric_aliases = {"f1": "token_f1"}
     hard_example_scores = ("token_f1", "exact_match", "loss")
