@@ -171,3 +171,50 @@ def test_show_and_diff_collapse_a_500_value_tag(tmp_path, store):
     assert len(lines) <= 40, diffed.stdout
     assert any(line.strip().startswith("... and") and "more movie values" in line for line in lines)
     assert "300 retagged" in lines[1]
+
+
+def _split_rows(version_dir):
+    return {s: [json.loads(line) for line in (version_dir / f"{s}.jsonl").read_text().splitlines()]
+            for s in ("train", "val", "test") if (version_dir / f"{s}.jsonl").exists()}
+
+
+def test_automatic_splits_are_seeded_stratified_and_recorded(tmp_path, store):
+    from collections import Counter
+
+    rows = make_classification_rows(300, seed=1)
+    src = write_jsonl(tmp_path / "all.jsonl", rows)
+    args = ("--task", "classification", "--train", src, "--val-fraction", "0.1", "--test-fraction", "0.2",
+            "--stratify", "label,tags.source")
+    for version, seed in (("a", 0), ("b", 0), ("c", 1)):
+        res = run("dataset", "create", "--id", "c", "--version", version, *args, "--split-seed", seed)
+        assert res.exit_code == 0, res.output
+    a, b, c = (_split_rows(store / "c" / v) for v in "abc")
+    assert a == b and a["val"] != c["val"]  # the seed decides, nothing else
+    assert sorted(map(json.dumps, a["train"] + a["val"] + a["test"])) == sorted(map(json.dumps, rows))
+    strata = Counter((r["label"], r["tags"]["source"]) for r in rows)
+    for split, fraction in (("val", 0.1), ("test", 0.2)):
+        got = Counter((r["label"], r["tags"]["source"]) for r in a[split])
+        assert all(abs(got[k] - n * fraction) <= 0.5 for k, n in strata.items()), (split, got, strata)
+    order = {json.dumps(r): i for i, r in enumerate(rows)}
+    assert all([order[json.dumps(r)] for r in a[s]] == sorted(order[json.dumps(r)] for r in a[s]) for s in a)
+    manifest = json.loads((store / "c" / "a" / "manifest.json").read_text())
+    assert manifest["split"] == {"from": "train", "method": "stratified", "seed": 0,
+                                 "fractions": {"val": 0.1, "test": 0.2}, "stratify_by": ["label", "tags.source"],
+                                 "rows": {"train": len(a["train"]), "val": len(a["val"]), "test": len(a["test"])}}
+    assert run("dataset", "verify", "c@a", "--rows").exit_code == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--val", "VAL", "--val-fraction", "0.1"), "--val-fraction: the input already has a val split"),
+    (("--val-fraction", "1.5"), "--val-fraction 1.5: must be between 0 and 1"),
+    (("--val-fraction", "0.6", "--test-fraction", "0.5"), "must leave rows for training"),
+    (("--stratify", "label"), "--stratify needs --val-fraction or --test-fraction"),
+    (("--val-fraction", "0.1", "--stratify", "meta.x"), "--stratify 'meta.x': use a row field"),
+])
+def test_bad_split_options_are_one_line_and_exit_1(tmp_path, store, extra, message):
+    src = write_jsonl(tmp_path / "all.jsonl", make_classification_rows(20, seed=1))
+    val = write_jsonl(tmp_path / "val.jsonl", make_classification_rows(4, seed=2))
+    res = run("dataset", "create", "--id", "c", "--version", "v1", "--task", "classification", "--train", src,
+              *[str(val) if a == "VAL" else a for a in extra])
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+    assert not (store / "c").exists()

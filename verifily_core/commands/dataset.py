@@ -91,16 +91,33 @@ def dataset() -> None:
               help="Take the splits from this folder: its manifest.json (verified first) or train/val/test.jsonl.")
 @click.option("--tag-schema", type=click.Path(dir_okay=False),
               help="JSON file with the tag schema to enforce (default: inferred from the rows).")
+@click.option("--val-fraction", type=float, metavar="F",
+              help="Make the val split from this share of the train rows (when the input has none).")
+@click.option("--test-fraction", type=float, metavar="F",
+              help="Make the test split from this share of the train rows (when the input has none).")
+@click.option("--stratify", metavar="KEY,...",
+              help="Keep these proportions in every made split: row fields or tags (e.g. label,tags.source).")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the made splits.")
 @store_option
 @click.pass_obj
 def create(state: GlobalState, dataset_id: str, version: str, task: str | None, train: str | None, val: str | None,
-           test: str | None, from_dir: str | None, tag_schema: str | None, store: str | None) -> None:
+           test: str | None, from_dir: str | None, tag_schema: str | None, store: str | None,
+           val_fraction: float | None, test_fraction: float | None, stratify: str | None, split_seed: int) -> None:
     """Validate rows, copy the files into the store and seal a new version."""
     from verifily_core.api import create_dataset
 
     paths = {s: p for s, p in (("train", train), ("val", val), ("test", test)) if p}
+    fractions = {s: f for s, f in (("val", val_fraction), ("test", test_fraction)) if f is not None}
+    plan = None
+    if fractions:
+        from verifily_core.datasets.splitting import SplitPlan
+
+        keys = tuple(k.strip() for k in (stratify or "").split(",") if k.strip())
+        plan = SplitPlan(fractions, keys, split_seed)
+    elif stratify:
+        raise click.UsageError("--stratify needs --val-fraction or --test-fraction")
     dv = create_dataset(dataset_id, version, task, paths, from_dir=from_dir, tag_schema=_read_tag_schema(tag_schema),
-                        store=store, registries=state.registries)
+                        store=store, registries=state.registries, auto_split=plan)
     out(f"Created {dv.ref}: {dv.num_rows} rows ({', '.join(f'{f.split} {f.num_rows}' for f in dv.files)})")
     out(f"  Tag keys:     {', '.join(dv.tag_keys) or '(none)'}")
     out(f"  Content hash: {dv.content_hash}")

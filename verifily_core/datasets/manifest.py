@@ -58,6 +58,8 @@ class DatasetVersion:
     format: str = "jsonl"
     manifest_path: str | None = None
     row_schema: dict[str, list[str]] = attrs.field(factory=dict)
+    split: dict[str, Any] = attrs.field(factory=dict)
+    """How splits were made from the train file (``dataset create --val-fraction``), else empty."""
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -132,6 +134,7 @@ class DatasetVersion:
             "files": [attrs.asdict(f) for f in self.files],
             "row_schema": self.row_schema,
             "tag_schema": self.tag_schema,
+            **({"split": self.split} if self.split else {}),
         }
 
 
@@ -188,14 +191,14 @@ def read_manifest(path: str | Path) -> DatasetVersion:
         content_hash=normalize_sha256(doc["content_hash"]), tag_keys=tuple(doc.get("tag_keys") or ()),
         tag_schema=doc.get("tag_schema") or {}, created_at=doc.get("created_at") or "", root=str(root),
         ref=f"{doc['dataset_id']}@{doc['version']}", format=doc.get("format") or "jsonl", manifest_path=str(path),
-        row_schema=doc.get("row_schema") or {},
+        row_schema=doc.get("row_schema") or {}, split=doc.get("split") or {},
     )
 
 
 _FIELDS: dict[str, tuple[type, bool]] = {
     "dataset_id": (str, True), "version": (str, True), "task": (str, True), "content_hash": (str, True),
     "files": (list, True), "created_at": (str, False), "format": (str, False), "tag_keys": (list, False),
-    "tag_schema": (dict, False), "row_schema": (dict, False),
+    "tag_schema": (dict, False), "row_schema": (dict, False), "split": (dict, False),
 }
 _FILE_FIELDS = {"split": str, "path": str, "num_rows": object, "sha256": str}
 _KINDS = {str: "a string", list: "a list", dict: "an object", object: "a count"}
