@@ -160,14 +160,18 @@ def list_runs(runs_dir: str | Path = "runs", registries: Registries | None = Non
 
 def create_dataset(dataset_id: str, version: str, task: str | None = None, paths: Mapping[str, str] | None = None,
                    from_dir: str | None = None, tag_schema: Mapping[str, Any] | None = None, store: str | None = None,
-                   registries: Registries | None = None, auto_split: Any = None) -> Any:
+                   registries: Registries | None = None, auto_split: Any = None,
+                   column_map: Mapping[str, str] | None = None, ignored_columns: set[str] | None = None) -> Any:
     """Validate rows against the task's schema, copy the files into the store and seal the
     version ``dataset_id@version``; returns the :class:`~verifily_core.datasets.DatasetVersion`.
 
-    ``paths`` maps splits (``train``, ``val``, ``test``) to JSONL files; ``from_dir`` takes the
-    splits (and, from its manifest, the task and tag schema) from a folder. ``auto_split`` (a
+    ``paths`` maps splits (``train``, ``val``, ``test``) to JSONL, CSV, TSV, Parquet or
+    JSON-array files (stored as JSONL; ``column_map`` maps fields to columns, see
+    :mod:`verifily_core.datasets.tabular`); ``from_dir`` takes the splits (and, from its
+    manifest, the task and tag schema) from a folder. ``auto_split`` (a
     :class:`~verifily_core.datasets.splitting.SplitPlan`) carves val/test out of the train file,
-    seeded and stratified, and records how in the manifest.
+    seeded and stratified, and records how in the manifest. ``ignored_columns`` collects the
+    input columns that fill no field or tag.
     Raises ConfigError (no task, a bad plan, a split given twice) or DataError (bad rows, an
     existing version).
     """
@@ -188,24 +192,15 @@ def create_dataset(dataset_id: str, version: str, task: str | None = None, paths
         raise ConfigError(f"--task: name the task ({', '.join(regs.tasks.names())})")
     if not paths:
         raise DataError("no data files: pass --train FILE (and --val/--test) or --from-dir DIR")
-    with os_errors_as(DataError, "pass --store elsewhere"):
-        if auto_split is None:
-            return open_store(store).create(dataset_id, version, task, paths, tag_schema=tag_schema, registries=regs)
-        import shutil
-        import tempfile
+    import tempfile
 
-        from verifily_core.datasets.splitting import split_train_file
+    from verifily_core.datasets.tabular import prepare_inputs
 
-        given = sorted(set(auto_split.check().fractions) & set(paths))
-        if given:
-            raise ConfigError(f"--{given[0]}-fraction: the input already has a {given[0]} split; give one or the other")
-        made = Path(tempfile.mkdtemp(prefix=".verifily-split-"))
-        try:
-            files, record = split_train_file(paths["train"], auto_split, made)
-            return open_store(store).create(dataset_id, version, task, {**paths, **files}, tag_schema=tag_schema,
-                                            registries=regs, split=record)
-        finally:
-            shutil.rmtree(made, ignore_errors=True)
+    with os_errors_as(DataError, "pass --store elsewhere"), tempfile.TemporaryDirectory(prefix="verifily-") as work:
+        files, record = prepare_inputs(paths, dict(column_map or {}), auto_split, work, regs.tasks.get(task),
+                                       ignored_columns)
+        return open_store(store).create(dataset_id, version, task, files, tag_schema=tag_schema, registries=regs,
+                                        split=record)
 
 
 def list_datasets(store: str | None = None) -> tuple[list[Any], list[str]]:

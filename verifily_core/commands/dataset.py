@@ -10,7 +10,7 @@ import click
 
 from verifily_core.cli import GlobalState
 from verifily_core.commands import format_option
-from verifily_core.console import out, style
+from verifily_core.console import note, out, style
 
 store_option = click.option("--store", "store", default=None, metavar="DIR",
                             help="Dataset store directory [env: VERIFILY_DATASETS_DIR; default ~/.verifily/datasets].")
@@ -84,9 +84,11 @@ def dataset() -> None:
 @click.option("--version", "version", required=True, help="Version name, e.g. v2 (immutable once created).")
 @click.option("--task", help="Task whose row schema every row must follow (a task of `verifily plugins`); "
               "default: the task of --from-dir's manifest.json.")
-@click.option("--train", type=click.Path(dir_okay=False), help="Training split (JSONL).")
-@click.option("--val", type=click.Path(dir_okay=False), help="Validation split (JSONL).")
-@click.option("--test", type=click.Path(dir_okay=False), help="Test split (JSONL).")
+@click.option("--train", type=click.Path(dir_okay=False), help="Training split: JSONL, CSV, TSV, Parquet or a JSON array.")
+@click.option("--val", type=click.Path(dir_okay=False), help="Validation split (as --train).")
+@click.option("--test", type=click.Path(dir_okay=False), help="Test split (as --train).")
+@click.option("--map", "column_map", metavar="FIELD=COLUMN,...",
+              help="Where each row field comes from, e.g. text=review,label=sentiment,tags.source=origin.")
 @click.option("--from-dir", type=click.Path(file_okay=False),
               help="Take the splits from this folder: its manifest.json (verified first) or train/val/test.jsonl.")
 @click.option("--tag-schema", type=click.Path(dir_okay=False),
@@ -101,10 +103,11 @@ def dataset() -> None:
 @store_option
 @click.pass_obj
 def create(state: GlobalState, dataset_id: str, version: str, task: str | None, train: str | None, val: str | None,
-           test: str | None, from_dir: str | None, tag_schema: str | None, store: str | None,
+           test: str | None, column_map: str | None, from_dir: str | None, tag_schema: str | None, store: str | None,
            val_fraction: float | None, test_fraction: float | None, stratify: str | None, split_seed: int) -> None:
     """Validate rows, copy the files into the store and seal a new version."""
     from verifily_core.api import create_dataset
+    from verifily_core.datasets.tabular import parse_mapping
 
     paths = {s: p for s, p in (("train", train), ("val", val), ("test", test)) if p}
     fractions = {s: f for s, f in (("val", val_fraction), ("test", test_fraction)) if f is not None}
@@ -116,12 +119,17 @@ def create(state: GlobalState, dataset_id: str, version: str, task: str | None, 
         plan = SplitPlan(fractions, keys, split_seed)
     elif stratify:
         raise click.UsageError("--stratify needs --val-fraction or --test-fraction")
+    ignored: set[str] = set()
     dv = create_dataset(dataset_id, version, task, paths, from_dir=from_dir, tag_schema=_read_tag_schema(tag_schema),
-                        store=store, registries=state.registries, auto_split=plan)
+                        store=store, registries=state.registries, auto_split=plan,
+                        column_map=parse_mapping(column_map), ignored_columns=ignored)
     out(f"Created {dv.ref}: {dv.num_rows} rows ({', '.join(f'{f.split} {f.num_rows}' for f in dv.files)})")
     out(f"  Tag keys:     {', '.join(dv.tag_keys) or '(none)'}")
     out(f"  Content hash: {dv.content_hash}")
     out(f"  Location:     {dv.root}")
+    if ignored:
+        note(f"Columns left out (no field of task '{dv.task}'; --map FIELD=COLUMN or tags.KEY=COLUMN keeps them): "
+             + ", ".join(sorted(ignored)))
 
 
 @dataset.command(name="list")
