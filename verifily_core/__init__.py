@@ -27,6 +27,7 @@ _LAZY = {
     "evaluate": "verifily_core.api",
     "compare": "verifily_core.api",
     "reproduce": "verifily_core.api",
+    "predict": "verifily_core.api",
     "TrainConfig": "verifily_core.config",
     "make_plugin_manager": "verifily_core.plugins",
     "load_registries": "verifily_core.plugins",

@@ -128,6 +128,17 @@ def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by
                     registries=plugins_or_installed(registries), verify=verify)
 
 
+def predict(run_path: str | Path, rows: list[dict[str, Any]], device: str = "auto", batch_size: int | None = None,
+            hf_token: str | None = None, registries: Registries | None = None, verify: bool = True) -> list[dict[str, Any]]:
+    """The run's model on ``rows`` (no reference needed): ``{"prediction", "scores"}`` per row,
+    with evaluation's prompt rendering and prediction code; nothing is scored or written. The
+    run's files are checked against its hashes first (``verify=False`` skips that)."""
+    from verifily_core.evaluator import predict_rows
+
+    return predict_rows(run_path, rows, registries=plugins_or_installed(registries), device=device,
+                        batch_size=batch_size, hf_token=hf_token, verify=verify)
+
+
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",
               tolerance: float = 0.005, mode: str = "train", runs_dir: str | Path = "runs",
               hf_token: str | None = None, registries: Registries | None = None) -> Any:

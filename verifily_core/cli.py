@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("verifily_core.commands.eval", "eval_cmd", "Evaluate a run with tag-sliced metrics and hard examples."),
     "compare": ("verifily_core.commands.compare", "compare", "Compare metrics across runs, per tag slice."),
     "reproduce": ("verifily_core.commands.reproduce", "reproduce", "Verify a run's hashes or re-create it."),
+    "predict": ("verifily_core.commands.predict", "predict", "Predict rows with a trained run."),
+    "generate": ("verifily_core.commands.predict", "generate", "Generate with a trained SFT run from a prompt."),
     "runs": ("verifily_core.commands.runs", "runs", "List runs in an output directory."),
     "dataset": ("verifily_core.commands.dataset", "dataset", "Create, inspect, verify and diff dataset versions."),
     "plugins": ("verifily_core.commands.plugins", "plugins", "List installed plugins and what they register."),

@@ -11,10 +11,11 @@ import inspect
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from verifily_core.config import TrainConfig
 from verifily_core.errors import DataError, EvalError, VerifilyTrainError
+from verifily_core.interfaces import PREDICTION
 from verifily_core.jobs import utc_now
 from verifily_core.runs import STATUS_COMPLETED, load_run
 
@@ -176,4 +177,39 @@ def _records(rows: list[dict], preds: list[dict]) -> list[dict[str, Any]]:
     return [{"index": i, "row_id": row_id(row), "prediction": p["prediction"], "reference": p["reference"],
              "scores": dict(p.get("scores") or {}), "tags": dict(row.get("tags") or {}), "row": row}
             for i, (row, p) in enumerate(zip(rows, preds))]
+
+
+def predict_rows(run_path: str | Path, rows: Sequence[Mapping[str, Any]], *, registries: Any, device: str = "auto",
+                 batch_size: int | None = None, hf_token: str | None = None, verify: bool = True) -> list[dict[str, Any]]:
+    """The run's model on ``rows`` (no reference needed): ``{"prediction", "scores"}`` per row,
+    rendered and predicted exactly as evaluation does, without scoring or writing anything;
+    ``scores`` holds the task's ``prediction_scores`` only (a reference may be a placeholder).
+
+    :raises EvalError: the run is not completed or does not verify (unless ``verify`` is false).
+    :raises DataError: a row the task refuses (named by its position).
+    """
+    run = load_run(run_path)
+    if run.status != STATUS_COMPLETED:
+        raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can predict")
+    if verify:
+        from verifily_core.reproduction.verify import require_intact
+
+        require_intact(run, "load it", eval_files=False, error=EvalError)
+    cfg = TrainConfig.from_yaml(run.path / "config.yaml")
+    task = registries.tasks.get(cfg.task)
+    ready, placeholder = [], None
+    for i, row in enumerate(rows, 1):
+        row = dict(row)
+        if task.reference_field and task.reference_field not in row:  # predicting needs no reference
+            placeholder = task.reference_placeholder(run.path) if placeholder is None else placeholder
+            row[task.reference_field] = placeholder
+        problem = task.validate_row(row)
+        if problem:
+            raise DataError(f"row {i}: {problem}")
+        ready.append(row)
+    preds = _predict(run, cfg, registries, task, ready, device, batch_size or cfg.eval.batch_size, hf_token,
+                     frozenset({PREDICTION}))
+    keep = set(task.prediction_scores)
+    return [{"prediction": p["prediction"], "scores": {k: v for k, v in (p.get("scores") or {}).items() if k in keep}}
+            for p in preds]
 

@@ -55,6 +55,9 @@ class Task(ABC):
     score_directions: ClassVar[Mapping[str, bool]] = MappingProxyType({})
     validation_metrics: ClassVar[tuple[str, ...]] = ()
     validation_reads: ClassVar[frozenset[str]] = frozenset()
+    prediction_scores: ClassVar[tuple[str, ...]] = ()
+    """Per-example scores that mean something without a reference (``p_pred``): what
+    ``verifily predict`` shows; scores that compare with a reference are left out there."""
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """Return the first problem with one data row as a short phrase, or ``None``.
@@ -171,6 +174,11 @@ class Task(ABC):
         """Extra ``from_pretrained`` keyword arguments to rebuild a trained run's base model for
         evaluation, read from the run directory alone (e.g. ``num_labels`` from ``labels.json``)."""
         return {}
+
+    def reference_placeholder(self, run_path: Path) -> Any:
+        """A valid reference for rows predicted without one (``verifily predict``): the scores
+        that depend on it are not shown. Default ``"-"``; classification gives a label of the run."""
+        return "-"
 
     def eval_metric_kwargs(self, run_path: Path) -> dict[str, Any]:
         """Keyword arguments every metric receives for this run's predictions, read from the run

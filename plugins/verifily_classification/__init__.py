@@ -37,6 +37,7 @@ class ClassificationTask(Task):
     score_directions = {"p_true": True, "p_pred": True, "loss": False}
     validation_metrics = ("accuracy", "macro_f1")
     validation_reads = frozenset({"prediction"})
+    prediction_scores = ("p_pred",)
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job
@@ -150,6 +151,12 @@ class ClassificationTask(Task):
         from verifily_classification.labels import read_labels
 
         return read_labels(run_path).model_kwargs()
+
+    def reference_placeholder(self, run_path: Path) -> Any:
+        """The run's first label (the reference must be a label of the run)."""
+        from verifily_classification.labels import read_labels
+
+        return read_labels(run_path).labels[0]
 
     def eval_metric_kwargs(self, run_path: Path) -> dict[str, Any]:
         """``labels``: the run's label set in id order (from its ``labels.json``)."""

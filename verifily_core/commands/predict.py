@@ -1,0 +1,103 @@
+"""``verifily predict`` and ``verifily generate``: try a trained run on rows or a prompt, with the
+prompt rendering and prediction code of evaluation (nothing is scored or written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from verifily_core.cli import GlobalState, verbose_option
+from verifily_core.commands import format_option
+from verifily_core.console import out
+
+run_option = click.option("--run", "run_path", required=True, help="Run directory (or run id under runs/).")
+device_option = click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:0, mps or cpu.")
+no_verify_option = click.option("--no-verify", is_flag=True,
+                                help="Load the run without first checking its files against hashes.json.")
+
+
+def _read_rows(path: str) -> list[dict[str, Any]]:
+    from verifily_core.datasets.rows import iter_jsonl
+
+    return [row for _, row in iter_jsonl(path)]
+
+
+def _fields(items: tuple[str, ...]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--set {item!r}: write FIELD=VALUE (e.g. --set text='a fine film')")
+        row[key] = value
+    return row
+
+
+def _print(results: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        out(json.dumps([{"index": i, **r} for i, r in enumerate(results)], indent=2, ensure_ascii=False))
+        return
+    for r in results:
+        shown = {k: v for k, v in r["scores"].items() if k.startswith("p_")}
+        extra = "  " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()) if shown else ""
+        out(f"{r['prediction']}{extra}")
+
+
+@click.command()
+@run_option
+@click.option("--input", "input_file", type=click.Path(dir_okay=False), help="JSONL rows to predict.")
+@click.option("--set", "fields", multiple=True, metavar="FIELD=VALUE",
+              help="One row given field by field (repeatable), e.g. --set text='a fine film'.")
+@device_option
+@no_verify_option
+@format_option(help="table: one prediction per line (with its probability); json: predictions and scores.")
+@verbose_option
+@click.pass_obj
+def predict(state: GlobalState, run_path: str, input_file: str | None, fields: tuple[str, ...], device: str,
+            no_verify: bool, fmt: str) -> None:
+    """Predict rows with a trained run (a classification run prints the label and its probability)."""
+    from verifily_core.api import predict as do_predict
+
+    if bool(input_file) == bool(fields):
+        raise click.UsageError("give either --input FILE or --set FIELD=VALUE")
+    rows = _read_rows(input_file) if input_file else [_fields(fields)]
+    _print(do_predict(run_path, rows, device=device, hf_token=state.hf_token, registries=state.registries,
+                      verify=not no_verify), fmt)
+
+
+@click.command()
+@run_option
+@click.option("--prompt", help="The instruction (as a row's instruction field).")
+@click.option("--context", help="The row's input field, if the task uses one.")
+@click.option("--input", "input_file", type=click.Path(dir_okay=False),
+              help="JSONL rows ({\"instruction\", \"input\"?}) to generate for, one output per line.")
+@device_option
+@no_verify_option
+@format_option(help="table: one output per line; json: outputs with their rows' index.")
+@verbose_option
+@click.pass_obj
+def generate(state: GlobalState, run_path: str, prompt: str | None, context: str | None, input_file: str | None,
+             device: str, no_verify: bool, fmt: str) -> None:
+    """Generate with a trained SFT run: --prompt, a JSONL file, or instructions typed on a terminal."""
+    from verifily_core.api import predict as do_predict
+
+    def row(instruction: str) -> dict[str, Any]:
+        return {"instruction": instruction, **({"input": context} if context else {})}
+
+    kwargs = dict(device=device, hf_token=state.hf_token, registries=state.registries, verify=not no_verify)
+    if prompt is not None or input_file or not sys.stdin.isatty():  # piped: one instruction per line
+        rows = _read_rows(input_file) if input_file else [row(prompt)] if prompt is not None else \
+            [row(line.strip()) for line in sys.stdin if line.strip()]
+        _print(do_predict(run_path, rows, **kwargs), fmt)
+        return
+    while True:  # on a terminal: until an empty line or end of input
+        try:
+            line = input("instruction> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        _print(do_predict(run_path, [row(line)], **kwargs), fmt)
+        kwargs["verify"] = False  # checked once
