@@ -139,6 +139,17 @@ def predict(run_path: str | Path, rows: list[dict[str, Any]], device: str = "aut
                         batch_size=batch_size, hf_token=hf_token, verify=verify)
 
 
+def export_run(run_path: str | Path, output: str | Path, merge: bool = False, dtype: str = "float32",
+               hf_token: str | None = None, registries: Registries | None = None, verify: bool = True) -> Path:
+    """Write a completed LoRA run to the new folder ``output``: its adapter and tokenizer, or with
+    ``merge`` a standalone model (LoRA merged into the unquantized base, in ``dtype``) and
+    tokenizer; returns the folder. The run is verified first (``verify=False`` skips that)."""
+    from verifily_core.exporting import export_run as _export
+
+    return _export(run_path, output, registries=plugins_or_installed(registries), merge=merge, dtype=dtype,
+                   hf_token=hf_token, verify=verify)
+
+
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",
               tolerance: float = 0.005, mode: str = "train", runs_dir: str | Path = "runs",
               hf_token: str | None = None, registries: Registries | None = None) -> Any:

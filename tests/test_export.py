@@ -1,0 +1,68 @@
+"""`verifily export`: a run's adapter, or its merged standalone model whose logits equal the
+base with the adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from verifily_core.cli import cli
+from verifily_core.testing import make_sft_rows, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, verifily_tiny_llama_dir):
+    root = tmp_path_factory.mktemp("export")
+    write_jsonl(root / "train.jsonl", make_sft_rows(16, seed=1))
+    cfg = {"task": "sft", "base_model": str(verifily_tiny_llama_dir), "data_paths": {"train": str(root / "train.jsonl")},
+           "training": {"max_steps": 3, "batch_size": 8, "max_seq_length": 48, "learning_rate": 0.05},
+           "lora": {"r": 4, "alpha": 8}, "eval": {"enabled": False}, "output": {"dir": str(root / "runs")}}
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, ["train", "--config", str(root / "c.yaml")])
+    assert res.exit_code == 0, res.output
+    return next((root / "runs").iterdir())
+
+
+def test_a_merged_export_gives_the_logits_of_base_plus_adapter(run, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from verifily_core.config import TrainConfig
+    from verifily_core.evaluator import load_run_model
+    from verifily_core.plugins import load_registries
+    from verifily_core.runs import load_run
+
+    out = tmp_path / "merged"
+    res = CliRunner().invoke(cli, ["export", "--run", str(run), "--merge", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    assert json.loads((out / "verifily_export.json").read_text())["merged"] is True
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    regs = load_registries()
+    cfg = TrainConfig.from_yaml(run / "config.yaml")
+    with_adapter = load_run_model(load_run(run), cfg, regs, "cpu", None).model
+    ids = tok(["### Instruction:\nRepeat the word.\n\n### Input:\napple\n\n### Response:\n"], return_tensors="pt")
+    with torch.no_grad():
+        a, b = merged(**ids).logits, with_adapter(**ids).logits
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    lora_delta = load_run_model(load_run(run), cfg, regs, "cpu", None).model  # the adapter changes the output
+    with torch.no_grad(), lora_delta.disable_adapter():
+        base = lora_delta(**ids).logits
+    assert not torch.allclose(a, base, atol=1e-5)
+
+
+def test_an_adapter_export_and_refusals(run, tmp_path):
+    out = tmp_path / "adapter"
+    res = CliRunner().invoke(cli, ["export", "--run", str(run), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "adapter_model.safetensors").read_bytes() == (run / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out / "tokenizer.json").is_file()
+    res = CliRunner().invoke(cli, ["export", "--run", str(run), "--output", str(out)])
+    assert res.exit_code == 1 and "already exists; export into a new folder" in res.output
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left

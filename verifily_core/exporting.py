@@ -1,0 +1,96 @@
+"""``verifily export``: a shareable folder from a completed LoRA run.
+
+Without ``--merge`` the folder holds the run's adapter (PEFT layout) and tokenizer. With
+``--merge`` it holds a standalone model: the run's model is assembled as evaluation does (base model, the run's adapter and tokenizer;
+the run verified first), the LoRA weights are merged into the base (``merge_and_unload``) and
+the result is saved with ``save_pretrained`` (safetensors) beside the run's tokenizer, into a
+staging folder renamed into place at the end. A quantized (QLoRA) run is merged into the base
+loaded without quantization, in ``--dtype`` (default float32). The merged model gives the same
+logits as the base with the adapter (up to floating point rounding).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from verifily_core.errors import ConfigError, EvalError
+from verifily_core.files import write_json
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def export_run(run_path: str | Path, output: str | Path, *, registries: Any, merge: bool = False,
+               dtype: str = "float32", hf_token: str | None = None, verify: bool = True) -> Path:
+    """Write the run at ``run_path`` to ``output`` (a new folder): its adapter and tokenizer, or
+    with ``merge`` the merged standalone model and tokenizer; returns the folder.
+
+    :raises ConfigError: ``output`` exists and is not empty, an unknown ``dtype``, a run trained
+        without LoRA, or a merged model that is no standard ``transformers`` model (a custom head).
+    :raises EvalError: the run is not completed or does not verify.
+    """
+    from verifily_core.config import TrainConfig
+    from verifily_core.runs import STATUS_COMPLETED, load_run
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(f"{output}: already exists; export into a new folder")
+    run = load_run(run_path)
+    if run.status != STATUS_COMPLETED:
+        raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be exported")
+    if verify:
+        from verifily_core.reproduction.verify import require_intact
+
+        require_intact(run, "export it", eval_files=False, error=EvalError)
+    cfg = TrainConfig.from_yaml(run.path / "config.yaml")
+    if not cfg.lora.enabled:
+        raise ConfigError(f"{run.path}: trained without LoRA, its adapter/ folder already holds the whole model")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        if merge:
+            _save_merged(run, cfg, registries, dtype, hf_token, stage)
+        else:
+            shutil.copytree(run.path / "adapter", stage, dirs_exist_ok=True)
+            shutil.copytree(run.path / "tokenizer", stage, dirs_exist_ok=True)
+            for p in [stage, *stage.rglob("*")]:  # the run is read-only; its copy need not be
+                p.chmod(p.stat().st_mode | 0o200)
+        write_json(stage / "verifily_export.json", {
+            "run_id": run.run_id, "base_model": run.base_model, "task": run.task, "merged": merge,
+            "dtype": dtype if merge else None, "reproducibility_hash": run.reproducibility_hash,
+            "dataset": run.dataset.get("ref"), "run_quantization": cfg.lora.quantization,
+        })
+        if output.exists():
+            output.rmdir()
+        stage.rename(output)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return output
+
+
+def _save_merged(run: Any, cfg: Any, registries: Any, dtype: str, hf_token: str | None, stage: Path) -> None:
+    """Merge the run's LoRA weights into its base (loaded unquantized) and save model and tokenizer."""
+    import torch
+    import transformers
+
+    from verifily_core.evaluator import load_run_model
+    from verifily_core.modeling import quiet_libraries
+
+    quiet_libraries()
+    plain = attrs.evolve(cfg, lora=attrs.evolve(cfg.lora, quantization="none"))  # merge into real weights
+    options = registries.tasks.get(cfg.task).parse_options(cfg.task_options)
+    built = load_run_model(run, plain, registries, "cpu", hf_token, options)
+    merged = built.model.merge_and_unload()
+    if not isinstance(merged, transformers.PreTrainedModel):
+        raise ConfigError(f"{run.path}: its model ({type(merged).__name__}, a custom head?) is no standard "
+                          "transformers model to save merged; export the adapter without --merge")
+    merged.to(getattr(torch, dtype)).save_pretrained(str(stage), safe_serialization=True)
+    built.tokenizer.save_pretrained(str(stage))
+
