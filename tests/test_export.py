@@ -66,3 +66,33 @@ def test_an_adapter_export_and_refusals(run, tmp_path):
     res = CliRunner().invoke(cli, ["export", "--run", str(run), "--output", str(out)])
     assert res.exit_code == 1 and "already exists; export into a new folder" in res.output
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+
+
+def test_the_run_card_and_the_exported_card_hold_the_real_numbers(run, tmp_path):
+    from collections import Counter
+
+    import yaml as _yaml
+
+    card = (run / "adapter" / "README.md").read_text()
+    assert "More Information Needed" not in card
+    front = _yaml.safe_load(card.split("---")[1])
+    meta = json.loads((run / "run_meta.json").read_text())
+    assert front["base_model"] == meta["base_model"] and front["library_name"] == "peft"
+    assert front["license"] == "unknown" and "sft" in front["tags"]
+    assert f"reproducibility_hash: `{meta['hashes']['reproducibility_hash']}`" in card
+    assert f"| train_loss | {meta['metrics']['train_loss']:.4g} |" in card
+    rows = [json.loads(line) for line in (run.parent.parent / "train.jsonl").read_text().splitlines()]
+    sources = Counter(r["tags"]["source"] for r in rows)
+    assert all(f"| `source={k}` | {n} |" in card for k, n in sources.items())
+    assert "verifily eval --run" in card  # test metrics come after the seal
+
+    test = write_jsonl(tmp_path / "test.jsonl", make_sft_rows(6, seed=3))
+    res = CliRunner().invoke(cli, ["eval", "--run", str(run), "--test-data", str(test), "--metrics", "token_f1",
+                                   "--slice-by", "source"])
+    assert res.exit_code == 0, res.output
+    value = json.loads((run / "eval" / "eval_results.json").read_text())["overall"]["metrics"]["token_f1"]["value"]
+    out = tmp_path / "merged"
+    assert CliRunner().invoke(cli, ["export", "--run", str(run), "--merge", "--output", str(out)]).exit_code == 0
+    exported = (out / "README.md").read_text()
+    assert "library_name: transformers" in exported and f"| overall | 6 | {value:.4f}" in exported
+    assert "| `source=human` |" in exported and "correlation, not causation" in exported

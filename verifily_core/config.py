@@ -132,6 +132,7 @@ class OutputParams:
     name: str | None = None
     save_adapter_only: bool = True
     push_to_hub: bool = False
+    license: str | None = None
 
 
 @define
@@ -224,7 +225,7 @@ class TrainConfig:
         return yaml.safe_dump(redact(self.to_dict()), sort_keys=False)
 
 
-HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "eval.batch_size")
+HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.license", "eval.batch_size")
 """Dotted config paths that cannot change a run's results and are left out of ``to_hash()``."""
 
 

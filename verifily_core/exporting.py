@@ -61,6 +61,7 @@ def export_run(run_path: str | Path, output: str | Path, *, registries: Any, mer
             shutil.copytree(run.path / "tokenizer", stage, dirs_exist_ok=True)
             for p in [stage, *stage.rglob("*")]:  # the run is read-only; its copy need not be
                 p.chmod(p.stat().st_mode | 0o200)
+        _write_card(run, stage, merge)
         write_json(stage / "verifily_export.json", {
             "run_id": run.run_id, "base_model": run.base_model, "task": run.task, "merged": merge,
             "dtype": dtype if merge else None, "reproducibility_hash": run.reproducibility_hash,
@@ -93,4 +94,25 @@ def _save_merged(run: Any, cfg: Any, registries: Any, dtype: str, hf_token: str 
                           "transformers model to save merged; export the adapter without --merge")
     merged.to(getattr(torch, dtype)).save_pretrained(str(stage), safe_serialization=True)
     built.tokenizer.save_pretrained(str(stage))
+
+
+def _write_card(run: Any, stage: Path, merged: bool) -> None:
+    """``README.md``: the run's card, with the test metrics of its evaluation when its eval files
+    verify (the run's own card, written before evaluation, points at them instead)."""
+    from verifily_core.evaluation.seal import check_eval
+    from verifily_core.files import write_text
+    from verifily_core.model_card import with_evaluation
+
+    source = run.path / ("model" if merged and (run.path / "model" / "README.md").is_file() else "adapter") / "README.md"
+    if not source.is_file():
+        return
+    card = source.read_text(encoding="utf-8")
+    count, problems = check_eval(run.path / "eval", run.path)
+    if count and not problems and (run.path / "eval" / "eval_results.json").is_file():
+        from verifily_core.evaluation.result import load_eval_result
+
+        card = with_evaluation(card, load_eval_result(run.path / "eval"), "transformers" if merged else None)
+    elif merged:
+        card = card.replace("library_name: peft\n", "library_name: transformers\n", 1)
+    write_text(stage / "README.md", card)
 

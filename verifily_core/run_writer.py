@@ -123,6 +123,7 @@ class RunWriter:
         self._drop_checkpoints()
         final = self.output_dir / self.job.job_id
         run = self._write_meta(STATUS_COMPLETED, metrics, None, final)
+        self._write_cards(run)
         write_json(self.path / "hashes.json", {
             "format_version": RUN_FORMAT_VERSION,
             "config_hash": run.config_hash,
@@ -153,6 +154,24 @@ class RunWriter:
         shutil.rmtree(self.path / REMOVING, ignore_errors=True)
 
     @_unlocking
+    def _write_cards(self, run: Run) -> None:
+        """``README.md`` model cards in ``adapter/`` and ``model/`` (where the backend saved them),
+        replacing the blank ones libraries write (see :mod:`verifily_core.model_card`)."""
+        from verifily_core.model_card import render_card, tag_counts
+
+        folders = [(d, lib) for d, lib in (("adapter", "peft" if self.job.config.lora.enabled else "transformers"),
+                                            ("model", "transformers")) if (self.path / d).is_dir()]
+        if not folders:
+            return
+        dataset = {**self.job.dataset.to_ref_dict(), "files": [
+            {"split": f.split, "num_rows": f.num_rows} for f in self.job.dataset.files]}
+        tags = tag_counts(self.job.dataset.iter_rows("train"))
+        hashes = {k: getattr(run, k) for k in ("reproducibility_hash", "config_hash", "data_hash", "env_hash")}
+        for folder, library in folders:
+            write_text(self.path / folder / "README.md", render_card(
+                run_id=run.run_id, name=run.name, config=self.job.config, dataset=dataset, metrics=run.metrics,
+                hashes=hashes, tags=tags, library=library))
+
     def fail(self, error: str, metrics: dict[str, Any] | None = None) -> Run:
         """Mark the run failed with its error and rename it to ``<run_id>.failed``.
 
