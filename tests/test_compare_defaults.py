@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from verifily_core.cli import cli
-from verifily_core.testing import make_sft_rows, write_jsonl
+from verifily_core.testing import make_sft_rows, train_run, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +24,7 @@ def test_two_default_sft_runs_compare_with_default_options(tmp_path, verifily_ti
                "training": {"max_steps": 2, "batch_size": 8, "max_seq_length": 48},
                "eval": {"max_new_tokens": 4}, "data_checks": {"leakage": "off"},
                "output": {"dir": str(tmp_path / "runs"), "name": f"s{seed}"}}
-        (tmp_path / f"c{seed}.yaml").write_text(yaml.safe_dump(cfg))
-        res = CliRunner().invoke(cli, ["train", "--config", str(tmp_path / f"c{seed}.yaml")])
-        assert res.exit_code == 0, res.output
-        runs.append(next(p for p in (tmp_path / "runs").iterdir()
-                         if json.loads((p / "run_meta.json").read_text())["name"] == f"s{seed}"))
+        runs.append(train_run(cfg, tmp_path, f"c{seed}"))
     metrics = json.loads((runs[0] / "eval" / "eval_results.json").read_text())["metrics"]
     assert metrics == ["exact_match", "token_f1", "loss", "perplexity"]  # the sft defaults
     res = CliRunner().invoke(cli, ["compare", "--runs", f"{runs[0]},{runs[1]}", "--format", "json"])

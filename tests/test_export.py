@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from verifily_core.cli import cli
-from verifily_core.testing import make_sft_rows, write_jsonl
+from verifily_core.testing import make_sft_rows, train_run, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +21,7 @@ def run(tmp_path_factory, verifily_tiny_llama_dir):
     cfg = {"task": "sft", "base_model": str(verifily_tiny_llama_dir), "data_paths": {"train": str(root / "train.jsonl")},
            "training": {"max_steps": 3, "batch_size": 8, "max_seq_length": 48, "learning_rate": 0.05},
            "lora": {"r": 4, "alpha": 8}, "eval": {"enabled": False}, "output": {"dir": str(root / "runs")}}
-    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(cli, ["train", "--config", str(root / "c.yaml")])
-    assert res.exit_code == 0, res.output
-    return next((root / "runs").iterdir())
+    return train_run(cfg, root)
 
 
 def test_a_merged_export_gives_the_logits_of_base_plus_adapter(run, tmp_path):

@@ -9,11 +9,10 @@ import shutil
 import stat
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from verifily_core.cli import cli
-from verifily_core.testing import make_sft_rows, write_jsonl
+from verifily_core.testing import make_sft_rows, train_run, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +34,7 @@ def runs(tmp_path_factory, verifily_tiny_llama_dir):
                "eval": {"metrics": ["token_f1"], "slice_by_tags": ["source"], "max_new_tokens": 4,
                         "bootstrap_resamples": 20, "min_slice_size": 1, "hard_examples": 2},
                "output": {"dir": str(root / "runs"), "name": f"seed{seed}"}}
-        (root / f"c{seed}.yaml").write_text(yaml.safe_dump(cfg))
-        res = CliRunner().invoke(cli, ["train", "--config", str(root / f"c{seed}.yaml")])
-        assert res.exit_code == 0, res.output
-        out.append(next(p for p in (root / "runs").iterdir()
-                        if json.loads((p / "run_meta.json").read_text())["name"] == f"seed{seed}"))
+        out.append(train_run(cfg, root, f"c{seed}"))
     return out, base
 
 

@@ -179,6 +179,22 @@ def _records(rows: list[dict], preds: list[dict]) -> list[dict[str, Any]]:
             for i, (row, p) in enumerate(zip(rows, preds))]
 
 
+def load_verified_run(run_path: str | Path, what: str, verify: bool = True) -> tuple[Any, TrainConfig]:
+    """A completed run and its config, its files checked against its hashes first.
+
+    :param what: what the caller will do with it, for the messages ("export it").
+    :raises EvalError: the run is not completed or (with ``verify``) does not verify.
+    """
+    run = load_run(run_path)
+    if run.status != STATUS_COMPLETED:
+        raise EvalError(f"{run.path}: run status is '{run.status}'; a run must be completed to {what}")
+    if verify:
+        from verifily_core.reproduction.verify import require_intact
+
+        require_intact(run, what, eval_files=False, error=EvalError)
+    return run, TrainConfig.from_yaml(run.path / "config.yaml")
+
+
 def predict_rows(run_path: str | Path, rows: Sequence[Mapping[str, Any]], *, registries: Any, device: str = "auto",
                  batch_size: int | None = None, hf_token: str | None = None, verify: bool = True) -> list[dict[str, Any]]:
     """The run's model on ``rows`` (no reference needed): ``{"prediction", "scores"}`` per row,
@@ -188,14 +204,7 @@ def predict_rows(run_path: str | Path, rows: Sequence[Mapping[str, Any]], *, reg
     :raises EvalError: the run is not completed or does not verify (unless ``verify`` is false).
     :raises DataError: a row the task refuses (named by its position).
     """
-    run = load_run(run_path)
-    if run.status != STATUS_COMPLETED:
-        raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can predict")
-    if verify:
-        from verifily_core.reproduction.verify import require_intact
-
-        require_intact(run, "load it", eval_files=False, error=EvalError)
-    cfg = TrainConfig.from_yaml(run.path / "config.yaml")
+    run, cfg = load_verified_run(run_path, "predict with it", verify)
     task = registries.tasks.get(cfg.task)
     ready, placeholder = [], None
     for i, row in enumerate(rows, 1):

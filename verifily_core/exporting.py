@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from verifily_core.errors import ConfigError, EvalError
+from verifily_core.errors import ConfigError
 from verifily_core.files import write_json
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -33,22 +33,14 @@ def export_run(run_path: str | Path, output: str | Path, *, registries: Any, mer
         without LoRA, or a merged model that is no standard ``transformers`` model (a custom head).
     :raises EvalError: the run is not completed or does not verify.
     """
-    from verifily_core.config import TrainConfig
-    from verifily_core.runs import STATUS_COMPLETED, load_run
-
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConfigError(f"{output}: already exists; export into a new folder")
-    run = load_run(run_path)
-    if run.status != STATUS_COMPLETED:
-        raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be exported")
-    if verify:
-        from verifily_core.reproduction.verify import require_intact
+    from verifily_core.evaluator import load_verified_run
 
-        require_intact(run, "export it", eval_files=False, error=EvalError)
-    cfg = TrainConfig.from_yaml(run.path / "config.yaml")
+    run, cfg = load_verified_run(run_path, "export it", verify)
     if not cfg.lora.enabled:
         raise ConfigError(f"{run.path}: trained without LoRA, its adapter/ folder already holds the whole model")
     output.parent.mkdir(parents=True, exist_ok=True)

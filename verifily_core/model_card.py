@@ -28,10 +28,10 @@ def tag_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return dict(counts)
 
 
-def render_card(*, run_id: str, name: str | None, config: Any, dataset: Mapping[str, Any], metrics: Mapping[str, Any],
+def render_card(*, name: str | None, config: Any, dataset: Mapping[str, Any], metrics: Mapping[str, Any],
                 hashes: Mapping[str, str], tags: Mapping[str, int], library: str = "peft",
                 eval_result: Any = None) -> str:
-    """The card's text.
+    """The card's text. It names no run id or time, so identical runs write identical cards.
 
     :param dataset: the run's dataset record (``ref``, ``content_hash``, ``files``...).
     :param hashes: ``config_hash``, ``data_hash``, ``env_hash``, ``reproducibility_hash``.
@@ -43,11 +43,11 @@ def render_card(*, run_id: str, name: str | None, config: Any, dataset: Mapping[
     front = {"base_model": config.base_model, "library_name": library,
              "license": config.output.license or "unknown",
              "tags": ["verifily", config.task, *(["lora"] if lora.enabled else []),
-                      *(["qlora"] if lora.quantization != "none" else [])]}
+                      *([lora.quantization] if lora.quantization != "none" else [])]}
     ref = dataset.get("ref") or "data_paths"
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
-             f"# {name or run_id}", "",
-             f"`{config.base_model}` fine-tuned for the `{config.task}` task with Verifily Train (run `{run_id}`)."
+             f"# {name or f'{config.task} fine-tune of {config.base_model}'}", "",
+             f"`{config.base_model}` fine-tuned for the `{config.task}` task with Verifily Train."
              + (f" LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}"
                 + (f", base quantized to {lora.quantization}" if lora.quantization != "none" else "") + "."
                 if lora.enabled else " Full fine-tuning."), "",
@@ -80,14 +80,14 @@ def render_card(*, run_id: str, name: str | None, config: Any, dataset: Mapping[
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in shown.items()]
     lines += ["", "## Evaluation", ""]
     if eval_result is None:
-        lines.append(f"Test metrics are computed after the run is sealed: `verifily eval --run {run_id}` writes "
+        lines.append("Test metrics are computed after the run is sealed: `verifily eval --run RUN_DIR` writes "
                      "them to the run's `eval/eval_results.json` (sealed by `eval/eval_hashes.json`).")
     else:
         lines += _eval_lines(eval_result)
     lines += ["", "## Reproducibility", "",
               *[f"- {k}: `{v}`" for k, v in hashes.items() if v],
-              f"- Verify the run: `verifily reproduce --run {run_id} --verify-only`",
-              f"- Re-create it: `verifily reproduce --run {run_id} --mode train`", ""]
+              "- Verify the run: `verifily reproduce --run RUN_DIR --verify-only`",
+              "- Re-create it: `verifily reproduce --run RUN_DIR --mode train` (RUN_DIR: the run's folder)", ""]
     return "\n".join(lines)
 
 

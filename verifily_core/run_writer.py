@@ -153,7 +153,6 @@ class RunWriter:
         os.rename(self.checkpoints, self.path / REMOVING)
         shutil.rmtree(self.path / REMOVING, ignore_errors=True)
 
-    @_unlocking
     def _write_cards(self, run: Run) -> None:
         """``README.md`` model cards in ``adapter/`` and ``model/`` (where the backend saved them),
         replacing the blank ones libraries write (see :mod:`verifily_core.model_card`)."""
@@ -169,9 +168,10 @@ class RunWriter:
         hashes = {k: getattr(run, k) for k in ("reproducibility_hash", "config_hash", "data_hash", "env_hash")}
         for folder, library in folders:
             write_text(self.path / folder / "README.md", render_card(
-                run_id=run.run_id, name=run.name, config=self.job.config, dataset=dataset, metrics=run.metrics,
+                name=run.name, config=self.job.config, dataset=dataset, metrics=run.metrics,
                 hashes=hashes, tags=tags, library=library))
 
+    @_unlocking
     def fail(self, error: str, metrics: dict[str, Any] | None = None) -> Run:
         """Mark the run failed with its error and rename it to ``<run_id>.failed``.
 

@@ -13,6 +13,6 @@ from verifily_core.testing.data import (
     make_sft_rows,
     write_jsonl,
 )
-from verifily_core.testing.runs import seal_run
+from verifily_core.testing.runs import seal_run, train_run
 
-__all__ = ["SOURCES", "corpus", "make_classification_rows", "make_sft_rows", "seal_run", "write_jsonl"]
+__all__ = ["SOURCES", "corpus", "make_classification_rows", "make_sft_rows", "seal_run", "train_run", "write_jsonl"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verifily_core.files import read_json, write_json
+from verifily_core.files import read_json, write_json, write_text
 from verifily_core.hashing import hash_tree
 
 HASH_KEYS = ("config_hash", "data_hash", "env_hash", "reproducibility_hash")
@@ -23,3 +23,22 @@ def seal_run(run_dir: str | Path) -> Path:
     doc = {"format_version": 1, **{k: recorded.get(k, "") for k in HASH_KEYS}, "data_files": {},
            "artifacts": hash_tree(run_dir)}
     return write_json(run_dir / "hashes.json", doc)
+
+
+def train_run(config: dict, folder: str | Path, name: str = "c") -> Path:
+    """Write ``config`` to ``folder/<name>.yaml``, train it with ``verifily train`` (in this
+    process) and return the run directory; fails with the command's output when training does."""
+    import yaml
+    from click.testing import CliRunner
+
+    from verifily_core.cli import cli
+
+    path = Path(folder) / f"{name}.yaml"
+    write_text(path, yaml.safe_dump(config))
+    runs = Path(config.get("output", {}).get("dir", "runs"))
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    res = CliRunner().invoke(cli, ["train", "--config", str(path)])
+    if res.exit_code != 0:
+        raise AssertionError(f"verifily train --config {path} exited {res.exit_code}: {res.output}")
+    (made,) = [p for p in set(runs.iterdir()) - before if not p.name.startswith(".")]
+    return made
