@@ -1,9 +1,9 @@
 """``verifily export``: a shareable folder from a completed LoRA run.
 
 Without ``--merge`` the folder holds the run's adapter (PEFT layout) and tokenizer. With
-``--merge`` it holds a standalone model: the run's model is assembled as evaluation does (base model, the run's adapter and tokenizer;
-the run verified first), the LoRA weights are merged into the base (``merge_and_unload``) and
-the result is saved with ``save_pretrained`` (safetensors) beside the run's tokenizer, into a
+``--merge`` it holds a standalone model: the run's model is assembled as evaluation does (base
+model, the run's adapter and tokenizer; the run verified first), the LoRA weights are merged
+into the base (``merge_and_unload``) and the result is saved with ``save_pretrained`` (safetensors) beside the run's tokenizer, into a
 staging folder renamed into place at the end. A quantized (QLoRA) run is merged into the base
 loaded without quantization, in ``--dtype`` (default float32). The merged model gives the same
 logits as the base with the adapter (up to floating point rounding).
