@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from verifily_core.hashing import hash_tree, sha256_json
+from verifily_core.hashing import hash_differences, hash_tree, sha256_json
 
 LOCAL, HUB = "folder", "hub"
 
@@ -52,9 +52,7 @@ def check_base_model(record: Any) -> tuple[bool | None, str]:
     if folder is None:
         return None, f"local model folder {record.get('path') or record.get('name')} is not on this machine"
     recorded, actual = record.get("files") or {}, model_folder_files(folder)
-    problems = [f"{k} changed" for k in sorted(recorded) if k in actual and actual[k] != recorded[k]]
-    problems += [f"{k} missing" for k in sorted(recorded) if k not in actual]
-    problems += [f"{k} added" for k in sorted(actual) if k not in recorded]
+    problems = hash_differences(recorded, actual)
     if problems:
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         return False, f"{folder}: " + "; ".join(problems[:5]) + more

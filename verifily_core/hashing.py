@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 PREFIX = "sha256:"
 CHUNK = 1 << 20
@@ -75,3 +75,12 @@ def hash_tree(root: str | Path, exclude: Iterable[str] = ("hashes.json",), exclu
             continue
         out[rel] = sha256_file(p)
     return out
+
+
+def hash_differences(recorded: Mapping[str, str], actual: Mapping[str, str], prefix: str = "") -> list[str]:
+    """``<prefix><path> changed|missing|added`` for every file whose sha256 in ``actual`` differs
+    from ``recorded``, is absent from it, or is not in ``recorded`` (each group sorted)."""
+    out = [f"{prefix}{k} changed" for k in sorted(recorded) if k in actual and actual[k] != recorded[k]]
+    out += [f"{prefix}{k} missing" for k in sorted(recorded) if k not in actual]
+    return out + [f"{prefix}{k} added" for k in sorted(actual) if k not in recorded]
+

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from verifily_core import files
-from verifily_core.hashing import hash_tree, sha256_file, special_entries
+from verifily_core.hashing import hash_differences, hash_tree, sha256_file, special_entries
 
 SEAL_FILE = "eval_hashes.json"
 SEAL_FORMAT = 1
@@ -72,10 +72,7 @@ def check_eval(eval_dir: str | Path, run_path: str | Path | None) -> tuple[int, 
             raise TypeError("files is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return len(actual), [f"{seal_path}: unreadable ({type(exc).__name__}); re-run `verifily eval`"]
-    problems = [f"eval/{k} changed" for k in sorted(recorded) if k in actual and actual[k] != recorded[k]]
-    problems += [f"eval/{k} missing" for k in sorted(recorded) if k not in actual]
-    problems += [f"eval/{k} added" for k in sorted(actual) if k not in recorded]
-    problems += links
+    problems = hash_differences(recorded, actual, "eval/") + links
     expected = run_hashes_digest(run_path)
     if expected is not None and doc.get("run_hashes") != expected:
         problems.append(f"{SEAL_FILE} was made for another run (or the run's hashes.json changed)")

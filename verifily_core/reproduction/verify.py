@@ -24,7 +24,7 @@ from typing import Any
 
 from verifily_core.errors import ReproduceError, VerifilyTrainError
 from verifily_core.files import read_json
-from verifily_core.hashing import hash_tree, reproducibility_hash, sha256_file, special_entries
+from verifily_core.hashing import hash_differences, hash_tree, reproducibility_hash, sha256_file, special_entries
 from verifily_core.reproduction.result import (
     ARTIFACTS, BASE, CONFIG, DATA, ENV, EVAL, MATCH, MISMATCH, PARTIAL, UNCHECKED, Check, ReproduceResult,
 )
@@ -141,9 +141,7 @@ def check_artifacts(run: Run, hashes: dict[str, Any]) -> Check:
     """sha256 of every run file vs ``artifacts``; ``hashes.json`` consistent with ``run_meta.json``."""
     recorded = hashes.get("artifacts") or {}
     actual = hash_tree(run.path)
-    problems = [f"{k} changed" for k in sorted(recorded) if k in actual and actual[k] != recorded[k]]
-    problems += [f"{k} missing" for k in sorted(recorded) if k not in actual]
-    problems += [f"{k} added" for k in sorted(actual) if k not in recorded]
+    problems = hash_differences(recorded, actual)
     problems += [f"{k} is a link or special file (a run holds regular files only)" for k in special_entries(run.path)]
     meta = {"config_hash": run.config_hash, "data_hash": run.data_hash, "env_hash": run.env_hash,
             "reproducibility_hash": run.reproducibility_hash}
