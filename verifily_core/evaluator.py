@@ -49,15 +49,12 @@ def evaluate(
         from it (``False`` skips the check: ``--no-verify``).
     :raises EvalError: (exit 4) when the run does not verify, or prediction or metric computation fails.
     """
-    run = load_run(run_path)
-    if run.status != STATUS_COMPLETED:
-        raise EvalError(f"{run.path}: run status is '{run.status}'; only completed runs can be evaluated")
-    if output:
-        return _evaluate(run, test_data, metrics, slice_by, hard_examples, output, device, batch_size, hf_token,
-                         registries, verify, hard_by)
+    from contextlib import nullcontext
+
     from verifily_core.run_lock import lock_run
 
-    with lock_run(run.path):  # one writer of the run's eval/ at a time
+    run = completed_run(run_path, "evaluate it")
+    with nullcontext() if output else lock_run(run.path):  # one writer of the run's eval/ at a time
         return _evaluate(run, test_data, metrics, slice_by, hard_examples, output, device, batch_size, hf_token,
                          registries, verify, hard_by)
 
@@ -66,11 +63,7 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
               hard_examples: int | None, output: str | Path | None, device: str, batch_size: int | None,
               hf_token: str | None, registries: Any, verify: bool, hard_by: str | None) -> Any:
     started = time.monotonic()
-    if verify:
-        from verifily_core.reproduction.verify import require_intact
-
-        require_intact(run, "evaluate it", eval_files=False, error=EvalError)
-    cfg = TrainConfig.from_yaml(run.path / "config.yaml")
+    cfg = verified_config(run, "evaluate it", verify)
     if cfg.model.trust_remote_code:
         log.warning("%s: its config.yaml sets model.trust_remote_code: true, so loading it runs Python code "
                     "shipped with its model and tokenizer files", run.path)
@@ -179,20 +172,35 @@ def _records(rows: list[dict], preds: list[dict]) -> list[dict[str, Any]]:
             for i, (row, p) in enumerate(zip(rows, preds))]
 
 
-def load_verified_run(run_path: str | Path, what: str, verify: bool = True) -> tuple[Any, TrainConfig]:
-    """A completed run and its config, its files checked against its hashes first.
+def completed_run(run_path: str | Path, what: str) -> Any:
+    """The run at ``run_path`` (a path or run id), which must be completed.
 
-    :param what: what the caller will do with it, for the messages ("export it").
-    :raises EvalError: the run is not completed or (with ``verify``) does not verify.
+    :param what: what the caller will do with it, for the message ("export it").
+    :raises EvalError: the run is not completed.
     """
     run = load_run(run_path)
     if run.status != STATUS_COMPLETED:
         raise EvalError(f"{run.path}: run status is '{run.status}'; a run must be completed to {what}")
+    return run
+
+
+def verified_config(run: Any, what: str, verify: bool = True) -> TrainConfig:
+    """The run's config, after (with ``verify``) its files were checked against its hashes.
+
+    :raises EvalError: the run does not verify.
+    """
     if verify:
         from verifily_core.reproduction.verify import require_intact
 
         require_intact(run, what, eval_files=False, error=EvalError)
-    return run, TrainConfig.from_yaml(run.path / "config.yaml")
+    return TrainConfig.from_yaml(run.path / "config.yaml")
+
+
+def load_verified_run(run_path: str | Path, what: str, verify: bool = True) -> tuple[Any, TrainConfig]:
+    """A completed run and its config, its files checked against its hashes first
+    (:func:`completed_run`, then :func:`verified_config`)."""
+    run = completed_run(run_path, what)
+    return run, verified_config(run, what, verify)
 
 
 def predict_rows(run_path: str | Path, rows: Sequence[Mapping[str, Any]], *, registries: Any, device: str = "auto",

@@ -113,9 +113,9 @@ def build_eval_result(
         slice_by=[s.text for s in specs], min_slice_size=min_slice_size,
         hard_score=choice[0] if choice else None, hard_higher_is_better=choice[1] if choice else None,
         hard_tie_break=[name for name, _ in ties], hard_threshold=threshold, hard_tested=len(tested),
-        over_represented=over, run_id=run_id,
+        over_represented=over, run_id=run_id, test_data=dict(test_data) if test_data else None,
         metric_settings={m.name: dict(s) for m in chosen
-                         if (s := m.settings(**((metric_options or {}).get(m.name) or {})))}, test_data=dict(test_data) if test_data else None,
+                         if (s := m.settings(**((metric_options or {}).get(m.name) or {})))},
         test_data_path=(test_data or {}).get("path"), eval_duration_seconds=round(time.monotonic() - started, 3),
         created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         records=recs, metric_objects={m.name: m for m in chosen},
