@@ -237,19 +237,11 @@ def list_datasets(store: str | None = None) -> tuple[list[Any], list[str]]:
 
 def show_dataset(ref: str, store: str | None = None) -> tuple[Any, dict[str, dict[str, int]]]:
     """The version ``ref`` and its rows per tag value, per split: ``{split: {"source=human": n}}``."""
-    from collections import Counter
-
     from verifily_core.datasets import open_store
-    from verifily_core.slices import tag_labels
+    from verifily_core.slices import tag_counts
 
     dv = open_store(store).get(ref)
-    counts: dict[str, dict[str, int]] = {}
-    for f in dv.files:
-        c: Counter[str] = Counter()
-        for row in dv.iter_rows(f.split):
-            c.update(tag_labels(row.get("tags")))
-        counts[f.split] = dict(sorted(c.items()))
-    return dv, counts
+    return dv, {f.split: dict(sorted(tag_counts(dv.iter_rows(f.split)).items())) for f in dv.files}
 
 
 def verify_dataset(ref: str, rows: bool = False, store: str | None = None,

@@ -10,22 +10,12 @@ in it: ``verifily export`` writes a card that adds them, overall and per slice w
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
-from verifily_core.slices import tag_labels
 
 MAX_TAG_VALUES = 10
-
-
-def tag_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Rows per ``key=value`` tag label."""
-    counts: Counter[str] = Counter()
-    for row in rows:
-        counts.update(tag_labels(row.get("tags")))
-    return dict(counts)
 
 
 def render_card(*, name: str | None, config: Any, dataset: Mapping[str, Any], metrics: Mapping[str, Any],
@@ -35,7 +25,7 @@ def render_card(*, name: str | None, config: Any, dataset: Mapping[str, Any], me
 
     :param dataset: the run's dataset record (``ref``, ``content_hash``, ``files``...).
     :param hashes: ``config_hash``, ``data_hash``, ``env_hash``, ``reproducibility_hash``.
-    :param tags: rows per ``key=value`` of the training split (see :func:`tag_counts`).
+    :param tags: rows per ``key=value`` of the training split (see :func:`verifily_core.slices.tag_counts`).
     :param library: ``peft`` for an adapter, ``transformers`` for a merged model.
     :param eval_result: an :class:`~verifily_core.evaluation.result.EvalResult` to report.
     """

@@ -156,7 +156,8 @@ class RunWriter:
     def _write_cards(self, run: Run) -> None:
         """``README.md`` model cards in ``adapter/`` and ``model/`` (where the backend saved them),
         replacing the blank ones libraries write (see :mod:`verifily_core.model_card`)."""
-        from verifily_core.model_card import render_card, tag_counts
+        from verifily_core.model_card import render_card
+        from verifily_core.slices import tag_counts
 
         folders = [(d, lib) for d, lib in (("adapter", "peft" if self.job.config.lora.enabled else "transformers"),
                                             ("model", "transformers")) if (self.path / d).is_dir()]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -103,3 +103,14 @@ def tag_labels(tags: Mapping[str, Any] | None) -> list[str]:
 def slice_keys(name: str) -> tuple[str, ...]:
     """The keys in a slice name: ``source=human&difficulty=hard`` -> ``("source", "difficulty")``."""
     return tuple(part.split("=", 1)[0] for part in name.split(PAIR_SEPARATOR))
+
+
+def tag_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Rows per ``key=value`` tag label (see :func:`tag_labels`)."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for row in rows:
+        counts.update(tag_labels(row.get("tags")))
+    return dict(counts)
+
