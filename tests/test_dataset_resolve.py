@@ -102,7 +102,7 @@ def test_content_hash_is_over_the_sorted_split_and_file_hashes(tmp_path, store):
 def test_manifest_details(tmp_path, store, regs):
     dv = add(store, tmp_path, "v1", {"train": make_sft_rows(5, 1)})
     manifest = json.loads(Path(dv.manifest_path).read_text())
-    assert manifest["row_schema"] == {"sft": ["instruction", "input", "output"]}
+    assert manifest["row_schema"] == {"sft": ["instruction", "input", "messages", "output"]}
     assert manifest["format"] == "jsonl" and manifest["created_at"].endswith("Z")
     _writable(store.root)
     manifest["files"][0]["sha256"] = manifest["files"][0]["sha256"].removeprefix("sha256:")  # bare hex is fine

@@ -229,7 +229,7 @@ def test_store_diff_api_matches_cli(tmp_path, store, regs):
     create(tmp_path, "v1", make_sft_rows(10, 1))
     create(tmp_path, "v2", make_sft_rows(10, 1)[:-1])
     s = DatasetStore(store)
-    d = diff_versions(s.get("ds@v1"), s.get("ds@v2"), regs.tasks.get("sft").input_fields())
+    d = diff_versions(s.get("ds@v1"), s.get("ds@v2"), regs.tasks.get("sft").row_input)
     assert d["total"]["removed"] == 1 and d["total"]["added"] == 0
 
 

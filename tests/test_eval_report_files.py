@@ -37,7 +37,7 @@ def _result(regs, records=None, **kwargs):
     metrics = [regs.metrics.get(m) for m in ("exact_match", "token_f1", "loss")]
     kwargs.setdefault("slice_by", ["source"])
     return build_eval_result(records or _records(), regs.tasks.get("sft"), metrics, slicers=regs.slicers,
-                             hard_examples=8, min_slice_size=15, input_fields=["instruction"], run_id="run_x",
+                             hard_examples=8, min_slice_size=15, row_input=lambda row: {"instruction": row.get("instruction")}, run_id="run_x",
                              test_data={"path": "data/test.jsonl", "sha256": "sha256:abc", "split": "test"}, **kwargs)
 
 

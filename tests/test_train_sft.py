@@ -50,7 +50,8 @@ def test_default_template_with_and_without_input(sft):
     ({"prompt_template": "{input} only"}, "$.task_options.prompt_template", "{instruction}"),
     ({"prompt_template": "{instruction} {"}, "$.task_options.prompt_template", "braces"),
     ({"use_chat_template": "yes"}, "$.task_options.use_chat_template", "bool"),
-    ({"system_prompt": "Be brief."}, "$.task_options.system_prompt", "use_chat_template=true"),
+    ({"assistant_turns": "first"}, "$.task_options.assistant_turns", "all, last"),
+    ({"chat_template": " "}, "$.task_options.chat_template", "empty"),
     ({"use_chat_template": True, "prompt_template": "{instruction}"}, "$.task_options.prompt_template", "one"),
 ])
 def test_bad_options_name_their_field(sft, options, field, words):
@@ -73,11 +74,13 @@ def test_causal_lm_loss_covers_only_the_output_and_eos(sft, llama_tok):
 
 def test_chat_template_prompt_has_one_bos(sft, llama_tok):
     opts = sft.parse_options({"use_chat_template": True, "system_prompt": "Be brief."})
-    text = opts.render(ROW, llama_tok)
-    assert "Be brief." in text and "apple" in text
     feats, _ = sft.prepare_features([ROW], llama_tok, "causal_lm", Cfg(128), opts)
     ids = feats[0]["input_ids"]
     assert ids.count(llama_tok.bos_token_id) == 1 and ids[0] == llama_tok.bos_token_id
+    text = llama_tok.decode(ids)
+    assert text.startswith("<s><|system|>\nBe brief.\n<|user|>\nRepeat the word.\n\napple\n<|assistant|>\napple</s>")
+    learned = [t for t in feats[0]["labels"] if t != -100]
+    assert llama_tok.decode(learned) == "apple</s>\n"
 
 
 def test_chat_template_needs_a_tokenizer_that_has_one(sft, t5_tok):

@@ -139,6 +139,18 @@ def predict(run_path: str | Path, rows: list[dict[str, Any]], device: str = "aut
                         batch_size=batch_size, hf_token=hf_token, verify=verify)
 
 
+def predictor(run_path: str | Path, device: str = "auto", batch_size: int | None = None, hf_token: str | None = None,
+              registries: Registries | None = None, verify: bool = True) -> Any:
+    """The run's model, loaded once, as a callable on rows (what :func:`predict` returns, for
+    any number of calls); its ``text_row(text)`` writes a free-text prompt as a row in the form
+    the run trained on. The run's files are checked against its hashes first (``verify=False``
+    skips that); the model loads at the first call."""
+    from verifily_core.evaluator import load_predictor
+
+    return load_predictor(run_path, registries=plugins_or_installed(registries), device=device,
+                          batch_size=batch_size, hf_token=hf_token, verify=verify)
+
+
 def export_run(run_path: str | Path, output: str | Path, merge: bool = False, dtype: str = "float32",
                hf_token: str | None = None, registries: Registries | None = None, verify: bool = True) -> Path:
     """Write a completed LoRA run to the new folder ``output``: its adapter and tokenizer, or with
@@ -265,7 +277,7 @@ def diff_datasets(ref_a: str, ref_b: str, store: str | None = None,
     a, b = s.get(ref_a), s.get(ref_b)
     verify(a)
     verify(b)
-    return diff_versions(a, b, plugins_or_installed(registries).tasks.get(b.task).input_fields())
+    return diff_versions(a, b, plugins_or_installed(registries).tasks.get(b.task).row_input)
 
 
 def list_plugins(registries: Registries | None = None) -> list[dict[str, Any]]:

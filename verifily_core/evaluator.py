@@ -77,7 +77,7 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
         rows = rows + _gold_rows(Path(cfg.eval.gold_set), task)
     needs = frozenset().union(*(m.reads for m in chosen.values()), {hard_by or cfg.eval.hard_by} - {None, *chosen})
     try:
-        preds = _predict(run, cfg, registries, task, rows, device, batch_size or cfg.eval.batch_size, hf_token, needs)
+        preds = Predictor(run, cfg, registries, task, device, batch_size or cfg.eval.batch_size, hf_token)(rows, needs)
     except VerifilyTrainError:
         raise
     except Exception as exc:
@@ -95,7 +95,7 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
             confidence_level=cfg.eval.confidence_level, resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed,
             min_slice_size=cfg.eval.min_slice_size, metric_kwargs=task.eval_metric_kwargs(run.path),
             metric_options=cfg.eval.metric_options,
-            input_fields=task.input_fields(), run_id=run.run_id, test_data=test_info,
+            row_input=task.row_input, run_id=run.run_id, test_data=test_info,
         )
     except VerifilyTrainError:
         raise
@@ -150,18 +150,30 @@ def load_run_model(run: Any, cfg: TrainConfig, regs: Any, device: str, hf_token:
                           loader=run.model.get("loader"))
 
 
-def _predict(run, cfg, regs, task, rows, device, batch_size, hf_token, needs) -> list[dict[str, Any]]:
-    from verifily_core.modeling import quiet_libraries, resolve_device
+class Predictor:
+    """A run's model, loaded (through the assembly evaluation uses) at the first call and kept,
+    predicting rows on each call."""
 
-    quiet_libraries()
-    dev = resolve_device(device)
-    options = task.parse_options(cfg.task_options)
-    built = load_run_model(run, cfg, regs, dev, hf_token, options)
-    extra = {"needs": needs} if "needs" in inspect.signature(task.predict).parameters else {}
-    preds = task.predict(built.model, built.tokenizer, rows, built.kind, cfg, options, batch_size, dev, **extra)
-    if len(preds) != len(rows):
-        raise EvalError(f"task '{cfg.task}' returned {len(preds)} predictions for {len(rows)} rows")
-    return preds
+    def __init__(self, run: Any, cfg: TrainConfig, regs: Any, task: Any, device: str, batch_size: int,
+                 hf_token: str | None) -> None:
+        self.run, self.cfg, self.regs, self.task, self.batch_size = run, cfg, regs, task, batch_size
+        self.device, self.hf_token, self.built, self.options = device, hf_token, None, None
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]], needs: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """The task's predictions for ``rows`` (``needs``: what the caller reads, see :meth:`Task.predict`)."""
+        if self.built is None:
+            from verifily_core.modeling import quiet_libraries, resolve_device
+
+            quiet_libraries()
+            self.device = resolve_device(self.device)
+            self.options = self.task.parse_options(self.cfg.task_options)
+            self.built = load_run_model(self.run, self.cfg, self.regs, self.device, self.hf_token, self.options)
+        extra = {"needs": needs} if "needs" in inspect.signature(self.task.predict).parameters else {}
+        preds = self.task.predict(self.built.model, self.built.tokenizer, rows, self.built.kind, self.cfg,
+                                  self.options, self.batch_size, self.device, **extra)
+        if len(preds) != len(rows):
+            raise EvalError(f"task '{self.cfg.task}' returned {len(preds)} predictions for {len(rows)} rows")
+        return preds
 
 
 def _records(rows: list[dict], preds: list[dict]) -> list[dict[str, Any]]:
@@ -203,30 +215,49 @@ def load_verified_run(run_path: str | Path, what: str, verify: bool = True) -> t
     return run, verified_config(run, what, verify)
 
 
-def predict_rows(run_path: str | Path, rows: Sequence[Mapping[str, Any]], *, registries: Any, device: str = "auto",
-                 batch_size: int | None = None, hf_token: str | None = None, verify: bool = True) -> list[dict[str, Any]]:
-    """The run's model on ``rows`` (no reference needed): ``{"prediction", "scores"}`` per row,
-    rendered and predicted exactly as evaluation does, without scoring or writing anything;
-    ``scores`` holds the task's ``prediction_scores`` only (a reference may be a placeholder).
+class RunPredictor:
+    """A completed run's model for rows without references: call it with rows to get
+    ``{"prediction", "scores"}`` per row, rendered and predicted exactly as evaluation does,
+    nothing scored or written; ``scores`` holds the task's ``prediction_scores`` only (a
+    reference may be a placeholder). The model loads at the first call and is kept."""
+
+    def __init__(self, run: Any, cfg: TrainConfig, registries: Any, device: str, batch_size: int | None,
+                 hf_token: str | None) -> None:
+        self.run, self.task = run, registries.tasks.get(cfg.task)
+        self._placeholder = self.task.reference_placeholder(run.path)
+        self._predict = Predictor(run, cfg, registries, self.task, device, batch_size or cfg.eval.batch_size, hf_token)
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Predictions for ``rows``. :raises DataError: a row the task refuses (named by its position)."""
+        ready = []
+        for i, row in enumerate(rows, 1):
+            row = self.task.with_reference(row, self._placeholder)  # predicting needs no reference
+            problem = self.task.validate_row(row)
+            if problem:
+                raise DataError(f"row {i}: {problem}")
+            ready.append(row)
+        keep = set(self.task.prediction_scores)
+        preds = self._predict(ready, frozenset({PREDICTION})) if ready else []
+        return [{"prediction": p["prediction"],
+                 "scores": {k: v for k, v in (p.get("scores") or {}).items() if k in keep}} for p in preds]
+
+    def text_row(self, text: str, context: str | None = None) -> dict[str, Any]:
+        """The row for a free-text prompt, in the form the run was trained on (see :meth:`Task.text_row`)."""
+        return self.task.text_row(text, context, self.run.path)
+
+
+def load_predictor(run_path: str | Path, *, registries: Any, device: str = "auto", batch_size: int | None = None,
+                   hf_token: str | None = None, verify: bool = True) -> RunPredictor:
+    """A :class:`RunPredictor` for the completed run at ``run_path``.
 
     :raises EvalError: the run is not completed or does not verify (unless ``verify`` is false).
-    :raises DataError: a row the task refuses (named by its position).
     """
     run, cfg = load_verified_run(run_path, "predict with it", verify)
-    task = registries.tasks.get(cfg.task)
-    ready, placeholder = [], None
-    for i, row in enumerate(rows, 1):
-        row = dict(row)
-        if task.reference_field and task.reference_field not in row:  # predicting needs no reference
-            placeholder = task.reference_placeholder(run.path) if placeholder is None else placeholder
-            row[task.reference_field] = placeholder
-        problem = task.validate_row(row)
-        if problem:
-            raise DataError(f"row {i}: {problem}")
-        ready.append(row)
-    preds = _predict(run, cfg, registries, task, ready, device, batch_size or cfg.eval.batch_size, hf_token,
-                     frozenset({PREDICTION}))
-    keep = set(task.prediction_scores)
-    return [{"prediction": p["prediction"], "scores": {k: v for k, v in (p.get("scores") or {}).items() if k in keep}}
-            for p in preds]
+    return RunPredictor(run, cfg, registries, device, batch_size, hf_token)
 
+
+def predict_rows(run_path: str | Path, rows: Sequence[Mapping[str, Any]], *, registries: Any, device: str = "auto",
+                 batch_size: int | None = None, hf_token: str | None = None, verify: bool = True) -> list[dict[str, Any]]:
+    """:func:`load_predictor` applied to ``rows`` once."""
+    return load_predictor(run_path, registries=registries, device=device, batch_size=batch_size,
+                          hf_token=hf_token, verify=verify)(rows)

@@ -97,6 +97,30 @@ class Task(ABC):
         """The row fields that make up the model input (all fields but the reference)."""
         return tuple(f for f in (*self.required_fields, *self.optional_fields) if f != self.reference_field)
 
+    def row_input(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The model input of a row as named parts: what leakage checks and dataset diffs compare
+        and what hard examples show. The default is :meth:`input_fields` (``None`` where absent);
+        a task whose input is not a set of fields (a conversation) overrides it."""
+        return {f: row.get(f) for f in self.input_fields()}
+
+    def with_reference(self, row: Mapping[str, Any], reference: Any) -> dict[str, Any]:
+        """A copy of ``row`` that carries ``reference`` as its gold answer where it has none, so a
+        row to predict (``verifily predict``) passes :meth:`validate_row`. The default sets
+        :attr:`reference_field` when it is absent."""
+        out = dict(row)
+        if self.reference_field and self.reference_field not in out:
+            out[self.reference_field] = reference
+        return out
+
+    def text_row(self, text: str, context: str | None, run_path: Path) -> dict[str, Any]:
+        """The row for a free-text prompt (``verifily generate --prompt``), in the form the run at
+        ``run_path`` was trained on; ``context`` is extra input where the task has such a field.
+
+        :raises ConfigError: the task does not take free-text prompts (the default)."""
+        from verifily_core.errors import ConfigError
+
+        raise ConfigError(f"task '{self.name}' does not generate from a prompt; give rows with verifily predict --input")
+
     # -- training contract (called by compute backends) -------------------------------------
 
     def parse_options(self, options: Mapping[str, Any]) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
+from verifily_core.chat import message_problem
 from verifily_core.errors import ConfigError, DataError
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -23,26 +24,12 @@ RESPONSES = ("chosen", "rejected")
 ALLOWED = (*FIELDS, "tags", "id")
 
 
-def _message_problem(message: Any, where: str) -> str | None:
-    if not isinstance(message, dict):
-        return f"{where} must be a message object {{\"role\": ..., \"content\": ...}}"
-    for key in ("role", "content"):
-        if not isinstance(message.get(key), str):
-            return f"{where} needs a string '{key}'"
-    if not message["role"].strip():
-        return f"{where} has an empty 'role'"
-    unknown = sorted(set(message) - {"role", "content"})
-    if unknown:
-        return f"{where} has an unknown key '{unknown[0]}' (messages have 'role' and 'content')"
-    return None
-
-
 def _chat_problem(row: Mapping[str, Any]) -> str | None:
     prompt = row["prompt"]
     if not prompt:
         return "field 'prompt' is an empty list of messages"
     for i, message in enumerate(prompt):
-        problem = _message_problem(message, f"field 'prompt' message {i}")
+        problem = message_problem(message, f"field 'prompt' message {i}")
         if problem:
             return problem
     if prompt[-1]["role"] == "assistant":
@@ -54,7 +41,7 @@ def _chat_problem(row: Mapping[str, Any]) -> str | None:
             return (f"field '{name}' must be an assistant message or a non-empty list of them when 'prompt' "
                     "is a list of messages")
         for i, message in enumerate(messages):
-            problem = _message_problem(message, f"field '{name}'" + (f" message {i}" if isinstance(value, list) else ""))
+            problem = message_problem(message, f"field '{name}'" + (f" message {i}" if isinstance(value, list) else ""))
             if problem:
                 return problem
             if message["role"] != "assistant":

@@ -1,4 +1,4 @@
-"""Tokenization of SFT rows: loss on output tokens only (CausalLM), output as target (Seq2Seq).
+"""Tokenization of SFT rows: loss on output (assistant) tokens only (CausalLM), output as target (Seq2Seq).
 
 Truncation to ``training.max_seq_length`` is counted, never silent. A prompt that is too long
 loses tokens from its middle (its start with the instruction and its end with the response
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from verifily_sft.chat import causal_pieces, conversation, is_chat, render, template
 from verifily_sft.options import SFTOptions
 
 
@@ -24,34 +25,65 @@ def fit_middle(ids: list[int], budget: int) -> list[int]:
     return ids[:first] + ids[len(ids) - (budget - first):]
 
 
+def fit_middle_pair(ids: list[int], labels: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """``ids`` and their ``labels`` cut to ``budget`` tokens at the same positions (the middle)."""
+    return fit_middle(ids, budget), fit_middle(labels, budget)
+
+
+def reference(row: Mapping[str, Any]) -> str:
+    """The answer the model should write: the last assistant message, or ``output``."""
+    return row["messages"][-1]["content"] if is_chat(row) else row["output"]
+
+
+def pieces(tokenizer: Any, row: Mapping[str, Any], model_kind: str, options: SFTOptions,
+           all_turns: bool) -> tuple[list[int], list[int], list[int]]:
+    """(prompt ids, their labels, output ids) of a row for a CausalLM, or (source ids, [], target
+    ids) for a Seq2Seq model. The prompt is everything before the reference; its labels are -100
+    but for earlier assistant turns of a conversation when ``all_turns``."""
+    chat = is_chat(row) or options.use_chat_template
+    if model_kind == "seq2seq":
+        if chat:
+            messages = conversation(row, options)
+            text = render(tokenizer, messages[:-1], template(tokenizer, options, is_chat(row)), True)
+        else:
+            text = options.render(dict(row))
+        return _ids(tokenizer, text, True), [], _ids(tokenizer, reference(row), True)
+    if chat:
+        return causal_pieces(tokenizer, conversation(row, options), template(tokenizer, options, is_chat(row)),
+                             all_turns)
+    p = _ids(tokenizer, options.render(dict(row)), True)
+    out = _ids(tokenizer, row["output"], False)
+    if tokenizer.eos_token_id is not None:
+        out = out + [tokenizer.eos_token_id]
+    return p, [-100] * len(p), out
+
+
 def prompt_ids(tokenizer: Any, row: Mapping[str, Any], model_kind: str, options: SFTOptions) -> list[int]:
-    """The prompt's token ids (special tokens as the model family expects; none added to a
-    chat-template prompt of a CausalLM, which carries its own)."""
-    prompt = options.render(dict(row), tokenizer)
-    return _ids(tokenizer, prompt, model_kind == "seq2seq" or not options.use_chat_template)
+    """The ids a generation starts from: the row's prompt, exactly as training tokenizes it."""
+    return pieces(tokenizer, row, model_kind, options, False)[0]
 
 
 def prepare(rows: Sequence[Mapping[str, Any]], tokenizer: Any, model_kind: str, max_len: int,
-            options: SFTOptions) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Features for each row plus stats: ``rows``, ``truncated`` (rows cut to ``max_len``)."""
+            options: SFTOptions, all_turns: bool | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Features for each row plus stats: ``rows``, ``truncated`` (rows cut to ``max_len``).
+
+    ``all_turns`` (default: ``task_options.assistant_turns == "all"``) labels every assistant
+    turn of a conversation; evaluation labels the last one only, the reference it scores."""
+    all_turns = options.assistant_turns == "all" if all_turns is None else all_turns
     feats, truncated = [], 0
     for row in rows:
-        p = prompt_ids(tokenizer, row, model_kind, options)
+        p, p_labels, out = pieces(tokenizer, row, model_kind, options, all_turns)
         if model_kind == "seq2seq":
-            tgt = _ids(tokenizer, row["output"], True)
-            truncated += len(p) > max_len or len(tgt) > max_len
+            truncated += len(p) > max_len or len(out) > max_len
             src = fit_middle(p, max_len)
-            feats.append({"input_ids": src, "attention_mask": [1] * len(src), "labels": tgt[:max_len]})
+            feats.append({"input_ids": src, "attention_mask": [1] * len(src), "labels": out[:max_len]})
             continue
-        out = _ids(tokenizer, row["output"], False)
-        if tokenizer.eos_token_id is not None:
-            out = out + [tokenizer.eos_token_id]
         if len(p) + len(out) > max_len:
             truncated += 1
             out = out[:min(len(out), max(max_len - len(p), max_len // 2))]
-            p = fit_middle(p, max_len - len(out))
+            p, p_labels = fit_middle_pair(p, p_labels, max_len - len(out))
         feats.append({"input_ids": p + out, "attention_mask": [1] * (len(p) + len(out)),
-                      "labels": [-100] * len(p) + out})
+                      "labels": p_labels + out})
     return feats, {"rows": len(feats), "truncated": truncated}
 
 

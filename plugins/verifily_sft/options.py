@@ -13,25 +13,37 @@ DEFAULT_TEMPLATE_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
 PLACEHOLDERS = ("instruction", "input")
 
 
+TURNS = ("all", "last")
+
+
 @define
 class SFTOptions:
     """How rows become prompts.
 
-    ``prompt_template`` uses ``{instruction}`` and ``{input}``; by default the input section is
-    left out for rows without an input. ``use_chat_template`` renders the instruction and input
-    as one user message with the tokenizer's chat template instead.
+    Instruction rows: ``prompt_template`` uses ``{instruction}`` and ``{input}``; by default
+    the input section is left out for rows without an input. ``use_chat_template`` renders the
+    instruction and input as one user message (and the output as the assistant's reply) with
+    the chat template instead. ``messages`` rows always use the chat template:
+    ``chat_template`` (a Jinja template) replaces the tokenizer's, and ``assistant_turns``
+    chooses the turns the loss covers (``all`` assistant messages, or the ``last`` one).
+    ``system_prompt`` is the system message of conversations that have none.
     """
 
     prompt_template: str | None = None
     use_chat_template: bool = False
     system_prompt: str | None = None
+    chat_template: str | None = None
+    assistant_turns: str = "all"
 
     def check(self) -> "SFTOptions":
         """Raise ConfigError (naming ``$.task_options.<field>``) for options that cannot work."""
         if self.use_chat_template and self.prompt_template is not None:
             raise ConfigError("$.task_options.prompt_template: not used with use_chat_template=true; set one of them")
-        if self.system_prompt is not None and not self.use_chat_template:
-            raise ConfigError("$.task_options.system_prompt: only used with use_chat_template=true")
+        if self.assistant_turns not in TURNS:
+            raise ConfigError(f"$.task_options.assistant_turns: {self.assistant_turns!r} is not one of "
+                              f"{', '.join(TURNS)}")
+        if self.chat_template is not None and not self.chat_template.strip():
+            raise ConfigError("$.task_options.chat_template: empty; give a Jinja chat template or leave it out")
         if self.prompt_template is not None:
             try:
                 names = {name for _, name, _, _ in string.Formatter().parse(self.prompt_template) if name is not None}
@@ -45,16 +57,19 @@ class SFTOptions:
                 raise ConfigError("$.task_options.prompt_template: must contain {instruction}")
         return self
 
-    def render(self, row: dict, tokenizer=None) -> str:
-        """The prompt for a row (everything before the output)."""
+    def check_form(self, chat: bool) -> None:
+        """Raise ConfigError for options that do not apply to the rows' form (``chat``: ``messages``)."""
+        if chat and self.prompt_template is not None:
+            raise ConfigError("$.task_options.prompt_template: the dataset's rows are conversations (messages), "
+                              "rendered with the chat template; set task_options.chat_template instead")
+        if not chat and not self.use_chat_template:
+            for name in ("system_prompt", "chat_template"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"$.task_options.{name}: only used with use_chat_template=true or "
+                                      "messages rows")
+
+    def render(self, row: dict) -> str:
+        """The prompt-template prompt of an instruction row (everything before the output)."""
         instruction, inp = row["instruction"], row.get("input") or ""
-        if self.use_chat_template:
-            if not getattr(tokenizer, "chat_template", None):
-                raise ConfigError("$.task_options.use_chat_template: the base model's tokenizer has no chat "
-                                  "template; set use_chat_template=false to use the prompt template")
-            user = f"{instruction}\n\n{inp}" if inp else instruction
-            messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-            messages.append({"role": "user", "content": user})
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         template = self.prompt_template or (DEFAULT_TEMPLATE if inp else DEFAULT_TEMPLATE_NO_INPUT)
         return template.format(instruction=instruction, input=inp)

@@ -14,8 +14,9 @@ from verifily_sft.options import SFTOptions
 def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
                      max_len: int, options: SFTOptions, batch_size: int, device: str) -> list[tuple[float, int, int]]:
     """Per row, under teacher forcing: (mean NLL of the reference tokens, number of reference
-    tokens, number of them that are the model's top choice)."""
-    feats, _ = prepare(rows, tokenizer, model_kind, max_len, options)
+    tokens, number of them that are the model's top choice). The reference is the output, or the
+    last assistant message of a conversation (earlier assistant messages are context here)."""
+    feats, _ = prepare(rows, tokenizer, model_kind, max_len, options, all_turns=False)
     collate = PadCollator(tokenizer.pad_token_id)
     out: list[tuple[float, int, int]] = []
     for start in range(0, len(feats), batch_size):

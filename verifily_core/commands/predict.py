@@ -69,10 +69,10 @@ def predict(state: GlobalState, run_path: str, input_file: str | None, fields: t
 
 @click.command()
 @run_option
-@click.option("--prompt", help="The instruction (as a row's instruction field).")
-@click.option("--context", help="The row's input field, if the task uses one.")
+@click.option("--prompt", help="The prompt: a row's instruction, or the user message for a run trained on conversations.")
+@click.option("--context", help="The row's input field, for a run trained on instruction rows.")
 @click.option("--input", "input_file", type=click.Path(dir_okay=False),
-              help="JSONL rows ({\"instruction\", \"input\"?}) to generate for, one output per line.")
+              help="JSONL rows (instruction rows, or {\"messages\"} ending with a user message) to generate for.")
 @device_option
 @no_verify_option
 @format_option(help="table: one output per line; json: outputs with their rows' index.")
@@ -80,24 +80,32 @@ def predict(state: GlobalState, run_path: str, input_file: str | None, fields: t
 @click.pass_obj
 def generate(state: GlobalState, run_path: str, prompt: str | None, context: str | None, input_file: str | None,
              device: str, no_verify: bool, fmt: str) -> None:
-    """Generate with a trained SFT run: --prompt, a JSONL file, or instructions typed on a terminal."""
-    from verifily_core.api import predict as do_predict
+    """Generate with a trained SFT run: --prompt, a JSONL file, one prompt per line piped in, or a
+    chat on a terminal (a run trained on conversations remembers the turns; /reset forgets them)."""
+    from verifily_core.api import predictor
 
-    def row(instruction: str) -> dict[str, Any]:
-        return {"instruction": instruction, **({"input": context} if context else {})}
-
-    kwargs = dict(device=device, hf_token=state.hf_token, registries=state.registries, verify=not no_verify)
-    if prompt is not None or input_file or not sys.stdin.isatty():  # piped: one instruction per line
-        rows = _read_rows(input_file) if input_file else [row(prompt)] if prompt is not None else \
-            [row(line.strip()) for line in sys.stdin if line.strip()]
-        _print(do_predict(run_path, rows, **kwargs), fmt)
+    model = predictor(run_path, device=device, hf_token=state.hf_token, registries=state.registries,
+                      verify=not no_verify)
+    if prompt is not None or input_file or not sys.stdin.isatty():  # piped: one prompt per line
+        rows = _read_rows(input_file) if input_file else [model.text_row(prompt, context)] if prompt is not None \
+            else [model.text_row(line.strip(), context) for line in sys.stdin if line.strip()]
+        _print(model(rows), fmt)
         return
+    history: list[dict[str, str]] = []
     while True:  # on a terminal: until an empty line or end of input
         try:
-            line = input("instruction> ").strip()
+            line = input("you> ").strip()
         except EOFError:
             break
         if not line:
             break
-        _print(do_predict(run_path, [row(line)], **kwargs), fmt)
-        kwargs["verify"] = False  # checked once
+        if line == "/reset":
+            history.clear()
+            continue
+        row = model.text_row(line, context)
+        if "messages" in row and history:  # the conversation goes on: the turns so far, then this one
+            row = {"messages": [*history, row["messages"][-1]]}
+        result = model([row])
+        _print(result, fmt)
+        if "messages" in row:
+            history = [*row["messages"], {"role": "assistant", "content": result[0]["prediction"]}]

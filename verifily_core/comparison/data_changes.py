@@ -29,7 +29,7 @@ def training_data_changes(base: RunEval, other: RunEval, registries: Any) -> tup
 
         a = DatasetStore(_store_of(base)).get(refs[0])
         b = DatasetStore(_store_of(other)).get(refs[1])
-        diff = diff_versions(a, b, registries.tasks.get(base.task).input_fields())
+        diff = diff_versions(a, b, registries.tasks.get(base.task).row_input)
     except (VerifilyTrainError, OSError, ValueError) as exc:
         return None, f"training-data changes {refs[0]} -> {refs[1]} unavailable ({exc})"
     empty = dict.fromkeys(KINDS, 0)

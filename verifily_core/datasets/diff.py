@@ -9,7 +9,7 @@ content is equal but whose tags differ count as *retagged*.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping
 
 from verifily_core.datasets.manifest import SPLITS, DatasetVersion
 from verifily_core.datasets.rows import input_key, row_id
@@ -50,13 +50,14 @@ def _match(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> tuple[list, 
 
 
 def diff_versions(
-    a: DatasetVersion, b: DatasetVersion, input_fields: Sequence[str],
+    a: DatasetVersion, b: DatasetVersion, row_input: Callable[[Mapping[str, Any]], Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Rows added, removed, changed and retagged from ``a`` to ``b``.
 
-    ``input_fields`` decide what "the same input" means for *changed* rows: the task plugin's
-    :meth:`~verifily_core.interfaces.Task.input_fields` (``instruction``, ``input`` for SFT;
-    ``text``, ``text_pair`` for classification).
+    ``row_input`` decides what "the same input" means for *changed* rows: the task plugin's
+    :meth:`~verifily_core.interfaces.Task.row_input` (``instruction`` and ``input``, or a
+    conversation before its last assistant message, for SFT; ``text``, ``text_pair`` for
+    classification).
 
     :returns: ``{"from", "to", "splits": {split: {kind: n}}, "by_tag": {split: {"source=human":
         {kind: n}}}, "total": {kind: n}}``. Added and changed rows count under the tags they
@@ -78,7 +79,7 @@ def diff_versions(
         removed = dict(enumerate(removed_rows))
         removed_by_input = defaultdict(list)
         for k, r in removed.items():
-            removed_by_input[input_key(r, input_fields)].append(k)
+            removed_by_input[input_key(row_input(r))].append(k)
         counts: Counter[str] = Counter()
         by_tag: dict[str, Counter[str]] = defaultdict(Counter)
 
@@ -88,7 +89,7 @@ def diff_versions(
                 by_tag[label][kind] += 1
 
         for r in added:
-            match = removed_by_input.get(input_key(r, input_fields))
+            match = removed_by_input.get(input_key(row_input(r)))
             if match:
                 removed.pop(match.pop())
                 count("changed", r)

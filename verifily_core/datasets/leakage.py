@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 
@@ -57,10 +57,14 @@ def _group_value(row: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def check_leakage(dataset: DatasetVersion, input_fields: tuple[str, ...], group_key: str | None = None) -> LeakageReport:
-    """Compare the normalized input of val/test rows with train's, and check ``group_key``."""
+def check_leakage(dataset: DatasetVersion, row_input: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+                  group_key: str | None = None) -> LeakageReport:
+    """Compare the normalized input of val/test rows with train's, and check ``group_key``.
+
+    :param row_input: a row's input parts (the task's :meth:`~verifily_core.interfaces.Task.row_input`).
+    """
     report = LeakageReport(group_key=group_key)
-    train_keys = {_digest(input_key(r, input_fields)) for r in dataset.iter_rows("train")}
+    train_keys = {_digest(input_key(row_input(r))) for r in dataset.iter_rows("train")}
     groups: dict[Any, set[str]] = {}
     for split in ("train", "val", "test"):
         if not dataset.has_split(split):
@@ -74,7 +78,7 @@ def check_leakage(dataset: DatasetVersion, input_fields: tuple[str, ...], group_
                     groups.setdefault(value, set()).add(split)
             if split == "train":
                 continue
-            key = input_key(row, input_fields)
+            key = input_key(row_input(row))
             if _digest(key) in train_keys:
                 report.leaked[split] = report.leaked.get(split, 0) + 1
                 report.examples.setdefault(split, [])

@@ -150,7 +150,7 @@ def _from_paths(config: Any, task: Any) -> DatasetVersion:
 def _apply_leakage_policy(dv: DatasetVersion, task: Any, checks: Any) -> None:
     if checks.leakage == "off":
         return
-    report = check_leakage(dv, task.input_fields(), checks.group_key)
+    report = check_leakage(dv, task.row_input, checks.group_key)
     if checks.group_key and not report.group_rows:
         raise ConfigError(f"$.data_checks.group_key: no row of {dv.ref or 'data_paths'} has '{checks.group_key}' "
                           f"(tag keys: {', '.join(dv.tag_keys) or 'none'}); use tags.<key>")

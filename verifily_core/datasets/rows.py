@@ -33,9 +33,27 @@ def normalize_text(text: Any) -> str:
     return re.sub(r"\s+", " ", str(text)).strip().lower()
 
 
-def input_key(row: Mapping[str, Any], fields: tuple[str, ...]) -> str:
-    """The normalized input of a row (its fields besides the reference), as one string."""
-    return "\x1f".join(normalize_text(row.get(f) or "") for f in fields)
+def input_key(parts: Mapping[str, Any]) -> str:
+    """The normalized input of a row (:meth:`~verifily_core.interfaces.Task.row_input`: its parts
+    besides the reference), as one string; text inside lists and objects (messages) is
+    normalized too."""
+    return "\x1f".join(_normalized(v) for v in parts.values())
+
+
+def _normalized(value: Any) -> str:
+    if value is None or isinstance(value, str):
+        return normalize_text(value or "")
+    return canonical_json(_normalize_nested(value))
+
+
+def _normalize_nested(value: Any) -> Any:
+    if isinstance(value, str):
+        return normalize_text(value)
+    if isinstance(value, Mapping):
+        return {k: _normalize_nested(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalize_nested(v) for v in value]
+    return value
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

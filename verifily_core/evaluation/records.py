@@ -10,7 +10,7 @@ when it slices). ``scores`` holds per-example numbers: the model's (``loss``, ``
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from verifily_core.errors import EvalError
 
@@ -20,10 +20,11 @@ OPTIONAL_PUBLIC_KEYS = ("input", "gold", "split", "slices")
 
 
 def normalize_records(records: Sequence[Mapping[str, Any]],
-                      input_fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                      row_input: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Copy records, fill defaults (``index`` = position, empty ``scores``/``tags``/``row``) and check them.
 
-    With ``input_fields``, records without ``"input"`` get ``{field: row[field]}``.
+    With ``row_input`` (the task's :meth:`~verifily_core.interfaces.Task.row_input`), records
+    without ``"input"`` get the input parts of their row.
     :raises EvalError: on a record without ``prediction``/``reference`` or a repeated index.
     """
     out: list[dict[str, Any]] = []
@@ -42,8 +43,8 @@ def normalize_records(records: Sequence[Mapping[str, Any]],
         r["tags"] = dict(r.get("tags") if r.get("tags") is not None else row.get("tags") or {})
         r["scores"] = dict(r.get("scores") or {})
         r.setdefault("row_id", None)
-        if input_fields and "input" not in r and row:
-            r["input"] = {f: row[f] for f in input_fields if f in row}
+        if row_input and "input" not in r and row:
+            r["input"] = {k: v for k, v in row_input(row).items() if v is not None}
         out.append(r)
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def build_eval_result(
     min_slice_size: int = 30,
     metric_kwargs: Mapping[str, Any] | None = None,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-    input_fields: Sequence[str] | None = None,
+    row_input: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     run_id: str | None = None,
     test_data: Mapping[str, Any] | None = None,
 ) -> EvalResult:
@@ -55,7 +55,8 @@ def build_eval_result(
         ``hard_example_scores``, see :mod:`verifily_core.evaluation.hard`).
     :param resamples: bootstrap resamples (``0``: no intervals); ``confidence_level`` and ``seed`` as documented.
     :param metric_kwargs: keywords for every metric (e.g. ``labels``); ``metric_options``: per metric name.
-    :param input_fields: row fields copied to each record's ``input`` (shown with hard examples).
+    :param row_input: a row's input parts, copied to each record's ``input`` (shown with hard
+        examples): the task's :meth:`~verifily_core.interfaces.Task.row_input`.
     :raises ConfigError: a metric that does not apply to ``task``, a repeated metric, an unknown slicer.
     :raises EvalError: a metric or slicer that fails on the records.
     """
@@ -65,7 +66,7 @@ def build_eval_result(
     chosen = _check_metrics(list(metrics.values()) if isinstance(metrics, Mapping) else list(metrics), task)
     if not 0 < confidence_level < 1 or resamples < 0:
         raise ConfigError("eval: confidence_level must be in (0, 1) and bootstrap_resamples >= 0")
-    recs = normalize_records(records, input_fields)
+    recs = normalize_records(records, row_input)
     plans = plan_metrics(recs, chosen, task, metric_kwargs, metric_options)
     scalar = [p for p in plans if p.scalar]
     test = np.array([i for i, r in enumerate(recs) if is_test(r)], dtype=int)

@@ -55,6 +55,24 @@ def make_sft_rows(n: int, seed: int = 0, corrupt_source: str | None = None) -> l
     return rows
 
 
+def make_chat_rows(n: int, seed: int = 0, corrupt_source: str | None = None) -> list[dict[str, Any]]:
+    """The rows of :func:`make_sft_rows` as conversations (``messages``): a system message, and
+    for every other row a first exchange (the user names the word, the assistant repeats it)
+    before the user asks the instruction; the last assistant message is the output."""
+    rows = []
+    for i, row in enumerate(make_sft_rows(n, seed, corrupt_source)):
+        messages = [{"role": "system", "content": "You answer with one word."}]
+        if i % 2:
+            messages += [{"role": "user", "content": f"The word is {row['input']}."},
+                         {"role": "assistant", "content": row["input"]},
+                         {"role": "user", "content": row["instruction"]}]
+        else:
+            messages.append({"role": "user", "content": f"{row['instruction']}\n\n{row['input']}"})
+        messages.append({"role": "assistant", "content": row["output"]})
+        rows.append({"messages": messages, "tags": row["tags"]})
+    return rows
+
+
 def make_classification_rows(n: int, seed: int = 0, flip_source: str | None = None,
                              pair: bool = False) -> list[dict[str, Any]]:
     """Sentiment rows labelled ``pos``/``neg`` by a clearly positive or negative word.
