@@ -3,10 +3,14 @@
 Without ``--merge`` the folder holds the run's adapter (PEFT layout) and tokenizer. With
 ``--merge`` it holds a standalone model: the run's model is assembled as evaluation does (base
 model, the run's adapter and tokenizer; the run verified first), the LoRA weights are merged
-into the base (``merge_and_unload``) and the result is saved with ``save_pretrained`` (safetensors) beside the run's tokenizer, into a
-staging folder renamed into place at the end. A quantized (QLoRA) run is merged into the base
-loaded without quantization, in ``--dtype`` (default float32). The merged model gives the same
-logits as the base with the adapter (up to floating point rounding).
+into the base (``merge_and_unload``) and the result is saved with ``save_pretrained``
+(safetensors) beside the run's tokenizer, into a staging folder renamed into place at the end.
+A quantized (QLoRA) run is merged into its base loaded without quantization. The merge is
+computed in float32 whatever the base's stored dtype (a bfloat16 or float16 base is upcast,
+which is exact), then the model is cast to ``--dtype`` (default float32), so its weights are
+rounded once. In float32 the merged model gives the logits of the base in float32 with the
+adapter (up to floating point rounding); those of a QLoRA run differ slightly from the
+quantized model the run was trained and evaluated with, by the quantization error of the base.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def export_run(run_path: str | Path, output: str | Path, *, registries: Any, mer
 
 
 def _save_merged(run: Any, cfg: Any, registries: Any, dtype: str, hf_token: str | None, stage: Path) -> None:
-    """Merge the run's LoRA weights into its base (loaded unquantized) and save model and tokenizer."""
+    """Merge the run's LoRA weights into its base (loaded unquantized) in float32 and save model
+    (in ``dtype``) and tokenizer."""
     import torch
     import transformers
 
@@ -80,7 +85,8 @@ def _save_merged(run: Any, cfg: Any, registries: Any, dtype: str, hf_token: str 
     plain = attrs.evolve(cfg, lora=attrs.evolve(cfg.lora, quantization="none"))  # merge into real weights
     options = registries.tasks.get(cfg.task).parse_options(cfg.task_options)
     built = load_run_model(run, plain, registries, "cpu", hf_token, options)
-    merged = built.model.merge_and_unload()
+    model = built.model.to(torch.float32)  # merge exactly; the base may be stored in 16 bits
+    merged = model.merge_and_unload()
     if not isinstance(merged, transformers.PreTrainedModel):
         raise ConfigError(f"{run.path}: its model ({type(merged).__name__}, a custom head?) is no standard "
                           "transformers model to save merged; export the adapter without --merge")
