@@ -95,3 +95,36 @@ def test_bad_inputs_are_one_line(tmp_path, store, name, content, extra, code, me
     assert res.exit_code == code, res.output
     assert message in res.output and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert not (store / "c").exists()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json"])
+def test_conversations_from_parquet_and_json_arrays_hash_as_their_jsonl(tmp_path, store, fmt):
+    from verifily_core.testing import make_chat_rows
+
+    rows = make_chat_rows(6)
+    reference = run("dataset", "create", "--id", "ref", "--version", "v1", "--task", "sft",
+                    "--train", write_jsonl(tmp_path / "rows.jsonl", rows))
+    assert reference.exit_code == 0, reference.output
+    records = [{"conversation": r["messages"], "origin": r["tags"]["source"], "level": r["tags"]["difficulty"]}
+               for r in rows]
+    path = tmp_path / f"chats.{fmt}"
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        path.write_text(json.dumps(records), encoding="utf-8")
+    res = run("dataset", "create", "--id", "tab", "--version", "v1", "--task", "sft", "--train", path,
+              "--map", "messages=conversation,tags.source=origin,tags.difficulty=level")
+    assert res.exit_code == 0, res.output
+    a = json.loads((store / "ref" / "v1" / "manifest.json").read_text())
+    b = json.loads((store / "tab" / "v1" / "manifest.json").read_text())
+    assert b["content_hash"] == a["content_hash"]
+
+
+def test_a_conversation_in_a_csv_cell_is_refused_with_what_to_do(tmp_path, store):
+    path = tmp_path / "chats.csv"
+    path.write_text('messages\n"[{""role"": ""user"", ""content"": ""hi""}]"\n', encoding="utf-8")
+    res = run("dataset", "create", "--id", "c", "--version", "v1", "--task", "sft", "--train", path)
+    assert res.exit_code == 2 and "not text" in res.output and "Parquet" in res.output

@@ -33,7 +33,7 @@ def _invoke(workdir, monkeypatch, *args):
 
 
 def test_there_are_examples_for_each_documented_setup():
-    assert {"sft-causal-lm.yaml", "sft-seq2seq.yaml", "qlora-4bit.yaml", "dataset-version.yaml",
+    assert {"sft-causal-lm.yaml", "sft-seq2seq.yaml", "sft-chat.yaml", "qlora-4bit.yaml", "dataset-version.yaml",
             "classification-encoder.yaml", "classification-causal-lm.yaml", "dpo.yaml"} <= set(EXAMPLES)
 
 

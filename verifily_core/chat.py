@@ -39,6 +39,9 @@ def conversation_problem(messages: Any, field: str = "messages") -> str | None:
     A conversation is a non-empty list of messages with roles :data:`ROLES`, a system message
     only first, at least one assistant turn, and an assistant turn last (the reference that
     evaluation scores), whose content is not empty."""
+    if isinstance(messages, str):
+        return (f"field '{field}' must be a list of messages, not text (a CSV or TSV cell holds text; "
+                "write conversations as JSONL, a JSON array or Parquet)")
     if not isinstance(messages, list):
         return f"field '{field}' must be a list of messages"
     if not messages:
