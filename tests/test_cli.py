@@ -143,7 +143,7 @@ HEAVY = ("torch", "transformers", "peft", "evaluate", "bitsandbytes", "accelerat
 
 
 @pytest.mark.parametrize("args", [["--help"], ["plugins"], ["train", "--dry-run"], ["train", "--dry-run", "--no-data-check"],
-                                  ["train", "--help"]])
+                                  ["train", "--help"], ["push", "--help"]])
 def test_light_commands_import_no_heavy_library(tmp_path, args):
     from verifily_core.testing.data import make_sft_rows, write_jsonl
 

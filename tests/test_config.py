@@ -31,7 +31,7 @@ def test_defaults_match_core_spec_section_8():
     assert (lo.quantization, lo.bnb_4bit_compute_dtype) == ("none", "bfloat16")
     assert (c.mode, c.device, c.fp16, c.bf16) == ("local", "auto", False, True)
     assert cfg.eval.enabled is True and cfg.eval.gold_set is None
-    assert (o.dir, o.save_adapter_only, o.push_to_hub) == ("runs/", True, False)
+    assert (o.dir, o.save_adapter_only, o.push_to_hub, o.hub_repo, o.hub_private) == ("runs/", True, False, None, True)
     assert cfg.seed == 42
 
 
@@ -160,6 +160,30 @@ def test_hash_ignores_output_location_and_name_but_not_hyperparameters():
     assert base.to_hash() == moved.to_hash()
     assert base.to_hash() != changed.to_hash()
     assert base.to_hash().startswith("sha256:") and len(base.to_hash()) == 71
+
+
+def test_hash_ignores_where_and_whether_the_run_is_pushed():
+    base = TrainConfig.from_dict(BASE)
+    pushed = TrainConfig.from_dict(with_(output={"push_to_hub": True, "hub_repo": "me/model", "hub_private": False}))
+    assert base.to_hash() == pushed.to_hash() and pushed.problems() == []
+
+
+@pytest.mark.parametrize("output, problem", [
+    ({"push_to_hub": True}, "$.output.hub_repo: required when output.push_to_hub is true"),
+    ({"push_to_hub": True, "hub_repo": ""}, "$.output.hub_repo: required when output.push_to_hub is true"),
+    ({"hub_repo": "me/two/parts"}, "$.output.hub_repo: 'me/two/parts' is no Hub repo id"),
+    ({"hub_repo": "me/-dash"}, "$.output.hub_repo: 'me/-dash' is no Hub repo id"),
+    ({"hub_repo": "me/a..b"}, "$.output.hub_repo: 'me/a..b' is no Hub repo id"),
+    ({"hub_repo": "me/model.git"}, "$.output.hub_repo: 'me/model.git' is no Hub repo id"),
+])
+def test_push_settings_are_validated(output, problem):
+    problems = TrainConfig.from_dict(with_(output=output)).problems()
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_pushing_needs_a_lora_adapter():
+    cfg = TrainConfig.from_dict(with_(output={"push_to_hub": True, "hub_repo": "me/m"}, lora={"enabled": False}))
+    assert any(p.startswith("$.output.push_to_hub: pushing uploads the run's LoRA adapter") for p in cfg.problems())
 
 
 def test_hash_is_independent_of_key_order():

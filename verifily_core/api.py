@@ -63,6 +63,7 @@ def train(
     quantization: str | None = None,
     on_eval: Callable[[Any], None] | None = None,
     check_data: bool = True,
+    on_push: Callable[[Any], None] | None = None,
 ) -> Any:
     """Run a training job and return the finished :class:`~verifily_core.runs.Run`.
 
@@ -71,7 +72,11 @@ def train(
     :class:`~verifily_core.training.TrainPlan` is returned instead, its dataset checked as
     training would check it (``plan.data_check``) unless ``check_data=False`` (config only).
     ``on_eval`` receives the :class:`~verifily_core.evaluation.result.EvalResult` of the
-    evaluation that follows training. Raises ConfigError, DataError or TrainingError on failure.
+    evaluation that follows training. With ``output.push_to_hub`` the sealed run is then pushed to
+    ``output.hub_repo`` and ``on_push`` receives the :class:`~verifily_core.pushing.PushResult`;
+    that needs a token and no offline mode, checked before anything is trained (and by a dry run).
+    Raises ConfigError, DataError or TrainingError on failure, and PushError when only the push
+    failed (its ``run`` is the completed run).
     """
     import attrs
 
@@ -83,12 +88,16 @@ def train(
                  lora_r=lora_r, quantization=quantization)
     flags = {TRAIN_FLAGS[key]: value for key, value in given.items()}
     plan = plan_training(config, overrides=overrides, flags=flags, registries=plugins_or_installed(registries))
+    if plan.config.output.push_to_hub:  # refused now rather than after training
+        from verifily_core.pushing import hub_token
+
+        hub_token(hf_token, str(plan.config.output.hub_repo))
     if dry_run:
         if not check_data:
             return attrs.evolve(plan, data_check={"checked": False, "reason": "skipped (--no-data-check)"})
         return check_plan_data(plan)
     with os_errors_as(TrainingError, "set output.dir elsewhere"):
-        return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval)
+        return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval, on_push=on_push)
 
 
 def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[str] | None = None,
@@ -160,6 +169,21 @@ def export_run(run_path: str | Path, output: str | Path, merge: bool = False, dt
 
     return _export(run_path, output, registries=plugins_or_installed(registries), merge=merge, dtype=dtype,
                    hf_token=hf_token, verify=verify)
+
+
+def push_run(run_path: str | Path, repo_id: str, merge: bool = False, dtype: str = "float32", public: bool = False,
+             revision: str | None = None, hf_token: str | None = None, registries: Registries | None = None,
+             verify: bool = True) -> Any:
+    """Export a completed LoRA run as :func:`export_run` does (into a temporary directory, removed
+    afterwards) and upload it to the Hub model repo ``repo_id``, created when missing (private
+    unless ``public``), on branch ``revision`` (default ``main``). The token is ``hf_token``, else
+    huggingface_hub's (``$HF_TOKEN``, the saved login). Returns the
+    :class:`~verifily_core.pushing.PushResult` (``repo_url``, ``commit_oid``, ``files``, ...).
+    Raises PushError (no token, offline, network or HTTP errors), ConfigError or EvalError."""
+    from verifily_core.pushing import push_run as _push
+
+    return _push(run_path, repo_id, registries=plugins_or_installed(registries), merge=merge, dtype=dtype,
+                 public=public, revision=revision, hf_token=hf_token, verify=verify)
 
 
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("verifily_core.commands.predict", "predict", "Predict rows with a trained run."),
     "generate": ("verifily_core.commands.predict", "generate", "Generate with a trained SFT run from a prompt."),
     "export": ("verifily_core.commands.export", "export", "Export a run's adapter, or the merged model."),
+    "push": ("verifily_core.commands.push", "push", "Push a run to a Hugging Face Hub model repo (private by default)."),
     "runs": ("verifily_core.commands.runs", "runs", "List runs in an output directory."),
     "dataset": ("verifily_core.commands.dataset", "dataset", "Create, inspect, verify and diff dataset versions."),
     "plugins": ("verifily_core.commands.plugins", "plugins", "List installed plugins and what they register."),

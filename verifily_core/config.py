@@ -132,6 +132,11 @@ class OutputParams:
     name: str | None = None
     save_adapter_only: bool = True
     push_to_hub: bool = False
+    """Push the completed run's adapter to ``hub_repo`` (:mod:`verifily_core.pushing`)."""
+    hub_repo: str | None = None
+    """The Hub model repo (``namespace/name``) to push to; required with ``push_to_hub``."""
+    hub_private: bool = True
+    """Create ``hub_repo`` private when it does not exist yet."""
     license: str | None = None
 
 
@@ -225,7 +230,8 @@ class TrainConfig:
         return yaml.safe_dump(redact(self.to_dict()), sort_keys=False)
 
 
-HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.license", "eval.batch_size")
+HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.hub_repo", "output.hub_private",
+                 "output.license", "eval.batch_size")
 """Dotted config paths that cannot change a run's results and are left out of ``to_hash()``."""
 
 

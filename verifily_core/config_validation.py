@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 _DATASET_REF_RE = re.compile(r"^[\w.-]+@[\w.:-]+$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_PART_RE = re.compile(r"[A-Za-z0-9_.-]{1,96}")
 
 RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("training.num_epochs", lambda v: v > 0, "> 0"),
@@ -84,6 +85,7 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
         out.append(f"$.seed: must be in [0, {SEED_MAX}] (what numpy and torch seeding accept), got {cfg.seed}")
     out.extend(_range_problems(cfg))
     out.extend(_output_dir_problems(cfg.output.dir))
+    out.extend(_push_problems(cfg))
     for name, opts in cfg.eval.metric_options.items():
         if not isinstance(opts, dict):
             out.append(f"$.eval.metric_options.{name}: expected a mapping of options")
@@ -144,6 +146,34 @@ def _output_dir_problems(output_dir: str) -> list[str]:
         return [f"$.output.dir: {where} is not writable by this user; choose another output directory "
                 "(--output-dir) or fix its permissions"]
     return []
+
+
+def hub_repo_problem(repo_id: str) -> str | None:
+    """Why ``repo_id`` is no Hub repo id, or ``None``: the Hub's rules are ``name`` or
+    ``namespace/name``, each part 1 to 96 letters, digits, ``-``, ``_`` or ``.``, neither starting
+    nor ending with ``-`` or ``.``, no ``--`` or ``..``, not ending in ``.git``."""
+    parts = repo_id.split("/")
+    if len(parts) <= 2 and all(_HUB_PART_RE.fullmatch(p) and p[0] not in "-." and p[-1] not in "-." for p in parts) \
+            and "--" not in repo_id and ".." not in repo_id and not repo_id.endswith(".git"):
+        return None
+    return (f"{repo_id!r} is no Hub repo id; expected namespace/name (letters, digits, '-', '_' and '.', at most 96 "
+            "each, no '--' or '..')")
+
+
+def _push_problems(cfg: TrainConfig) -> list[str]:
+    """``output.push_to_hub`` needs ``output.hub_repo`` (a valid id) and an adapter to push."""
+    o, out = cfg.output, []
+    if o.hub_repo:
+        problem = hub_repo_problem(o.hub_repo)
+        if problem:
+            out.append(f"$.output.hub_repo: {problem}")
+    if o.push_to_hub and not o.hub_repo:
+        out.append("$.output.hub_repo: required when output.push_to_hub is true: the Hub model repo to push the run "
+                   "to, e.g. your-name/model-name")
+    if o.push_to_hub and not cfg.lora.enabled:
+        out.append("$.output.push_to_hub: pushing uploads the run's LoRA adapter and lora.enabled is false; set "
+                   "output.push_to_hub false")
+    return out
 
 
 def _range_problems(cfg: TrainConfig) -> list[str]:

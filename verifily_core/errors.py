@@ -7,7 +7,8 @@ the process exit code of ``cli-design.md``:
 code  meaning
 ====  ==========================================================
 0     success
-1     configuration error (bad config, unknown plugin, model not found)
+1     configuration error (bad config, unknown plugin, model not found), or a push to the
+      Hugging Face Hub that failed
 2     data error (dataset missing, bad row, hash mismatch, leakage)
 3     training error (NaN/inf loss, out of memory, device error)
 4     evaluation error
@@ -70,6 +71,21 @@ class ReproduceError(VerifilyTrainError):
     exit_code = 5
 
 
+class PushError(VerifilyTrainError):
+    """Pushing a run to the Hugging Face Hub failed: no token, offline mode, the network or an
+    HTTP error (exit code 1). The message never holds the token.
+
+    :ivar run: the run trained by this process when training completed and only its push
+        (``output.push_to_hub``) failed; ``None`` otherwise.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, run: object = None) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 class ManagedModeUnavailable(VerifilyTrainError):
     """Managed mode is a v1 stub (exit code 10)."""
 
@@ -78,7 +94,7 @@ class ManagedModeUnavailable(VerifilyTrainError):
 
 EXIT_CODES: dict[int, str] = {
     0: "success",
-    1: "configuration error",
+    1: "configuration error, or a failed push to the Hub",
     2: "data error",
     3: "training error",
     4: "evaluation error",

@@ -29,9 +29,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def export_run(run_path: str | Path, output: str | Path, *, registries: Any, merge: bool = False,
-               dtype: str = "float32", hf_token: str | None = None, verify: bool = True) -> Path:
+               dtype: str = "float32", hf_token: str | None = None, verify: bool = True,
+               purpose: str = "export it") -> Path:
     """Write the run at ``run_path`` to ``output`` (a new folder): its adapter and tokenizer, or
-    with ``merge`` the merged standalone model and tokenizer; returns the folder.
+    with ``merge`` the merged standalone model and tokenizer; returns the folder. ``purpose``
+    completes the messages refusing a run ("a run must be completed to export it").
 
     :raises ConfigError: ``output`` exists and is not empty, an unknown ``dtype``, a run trained
         without LoRA, or a merged model that is no standard ``transformers`` model (a custom head).
@@ -44,7 +46,7 @@ def export_run(run_path: str | Path, output: str | Path, *, registries: Any, mer
         raise ConfigError(f"{output}: already exists; export into a new folder")
     from verifily_core.evaluator import load_verified_run
 
-    run, cfg = load_verified_run(run_path, "export it", verify)
+    run, cfg = load_verified_run(run_path, purpose, verify)
     if not cfg.lora.enabled:
         raise ConfigError(f"{run.path}: trained without LoRA, its adapter/ folder already holds the whole model")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,7 @@ class TrainPlan:
             "eval": attrs.asdict(cfg.eval),
             "output_dir": cfg.output.dir,
             "name": cfg.output.name,
+            "push": {"repo": cfg.output.hub_repo, "private": cfg.output.hub_private} if cfg.output.push_to_hub else None,
             "seed": cfg.seed,
             "config_hash": self.config_hash,
             "data_check": self.data_check or {"checked": False, "reason": "not checked"},
@@ -103,12 +104,15 @@ def check_plan_data(plan: TrainPlan) -> TrainPlan:
 
 
 def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None,
-                 on_eval: Any = None) -> Any:
+                 on_eval: Any = None, on_push: Any = None) -> Any:
     """Resolve the dataset, build the job, run it on the configured backend, tell the
     ``verifily_run_written`` hook, and, when ``eval.enabled`` and the dataset has a test
-    split, evaluate the finished run (``on_eval(result)`` receives the EvalResult).
+    split, evaluate the finished run (``on_eval(result)`` receives the EvalResult). With
+    ``output.push_to_hub`` the sealed (and evaluated) run's adapter is then pushed to
+    ``output.hub_repo`` (``on_push(result)`` receives the PushResult).
 
     :raises RunLocked: ``resume_from`` is being trained by another process.
+    :raises PushError: only the push failed; the run stays completed (the error's ``run``).
     """
     from verifily_core.jobs import TrainJob, new_run_id, utc_now
 
@@ -141,6 +145,12 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
         result = evaluate(run.path, registries=plan.registries, hf_token=hf_token)
         if on_eval is not None:
             on_eval(result)
+    if cfg.output.push_to_hub:
+        from verifily_core.pushing import push_trained_run
+
+        pushed = push_trained_run(run, cfg, plan.registries, hf_token)
+        if on_push is not None:
+            on_push(pushed)
     return run
 
 

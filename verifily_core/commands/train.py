@@ -10,7 +10,7 @@ import click
 from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
 from verifily_core.config import Quantization
-from verifily_core.console import fmt_duration, out, style
+from verifily_core.console import fmt_duration, note, out, style
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -50,14 +50,34 @@ def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bo
 
     if no_data_check and not dry_run:
         raise click.UsageError("--no-data-check applies only with --dry-run (a real run always checks the data)")
+    from verifily_core.errors import PushError
+
     evals: list[Any] = []
-    run_or_plan = do_train(config_path, dry_run=dry_run, resume_from=resume, overrides=overrides,
-                           hf_token=state.hf_token, registries=state.registries, on_eval=evals.append,
-                           check_data=not no_data_check, **flags)
+    pushes: list[Any] = []
+    try:
+        run_or_plan = do_train(config_path, dry_run=dry_run, resume_from=resume, overrides=overrides,
+                               hf_token=state.hf_token, registries=state.registries, on_eval=evals.append,
+                               check_data=not no_data_check, on_push=pushes.append, **flags)
+    except PushError as exc:
+        if exc.run is not None:  # trained, sealed and evaluated; only the push failed (reported next)
+            _print_results(exc.run, evals, fmt)
+        raise
     if dry_run:
         _print_plan(run_or_plan.describe(), fmt)
         return
-    _print_summary(run_or_plan, fmt)
+    _print_results(run_or_plan, evals, fmt)
+    for pushed in pushes:
+        line = f"Pushed the adapter to {pushed.repo_url} (commit {pushed.commit_oid})"
+        if fmt == "table":
+            out("")
+            out(line)
+        else:
+            note(line)
+
+
+def _print_results(run: Any, evals: list[Any], fmt: str) -> None:
+    """The run's summary and, in a table, the evaluation that followed training."""
+    _print_summary(run, fmt)
     if evals and fmt == "table":
         from verifily_core.evaluation import render_eval
 
@@ -88,6 +108,8 @@ def _print_plan(plan: dict[str, Any], fmt: str) -> None:
         f"  LoRA:         {lora}" if lo["enabled"] else "  LoRA:         off (full fine-tuning)",
         f"  Seed:         {plan['seed']}",
         f"  Output:       {plan['output_dir']}" + (f" (name {plan['name']})" if plan["name"] else ""),
+        *([f"  Push:         {plan['push']['repo']} ({'private' if plan['push']['private'] else 'public'} when "
+           "created), after training"] if plan.get("push") else []),
         f"  Config hash:  {plan['config_hash']}",
         _data_check_line(plan["data_check"]),
     ]
