@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,51 @@ def test_example_trains_and_evaluates_offline(workdir, monkeypatch, name):
                   "eval.bootstrap_resamples=50", "--output-dir", f"runs_{name}")
     assert res.exit_code == 0, res.output
     assert "Run completed:" in res.stdout and "Sliced by [source" in res.stdout
+
+
+def _section(path: Path, title: str) -> str:
+    text = path.read_text()
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
+    return text[start:end if end > 0 else len(text)]
+
+
+def _blocks(text: str, lang: str) -> list[str]:
+    parts = text.split(f"```{lang}\n")[1:]
+    return [textwrap.dedent(p.split("```")[0]) for p in parts]
+
+
+@pytest.mark.slow
+def test_the_getting_started_csv_path_runs_as_written(workdir, monkeypatch, tmp_path):
+    """Every command of the CSV path, as the page writes it, with a tiny model put in for the
+    Hub id and a run id for `<run_id>`."""
+    import yaml
+
+    section = _section(ROOT / "docs" / "getting-started.md", "## Your own data, from a CSV file")
+    commands = [line for block in _blocks(section, "bash")
+                for line in block.replace("\\\n", " ").splitlines() if line.startswith("verifily ")]
+    assert [c.split()[1] for c in commands] == ["dataset", "dataset", "train", "train", "runs", "predict", "export"]
+    (config,) = _blocks(section, "yaml")
+    cfg = yaml.safe_load(config)
+    cfg["base_model"] = "examples/models/tiny-bert"
+    monkeypatch.chdir(workdir)
+    (workdir / "train.yaml").write_text(yaml.safe_dump(cfg))
+    run_dir = None
+    for command in commands:
+        args = shlex.split(command)[1:]
+        if args[0] == "train":
+            args += ["training.num_epochs=1", "eval.bootstrap_resamples=50"]
+        if run_dir is not None:
+            args = [a.replace("runs/<run_id>", str(run_dir)) for a in args]
+        res = _invoke(workdir, monkeypatch, *args)
+        assert res.exit_code == 0, f"{command}\n{res.output}"
+        if args[0] == "dataset" and args[1] == "show":
+            assert "reviews@v1" in res.output and "test" in res.output
+        if args[0] == "train" and "--dry-run" not in args:
+            assert "Sliced by [source" in res.stdout
+            (run_dir,) = [p for p in (workdir / "runs").iterdir() if not p.name.startswith(".")]
+        if args[0] == "predict":
+            assert res.output.split()[0] in ("pos", "neg")
+    assert (workdir / "exported" / "reviews-v1" / "model.safetensors").is_file()
+    manifest = json.loads((workdir / "store" / "reviews" / "v1" / "manifest.json").read_text())
+    assert manifest["split"]["stratify_by"] == ["label", "tags.source"]

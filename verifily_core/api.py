@@ -161,19 +161,21 @@ def predictor(run_path: str | Path, device: str = "auto", batch_size: int | None
 
 
 def export_run(run_path: str | Path, output: str | Path, merge: bool = False, dtype: str = "float32",
-               hf_token: str | None = None, registries: Registries | None = None, verify: bool = True) -> Path:
+               hf_token: str | None = None, registries: Registries | None = None, verify: bool = True,
+               merge_into: str = "dequantized") -> Path:
     """Write a completed LoRA run to the new folder ``output``: its adapter and tokenizer, or with
-    ``merge`` a standalone model (LoRA merged into the unquantized base, in ``dtype``) and
-    tokenizer; returns the folder. The run is verified first (``verify=False`` skips that)."""
+    ``merge`` a standalone model (LoRA merged into the base, in ``dtype``; a QLoRA run into its
+    ``dequantized`` weights or its ``original`` ones, ``merge_into``) and tokenizer; returns the
+    folder. The run is verified first (``verify=False`` skips that)."""
     from verifily_core.exporting import export_run as _export
 
     return _export(run_path, output, registries=plugins_or_installed(registries), merge=merge, dtype=dtype,
-                   hf_token=hf_token, verify=verify)
+                   hf_token=hf_token, verify=verify, merge_into=merge_into)
 
 
 def push_run(run_path: str | Path, repo_id: str, merge: bool = False, dtype: str = "float32", public: bool = False,
              revision: str | None = None, hf_token: str | None = None, registries: Registries | None = None,
-             verify: bool = True) -> Any:
+             verify: bool = True, merge_into: str = "dequantized") -> Any:
     """Export a completed LoRA run as :func:`export_run` does (into a temporary directory, removed
     afterwards) and upload it to the Hub model repo ``repo_id``, created when missing (private
     unless ``public``), on branch ``revision`` (default ``main``). The token is ``hf_token``, else
@@ -183,7 +185,7 @@ def push_run(run_path: str | Path, repo_id: str, merge: bool = False, dtype: str
     from verifily_core.pushing import push_run as _push
 
     return _push(run_path, repo_id, registries=plugins_or_installed(registries), merge=merge, dtype=dtype,
-                 public=public, revision=revision, hf_token=hf_token, verify=verify)
+                 public=public, revision=revision, hf_token=hf_token, verify=verify, merge_into=merge_into)
 
 
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",

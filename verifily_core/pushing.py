@@ -86,7 +86,7 @@ def hub_token(hf_token: str | None, repo_id: str) -> str:
 
 def push_run(run_path: str | Path, repo_id: str, *, registries: Any, merge: bool = False, dtype: str = "float32",
              public: bool = False, revision: str | None = None, hf_token: str | None = None,
-             verify: bool = True) -> PushResult:
+             verify: bool = True, merge_into: str = "dequantized") -> PushResult:
     """Export the completed run at ``run_path`` (as ``verifily export`` does, into a temporary
     directory) and upload it to the model repo ``repo_id``, created when missing (private unless
     ``public``), on branch ``revision`` (created from ``main`` when missing; default ``main``).
@@ -103,7 +103,7 @@ def push_run(run_path: str | Path, repo_id: str, *, registries: Any, merge: bool
 
     with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as tmp:
         folder = export_run(run_path, Path(tmp) / "export", registries=registries, merge=merge, dtype=dtype,
-                            hf_token=hf_token, verify=verify, purpose="push it")
+                            merge_into=merge_into, hf_token=hf_token, verify=verify, purpose="push it")
         info = read_json(folder / "verifily_export.json")
         files = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()))
         try:

@@ -9,7 +9,7 @@ import click
 from verifily_core.cli import GlobalState, verbose_option
 from verifily_core.commands import format_option
 from verifily_core.console import out
-from verifily_core.exporting import DTYPES
+from verifily_core.exporting import DTYPES, MERGE_INTO
 
 
 @click.command()
@@ -18,7 +18,9 @@ from verifily_core.exporting import DTYPES
               help="Hub model repo to push to; created when missing.")
 @click.option("--merge", is_flag=True, help="Push the merged standalone model instead of the adapter.")
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
-              help="Weights' dtype of a merged model (a QLoRA run is merged into its unquantized base).")
+              help="Weights' dtype of a merged model.")
+@click.option("--merge-into", type=click.Choice(list(MERGE_INTO)), default="dequantized", show_default=True,
+              help="A QLoRA run's merge: into the dequantized weights it trained on, or the base's original weights.")
 @click.option("--public", is_flag=True, help="Create the repo public (default: private; an existing repo keeps its "
               "visibility).")
 @click.option("--revision", metavar="BRANCH", help="Branch to commit to, created from main when missing [default: main].")
@@ -26,7 +28,7 @@ from verifily_core.exporting import DTYPES
 @format_option(help="table for people; json prints the repo, commit and files pushed.")
 @verbose_option
 @click.pass_obj
-def push(state: GlobalState, run_path: str, repo_id: str, merge: bool, dtype: str, public: bool,
+def push(state: GlobalState, run_path: str, repo_id: str, merge: bool, dtype: str, merge_into: str, public: bool,
          revision: str | None, no_verify: bool, fmt: str) -> None:
     """Push a run's adapter (or, with --merge, the merged model) to a Hugging Face Hub model repo.
 
@@ -35,7 +37,8 @@ def push(state: GlobalState, run_path: str, repo_id: str, merge: bool, dtype: st
     """
     from verifily_core.api import push_run
 
-    result = push_run(run_path, repo_id, merge=merge, dtype=dtype, public=public, revision=revision,
+    result = push_run(run_path, repo_id, merge=merge, dtype=dtype, merge_into=merge_into, public=public,
+                      revision=revision,
                       hf_token=state.hf_token, registries=state.registries, verify=not no_verify)
     if fmt == "json":
         out(json.dumps({"repo_id": result.repo_id, "repo_url": result.repo_url, "revision": result.revision,
