@@ -89,22 +89,25 @@ def test_every_training_field_reaches_the_trainer_arguments(tmp_path):
     cfg = config(training={"num_epochs": 2, "batch_size": 3, "gradient_accumulation_steps": 5, "learning_rate": 1e-3,
                            "lr_scheduler": "linear", "warmup_ratio": 0.1, "weight_decay": 0.2, "max_grad_norm": 0.5,
                            "eval_steps": 7, "save_steps": 14, "logging_steps": 2, "max_steps": 30,
-                           "early_stopping_patience": 2},
+                           "early_stopping_patience": 2, "group_by_length": True},
                  eval={"batch_size": 4}, seed=9)
     args = training_arguments(SimpleNamespace(config=cfg), tmp_path, "cpu", True, "causal_lm")
     got = {k: getattr(args, k) for k in (
         "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
         "warmup_steps", "weight_decay", "max_grad_norm", "eval_steps", "save_steps", "logging_steps", "max_steps",
         "per_device_eval_batch_size", "seed", "data_seed", "load_best_model_at_end", "metric_for_best_model",
-        "bf16", "fp16")}
+        "bf16", "fp16", "train_sampling_strategy")}
     assert got == {"num_train_epochs": 2, "per_device_train_batch_size": 3, "gradient_accumulation_steps": 5,
                    "learning_rate": 1e-3, "warmup_steps": 0.1, "weight_decay": 0.2, "max_grad_norm": 0.5,
                    "eval_steps": 7, "save_steps": 14, "logging_steps": 2, "max_steps": 30,
                    "per_device_eval_batch_size": 4, "seed": 9, "data_seed": 9, "load_best_model_at_end": True,
-                   "metric_for_best_model": "eval_loss", "bf16": False, "fp16": False}
+                   "metric_for_best_model": "eval_loss", "bf16": False, "fp16": False,
+                   "train_sampling_strategy": "group_by_length"}
     assert args.lr_scheduler_type.value == "linear" and args.get_warmup_steps(100) == 10
     no_val = training_arguments(SimpleNamespace(config=cfg), tmp_path, "cpu", False, "seq2seq")
     assert isinstance(no_val, Seq2SeqTrainingArguments)
+    assert training_arguments(SimpleNamespace(config=config()), tmp_path, "cpu", False, "causal_lm") \
+        .train_sampling_strategy == "random"
     assert no_val.eval_strategy.value == "no" and not no_val.load_best_model_at_end
 
 

@@ -193,8 +193,10 @@ def train_reference(tmp_path: Path, config: Path) -> tuple[dict, list]:
     return metrics, steps
 
 
-def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_llama_dir):
-    config = make_config(tmp_path, verifily_tiny_llama_dir, num_epochs=6, save_steps=4, logging_steps=2)
+@pytest.mark.parametrize("grouped", [False, True], ids=["random", "group_by_length"])
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, verifily_tiny_llama_dir, grouped):
+    config = make_config(tmp_path, verifily_tiny_llama_dir, num_epochs=6, save_steps=4, logging_steps=2,
+                         group_by_length=grouped)
     reference, reference_log = train_reference(tmp_path, config)
 
     run_dir = stall_then_kill(tmp_path, config, 7)

@@ -73,6 +73,7 @@ class TrainingParams:
     early_stopping_patience: int | None = None
     metric_for_best_model: str | None = None
     validation_metrics: list[str] | None = None
+    group_by_length: bool = False
 
 
 @define

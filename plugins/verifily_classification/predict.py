@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from verifily_core.batching import map_sorted
 from verifily_classification.data import collator, features
 from verifily_classification.labels import LabelSet
 
@@ -20,7 +21,7 @@ def _as_row_type(name: str, reference: Any) -> Any:
 @torch.no_grad()
 def predict(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], labels: LabelSet, max_len: int,
             batch_size: int, device: str) -> list[dict[str, Any]]:
-    """One record per row, in order: ``prediction`` (argmax label), ``reference`` and ``scores`` with
+    """One record per row, in order (batched by length): ``prediction`` (argmax label), ``reference`` and ``scores`` with
     ``p_true`` (probability of the reference label), ``p_pred`` (of the predicted one) and ``loss``
     (``-log p_true``).
 
@@ -29,18 +30,21 @@ def predict(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], label
     feats, _ = features(rows, tokenizer, labels, max_len, split="test")
     pad = collator(tokenizer)
     names = labels.names()
-    out: list[dict[str, Any]] = []
     model.eval()
-    for start in range(0, len(feats), batch_size):
-        batch = pad(feats[start:start + batch_size])
-        gold = batch.pop("labels")
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+
+    def run(batch: list[int]) -> list[dict[str, Any]]:
+        padded = pad([feats[i] for i in batch])
+        gold = padded.pop("labels")
+        logits = model(**{k: v.to(device) for k, v in padded.items()}).logits.float()
         logp = torch.log_softmax(logits, dim=-1).cpu()
-        for lp, g, row in zip(logp, gold.tolist(), rows[start:start + batch_size]):
+        out = []
+        for lp, g, i in zip(logp, gold.tolist(), batch):
             best = int(lp.argmax())
             out.append({
-                "prediction": _as_row_type(names[best], row["label"]),
-                "reference": row["label"],
+                "prediction": _as_row_type(names[best], rows[i]["label"]),
+                "reference": rows[i]["label"],
                 "scores": {"p_true": float(lp[g].exp()), "p_pred": float(lp[best].exp()), "loss": float(-lp[g])},
             })
-    return out
+        return out
+
+    return map_sorted([len(f["input_ids"]) for f in feats], batch_size, run)

@@ -58,5 +58,6 @@ def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         **precision,
     )

@@ -159,18 +159,22 @@ class SFTTask(Task):
     def build_trainer(self, trainer_class: type, args_class: type, args: Mapping[str, Any], *, job: Any,
                       model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any, data_collator: Any,
                       callbacks: list[Any], options: Any) -> Any:
-        """The default trainer, scoring the val split with the validation metrics
+        """The default trainer on padding-free batches where ``task_options.packing`` allows
+        (:mod:`verifily_sft.packing`), scoring the val split with the validation metrics
         (``training.validation_metrics``, default token and sequence accuracy) from the
         teacher-forced pass of its loss."""
         from verifily_sft.validation import metrics_function, top_choices
 
+        from verifily_sft.packing import training_collator
+
+        kind = "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "causal_lm"
+        data_collator = training_collator(model, tokenizer, kind, data_collator, options)
         trainer = super().build_trainer(trainer_class, args_class, args, job=job, model=model, tokenizer=tokenizer,
                                         train_dataset=train_dataset, eval_dataset=eval_dataset,
                                         data_collator=data_collator, callbacks=callbacks, options=options)
         names = job.config.training.validation_metrics
         names = self.validation_metrics if names is None else names
         if eval_dataset is not None and names:
-            kind = "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "causal_lm"
             trainer.compute_metrics = metrics_function({n: job.registries.metrics.get(n) for n in names}, kind)
             trainer.preprocess_logits_for_metrics = top_choices
         return trainer

@@ -107,3 +107,62 @@ class PadCollator:
             if key in features[0]:
                 batch[key] = torch.tensor(pad([f[key] for f in features], value), dtype=torch.long)
         return batch
+
+
+class FlatCollator(PadCollator):
+    """Padding-free training batches for a CausalLM: the rows of a batch concatenated into one
+    sequence, ``position_ids`` restarting at 0 for each row and no attention mask, so a model
+    whose attention follows the positions (transformers' packed-sequence masks, varlen
+    flash-attention) keeps every row to itself. The first label of each row is -100 (the last
+    token of the row before must not learn to predict it; unpacked, it is never a target
+    either), so the loss is the padded batch's. Evaluation batches (the model in eval mode)
+    are padded as usual, since the per-row validation metrics need rows."""
+
+    def __init__(self, pad_id: int, model: Any) -> None:
+        super().__init__(pad_id)
+        self.model = model
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if not self.model.training:
+            return super().__call__(features)
+        return flatten(features)
+
+
+def flatten(features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``input_ids``, ``labels`` and ``position_ids`` of shape (1, total tokens) for ``features``,
+    and ``use_cache=False``."""
+    import torch
+
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for f in features:
+        ids += f["input_ids"]
+        labels += [-100, *f["labels"][1:]]
+        positions += range(len(f["input_ids"]))
+    batch: dict[str, Any] = {name: torch.tensor([values], dtype=torch.long)
+                             for name, values in (("input_ids", ids), ("labels", labels), ("position_ids", positions))}
+    batch["use_cache"] = False  # with a cache, transformers' masks ignore the row boundaries
+    return batch
+
+
+def packs_exactly(model: Any, vocab_size: int, tolerance: float = 1e-4) -> bool:
+    """Whether ``model`` gives two rows packed into one sequence (:func:`flatten`) the logits
+    it gives each row alone, within ``tolerance`` relative to the logits' size: a forward pass
+    on 9 tokens, in eval mode and without gradients, the model's mode restored after."""
+    import torch
+
+    rows = [[(7 * i + 3) % vocab_size for i in range(5)], [(11 * i + 5) % vocab_size for i in range(4)]]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            alone = [model(input_ids=torch.tensor([r], device=device), use_cache=False).logits[0].float() for r in rows]
+            flat = flatten([{"input_ids": r, "labels": r} for r in rows])
+            packed = model(input_ids=flat["input_ids"].to(device), position_ids=flat["position_ids"].to(device),
+                           use_cache=False).logits[0].float()
+    finally:
+        model.train(was_training)
+    expected = torch.cat(alone)
+    return bool((packed - expected).abs().max() <= tolerance * max(1.0, float(expected.abs().max())))

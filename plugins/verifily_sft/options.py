@@ -14,6 +14,7 @@ PLACEHOLDERS = ("instruction", "input")
 
 
 TURNS = ("all", "last")
+PACKING = ("auto", "on", "off")
 
 
 @define
@@ -26,7 +27,9 @@ class SFTOptions:
     the chat template instead. ``messages`` rows always use the chat template:
     ``chat_template`` (a Jinja template) replaces the tokenizer's, and ``assistant_turns``
     chooses the turns the loss covers (``all`` assistant messages, or the ``last`` one).
-    ``system_prompt`` is the system message of conversations that have none.
+    ``system_prompt`` is the system message of conversations that have none. ``packing``
+    (CausalLM training): ``auto`` trains on padding-free batches when the model keeps packed
+    rows apart exactly (checked on the model), ``on`` requires that, ``off`` pads.
     """
 
     prompt_template: str | None = None
@@ -34,6 +37,7 @@ class SFTOptions:
     system_prompt: str | None = None
     chat_template: str | None = None
     assistant_turns: str = "all"
+    packing: str = "auto"
 
     def check(self) -> "SFTOptions":
         """Raise ConfigError (naming ``$.task_options.<field>``) for options that cannot work."""
@@ -42,6 +46,8 @@ class SFTOptions:
         if self.assistant_turns not in TURNS:
             raise ConfigError(f"$.task_options.assistant_turns: {self.assistant_turns!r} is not one of "
                               f"{', '.join(TURNS)}")
+        if self.packing not in PACKING:
+            raise ConfigError(f"$.task_options.packing: {self.packing!r} is not one of {', '.join(PACKING)}")
         if self.chat_template is not None and not self.chat_template.strip():
             raise ConfigError("$.task_options.chat_template: empty; give a Jinja chat template or leave it out")
         if self.prompt_template is not None:

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from verifily_core.batching import map_sorted
 from verifily_sft.data import PadCollator, fit_middle, pad, prepare, prompt_ids
 from verifily_sft.options import SFTOptions
 
@@ -18,22 +19,26 @@ def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any
     last assistant message of a conversation (earlier assistant messages are context here)."""
     feats, _ = prepare(rows, tokenizer, model_kind, max_len, options, all_turns=False)
     collate = PadCollator(tokenizer.pad_token_id)
-    out: list[tuple[float, int, int]] = []
-    for start in range(0, len(feats), batch_size):
-        batch = {k: v.to(device) for k, v in collate(feats[start:start + batch_size]).items()}
-        labels = batch.pop("labels")
-        if model_kind == "seq2seq":
-            logits = model(**batch, labels=labels).logits  # decoder inputs are the shifted labels
-            target = labels
-        else:
-            logits = model(**batch).logits[:, :-1]
-            target = labels[:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0), reduction="none")
-        mask = (target != -100).float()
-        sums, counts = (nll * mask).sum(1), mask.sum(1)
-        right = ((logits.argmax(-1) == target).float() * mask).sum(1)
-        out += [(float(s / max(c, 1)), int(c), int(r)) for s, c, r in zip(sums.tolist(), counts.tolist(), right.tolist())]
-    return out
+    lengths = [len(f["input_ids"]) + (len(f["labels"]) if model_kind == "seq2seq" else 0) for f in feats]
+    return map_sorted(lengths, batch_size, lambda batch: _losses(model, collate([feats[i] for i in batch]),
+                                                                 model_kind, device))
+
+
+def _losses(model: Any, padded: dict[str, Any], model_kind: str, device: str) -> list[tuple[float, int, int]]:
+    """(mean NLL, reference tokens, top-choice tokens) of each row of one padded batch."""
+    batch = {k: v.to(device) for k, v in padded.items()}
+    labels = batch.pop("labels")
+    if model_kind == "seq2seq":
+        logits = model(**batch, labels=labels).logits  # decoder inputs are the shifted labels
+        target = labels
+    else:
+        logits = model(**batch).logits[:, :-1]
+        target = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0), reduction="none")
+    mask = (target != -100).float()
+    sums, counts = (nll * mask).sum(1), mask.sum(1)
+    right = ((logits.argmax(-1) == target).float() * mask).sum(1)
+    return [(float(s / max(c, 1)), int(c), int(r)) for s, c, r in zip(sums.tolist(), counts.tolist(), right.tolist())]
 
 
 @torch.no_grad()
@@ -41,19 +46,21 @@ def generate(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], mode
              options: SFTOptions, batch_size: int, max_new_tokens: int, device: str) -> list[str]:
     """Greedy generation in batches; returns the decoded outputs.
 
-    Prompts are tokenized and cut to ``max_len`` exactly as in training, and padded on the left
-    for CausalLM models (so every prompt ends where generation starts).
+    Prompts are tokenized and cut to ``max_len`` exactly as in training, batched by length
+    (:func:`~verifily_core.batching.map_sorted`: little padding, outputs in input order) and
+    padded on the left for CausalLM models (so every prompt ends where generation starts).
     """
     prompts = [fit_middle(prompt_ids(tokenizer, r, model_kind, options), max_len) for r in rows]
     left = model_kind != "seq2seq"
-    outputs: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+
+    def run(batch: list[int]) -> list[str]:
+        chunk = [prompts[i] for i in batch]
         ids = torch.tensor(pad(chunk, tokenizer.pad_token_id, left), dtype=torch.long, device=device)
         mask = torch.tensor(pad([[1] * len(c) for c in chunk], 0, left), dtype=torch.long, device=device)
         gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              num_beams=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         if left:
             gen = gen[:, ids.shape[1]:]
-        outputs += [t.strip() for t in tokenizer.batch_decode(gen, skip_special_tokens=True)]
-    return outputs
+        return [t.strip() for t in tokenizer.batch_decode(gen, skip_special_tokens=True)]
+
+    return map_sorted([len(p) for p in prompts], batch_size, run)

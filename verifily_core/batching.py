@@ -1,0 +1,31 @@
+"""Batches of similar length for prediction: rows sorted by length (longest first, so a batch
+that does not fit in memory fails at once), cut into batches, results put back in input order.
+
+With dynamic padding every row of a batch is padded to its longest, so batches of rows of
+similar length spend little compute on padding; the results do not depend on the order.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of ``batch_size``, longest rows first (ties in input order)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def map_sorted(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence[T]]) -> list[T]:
+    """``run(indices)`` on each batch of :func:`length_sorted_batches`, its results (one per
+    index) returned in input order."""
+    out: list[T | None] = [None] * len(lengths)
+    for batch in length_sorted_batches(lengths, batch_size):
+        results = run(batch)
+        if len(results) != len(batch):
+            raise ValueError(f"{len(results)} results for a batch of {len(batch)} rows")
+        for i, result in zip(batch, results):
+            out[i] = result
+    return out  # type: ignore[return-value]
