@@ -126,3 +126,20 @@ def test_packed_and_padded_training_agree_step_by_step(tmp_path, verifily_tiny_l
     results = {k: json.loads((r / "eval" / "eval_results.json").read_text())["overall"]["metrics"]
                for k, r in runs.items()}
     assert results["on"]["loss"]["value"] == pytest.approx(results["off"]["loss"]["value"], rel=1e-3)
+
+
+def test_one_pass_evaluation_gives_what_the_two_separate_passes_give(llama):
+    from verifily_sft.predict import generate, generate_and_score, reference_losses
+
+    model, tok = llama
+    model.eval()
+    sft = load_registries().tasks.get("sft")
+    options = sft.parse_options({})
+    long_row = {"instruction": "Repeat the word.", "input": " ".join(["river"] * 60), "output": "river " * 10}
+    rows = make_sft_rows(7, seed=3) + make_chat_rows(5, seed=4) + [long_row]  # the last is cut to fit
+    texts, scores = generate_and_score(model, tok, rows, 48, options, 4, 6, "cpu")
+    assert texts == generate(model, tok, rows, "causal_lm", 48, options, 4, 6, "cpu")
+    for (loss, n, right), (loss2, n2, right2) in zip(scores, reference_losses(model, tok, rows, "causal_lm", 48,
+                                                                               options, 4, "cpu")):
+        assert (n, right) == (n2, right2) and loss == pytest.approx(loss2, abs=1e-5)
+    model.train()

@@ -185,17 +185,22 @@ class SFTTask(Task):
         """Per row: the generated output, the reference, and ``scores`` with the teacher-forced
         ``loss`` (mean NLL per reference token), ``n_tokens`` and ``n_correct`` (reference tokens
         that are the model's top choice). With ``needs``, generation runs
-        only when ``prediction`` is needed and the losses only when a score is."""
+        only when ``prediction`` is needed and the losses only when a score is; a CausalLM that
+        needs both makes one pass per batch (:func:`verifily_sft.predict.generate_and_score`)."""
         from verifily_sft.data import reference
-        from verifily_sft.predict import generate, reference_losses
+        from verifily_sft.predict import generate, generate_and_score, reference_losses
 
         max_len = config.training.max_seq_length
         want_text = needs is None or "prediction" in needs
         want_loss = needs is None or bool(needs - {"prediction"})
-        losses = reference_losses(model, tokenizer, rows, model_kind, max_len, options, batch_size, device) \
-            if want_loss else [None] * len(rows)
-        texts = generate(model, tokenizer, rows, model_kind, max_len, options, batch_size,
-                         config.eval.max_new_tokens, device) if want_text else [None] * len(rows)
+        if want_text and want_loss and model_kind != "seq2seq":
+            texts, losses = generate_and_score(model, tokenizer, rows, max_len, options, batch_size,
+                                               config.eval.max_new_tokens, device)
+        else:
+            losses = reference_losses(model, tokenizer, rows, model_kind, max_len, options, batch_size, device) \
+                if want_loss else [None] * len(rows)
+            texts = generate(model, tokenizer, rows, model_kind, max_len, options, batch_size,
+                             config.eval.max_new_tokens, device) if want_text else [None] * len(rows)
         return [{"prediction": text, "reference": reference(row),
                  "scores": {"loss": tf[0], "n_tokens": tf[1], "n_correct": tf[2]} if tf else {}}
                 for row, text, tf in zip(rows, texts, losses)]
