@@ -264,3 +264,13 @@ def test_length_problems_are_counted_or_named(verifily_tiny_llama_dir):
     mixed = [rows[0], make_preference_rows(1, chat=True)[0]]
     with pytest.raises(DataError, match=r"mix the text form \(row 1\) and the chat form \(row 2\)"):
         TASK.prepare_features(mixed, tokenizer, "causal_lm", config(), TASK.parse_options({}))
+
+
+def test_length_grouping_is_refused_for_preference_pairs():
+    from verifily_core.config_loading import resolve_config
+    from verifily_core.plugins import load_registries
+
+    cfg = resolve_config(data={"task": "dpo", "base_model": "m", "data_paths": {"train": "t"},
+                               "training": {"group_by_length": True}})
+    problems = cfg.problems(load_registries())
+    assert any(p.startswith("$.training.group_by_length: task 'dpo' batches its training rows itself") for p in problems)

@@ -203,6 +203,8 @@ def _registry_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
             out.append(f"$.eval.metrics[{i}]: {regs.metrics.unknown_message(name)}")
     out.extend(_validation_metric_problems(cfg, regs))
     out.extend(_slice_spec_problems(cfg, regs))
+    if cfg.training.group_by_length and cfg.task in regs.tasks and not regs.tasks.get(cfg.task).groups_by_length:
+        out.append(f"$.training.group_by_length: task '{cfg.task}' batches its training rows itself; remove the setting")
     return out
 
 

@@ -55,6 +55,9 @@ class Task(ABC):
     score_directions: ClassVar[Mapping[str, bool]] = MappingProxyType({})
     validation_metrics: ClassVar[tuple[str, ...]] = ()
     validation_reads: ClassVar[frozenset[str]] = frozenset()
+    groups_by_length: ClassVar[bool] = True
+    """Whether ``training.group_by_length`` applies: the features of :meth:`prepare_features`
+    carry ``input_ids`` and the trainer batches them with the Trainer's sampler."""
     prediction_scores: ClassVar[tuple[str, ...]] = ()
     """Per-example scores that mean something without a reference (``p_pred``): what
     ``verifily predict`` shows; scores that compare with a reference are left out there."""

@@ -32,6 +32,7 @@ class DPOTask(Task):
     metric_aliases = {"accuracy": "reward_accuracy", "margin": "reward_margin"}
     hard_example_scores = ("reward_margin",)
     score_directions = {"reward_margin": True, "chosen_reward": True, "rejected_reward": False}
+    groups_by_length = False  # TRL's DPOTrainer tokenizes and batches the pairs itself
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """Text rows (three non-empty strings) or chat rows (messages); the responses must differ."""
