@@ -188,6 +188,22 @@ def push_run(run_path: str | Path, repo_id: str, merge: bool = False, dtype: str
                  public=public, revision=revision, hf_token=hf_token, verify=verify, merge_into=merge_into)
 
 
+def attribute(run_path: str | Path, test_slice: str | None = None, test_data: str | Path | None = None,
+              projection: int = 16, damping: float = 0.1, batch_size: int | None = None, device: str = "auto",
+              hf_token: str | None = None, registries: Registries | None = None, verify: bool = True,
+              method: str = "final") -> Any:
+    """Score every training row of a completed run by its influence on the loss of the test rows
+    (``test_slice`` ``"KEY=VALUE"``, or all), write the run's ``eval/attribution/`` and return the
+    :class:`~verifily_core.attribution.AttributionResult` (``rows``, ``by_tag``, ``summary``,
+    ``ranked(n)``); ``method`` ``final`` (at the final model) or ``tracin`` (over the snapshots of
+    ``training.attribution_checkpoints``). The run is verified first (``verify=False`` skips that)."""
+    from verifily_core.attribution import attribute_run
+
+    return attribute_run(run_path, registries=plugins_or_installed(registries), test_slice=test_slice,
+                         test_data=test_data, projection=projection, damping=damping, batch_size=batch_size,
+                         device=device, hf_token=hf_token, verify=verify, method=method)
+
+
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",
               tolerance: float = 0.005, mode: str = "train", runs_dir: str | Path = "runs",
               hf_token: str | None = None, registries: Registries | None = None) -> Any:

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("verifily_core.commands.predict", "generate", "Generate with a trained SFT run from a prompt."),
     "export": ("verifily_core.commands.export", "export", "Export a run's adapter, or the merged model."),
     "push": ("verifily_core.commands.push", "push", "Push a run to a Hugging Face Hub model repo (private by default)."),
+    "attribute": ("verifily_core.commands.attribute", "attribute", "Score training rows by their influence on a test slice."),
     "runs": ("verifily_core.commands.runs", "runs", "List runs in an output directory."),
     "dataset": ("verifily_core.commands.dataset", "dataset", "Create, inspect, verify and diff dataset versions."),
     "plugins": ("verifily_core.commands.plugins", "plugins", "List installed plugins and what they register."),

@@ -74,6 +74,8 @@ class TrainingParams:
     metric_for_best_model: str | None = None
     validation_metrics: list[str] | None = None
     group_by_length: bool = False
+    attribution_checkpoints: int = 0
+    """Snapshots of the trainable weights kept in the run for ``verifily attribute`` (TracIn)."""
 
 
 @define
@@ -232,7 +234,7 @@ class TrainConfig:
 
 
 HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.hub_repo", "output.hub_private",
-                 "output.license", "eval.batch_size")
+                 "output.license", "eval.batch_size", "training.attribution_checkpoints")
 """Dotted config paths that cannot change a run's results and are left out of ``to_hash()``."""
 
 

@@ -40,6 +40,7 @@ RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("training.logging_steps", lambda v: v >= 1, ">= 1"),
     ("training.max_steps", lambda v: v == -1 or v >= 1, "-1 (off) or >= 1"),
     ("training.early_stopping_patience", lambda v: v is None or v >= 1, ">= 1 or null"),
+    ("training.attribution_checkpoints", lambda v: 0 <= v <= 100, "in [0, 100]"),
     ("lora.r", lambda v: v >= 1, ">= 1"),
     ("lora.alpha", lambda v: v >= 1, ">= 1"),
     ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),

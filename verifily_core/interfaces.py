@@ -202,6 +202,12 @@ class Task(ABC):
         evaluation, read from the run directory alone (e.g. ``num_labels`` from ``labels.json``)."""
         return {}
 
+    def trained_options(self, options: Any, run_path: Path) -> Any:
+        """The parsed ``task_options`` completed with what training resolved and the run directory
+        records (a classifier's label set), for computing training features of a trained run
+        (``verifily attribute``). The default returns ``options``."""
+        return options
+
     def reference_placeholder(self, run_path: Path) -> Any:
         """A valid reference for rows predicted without one (``verifily predict``): the scores
         that depend on it are not shown. Default ``"-"``; classification gives a label of the run."""

@@ -83,6 +83,13 @@ class ClassificationTask(Task):
         were checked by :meth:`validate_dataset` when the dataset was resolved)."""
         return self._labels(job).model_kwargs()
 
+    def trained_options(self, options: ClassificationOptions, run_path: Path) -> ClassificationOptions:
+        """``label_names`` from the run's ``labels.json``."""
+        from verifily_classification.labels import read_labels
+
+        options.label_names = list(read_labels(run_path).labels)
+        return options
+
     def prepare_model(self, model: Any, tokenizer: Any, job: Any, options: ClassificationOptions) -> Any:
         """A pad token id for the head; when training, fill ``options.label_names`` and the
         metrics of the val split (``training.validation_metrics``, default accuracy and macro F1,

@@ -26,7 +26,8 @@ from verifily_core.run_writer import FAILED, RunWriter
 from verifily_core.runs import RUN_META, Run
 from verifily_local.arguments import argument_values
 from verifily_local.callbacks import (
-    CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, eval_metrics, whole_run_loss,
+    CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, SnapshotCallback, eval_metrics,
+    whole_run_loss,
 )
 from verifily_local.checkpoints import latest_checkpoint
 
@@ -128,6 +129,8 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     guard = NonFiniteLossCallback()
     log_file = JsonlLogCallback(writer.path / "train_log.jsonl")
     callbacks = [log_file, CheckpointCallback(), guard, ProgressCallback()]
+    if cfg.training.attribution_checkpoints:
+        callbacks.append(SnapshotCallback(writer.path, cfg.training.attribution_checkpoints))
     for extra in job.registries.hook.verifily_trainer_callbacks(config=cfg, run_dir=writer.path):
         callbacks.extend(extra or [])
     if cfg.training.early_stopping_patience:

@@ -12,6 +12,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from verifily_core.attribution import snapshots
 from verifily_core.files import append_line, read_jsonl, write_jsonl
 from verifily_local.checkpoints import write_checkpoint_manifest
 
@@ -142,3 +143,41 @@ def whole_run_loss(log_history: list[dict[str, Any]], first_step: int, last_step
         total += entry["loss"] * (entry["step"] - prev)
         prev = entry["step"]
     return (total + session_loss * (last_step - first_step)) / max(last_step, 1)
+
+
+
+class SnapshotCallback(TrainerCallback):
+    """``training.attribution_checkpoints``: the trainable (LoRA and head) weights at ``n`` steps
+    evenly spaced over the run (the last one at its end), each as ``snapshots/step-<N>.safetensors``
+    with the learning rate of that step in ``snapshots/snapshots.json``, for TracIn attribution."""
+
+    def __init__(self, run_dir: Path, n: int) -> None:
+        self.folder, self.n = run_dir / snapshots.FOLDER, n
+        self._steps: set[int] = set()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        total = state.max_steps
+        self._steps = {max(1, round(k * total / self.n)) for k in range(1, self.n + 1)}
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        scheduler = kw.get("lr_scheduler")
+        self._lr = float(scheduler.get_last_lr()[0]) if scheduler is not None else float(args.learning_rate)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step not in self._steps:
+            return
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        from verifily_core.files import read_json, write_json
+
+        self.folder.mkdir(exist_ok=True)
+        name = snapshots.file_name(state.global_step)
+        weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(kw["model"]).items()}
+        stage = self.folder / f".{name}.tmp"
+        save_file(weights, str(stage))
+        stage.replace(self.folder / name)
+        index_path = self.folder / snapshots.INDEX
+        index = [e for e in (read_json(index_path) if index_path.is_file() else []) if e["step"] != state.global_step]
+        index.append({"step": state.global_step, "lr": self._lr, "file": name})
+        write_json(index_path, sorted(index, key=lambda e: e["step"]))

@@ -1,0 +1,161 @@
+"""`verifily attribute`: per-row gradients are the true gradients (projected), influence scores
+follow their formula, and on a planted scenario (training rows with flipped labels) the planted
+rows rank as harmful and their tag value stands out with an interval below zero; the scores
+are sealed with the run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from verifily_core.attribution.gradients import ProjectedGradients, row_losses
+from verifily_core.attribution.scores import by_tag, influence
+from verifily_core.testing import make_classification_rows, write_jsonl
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(6, 5)
+        self.b = torch.nn.Linear(5, 3, bias=False)
+
+    def forward(self, x):
+        return type("Out", (), {"logits": self.b(torch.tanh(self.a(x)))})()
+
+
+def _exact(model, x, y):
+    grads = []
+    for i in range(len(x)):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i:i + 1]).logits, y[i:i + 1]).backward()
+        grads.append(torch.cat([model.a.weight.grad.flatten(), model.a.bias.grad, model.b.weight.grad.flatten()]))
+    return torch.stack(grads)
+
+
+def test_unprojected_features_are_each_rows_exact_gradient():
+    model = _Tiny()
+    x, y = torch.randn(7, 6), torch.randint(0, 3, (7,))
+    with ProjectedGradients(model, k=16) as grads:  # every side <= 16: nothing is projected
+        model.zero_grad()
+        feats = grads.features(row_losses(model, {"x": x, "labels": y}))
+    exact = _exact(model, x, y)
+    # the features hold (out x in) blocks as g x^T; the exact gradients the same blocks, so compare the sets
+    assert feats.shape == exact.shape == (7, grads.dim)
+    assert torch.allclose(torch.sort(feats.abs(), 1).values, torch.sort(exact.abs(), 1).values, atol=1e-6)
+    assert torch.allclose(feats @ feats.T, exact @ exact.T, atol=1e-5)
+
+
+def test_projected_inner_products_estimate_the_true_ones():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 48))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    wrapped = type("M", (torch.nn.Module,), {"forward": lambda self, x: type("O", (), {"logits": self.m(x)})()})()
+    wrapped.m = model
+    x, y = torch.randn(40, 64), torch.randint(0, 48, (40,))
+    with ProjectedGradients(wrapped, k=32, seed=3) as grads:
+        feats = grads.features(row_losses(wrapped, {"x": x, "labels": y}))
+    exact = []
+    for i in range(40):
+        wrapped.zero_grad()
+        torch.nn.functional.cross_entropy(wrapped(x[i:i + 1]).logits, y[i:i + 1]).backward()
+        exact.append(torch.cat([model[0].weight.grad.flatten(), model[0].bias.grad]))
+    exact = torch.stack(exact)
+    a, b = (feats @ feats.T).flatten(), (exact @ exact.T).flatten()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9
+
+
+def test_influence_is_its_formula_in_both_forms():
+    torch.manual_seed(2)
+    phi, psi = torch.randn(30, 8), torch.randn(5, 8)
+    n, g = 30, psi.double().mean(0)
+    p = phi.double()
+    lam = 0.1 * float((p ** 2).sum()) / (30 * 8)
+    expected = p @ torch.linalg.solve(p.T @ p / n + lam * torch.eye(8, dtype=p.dtype), g)
+    assert torch.allclose(influence(phi, psi, 0.1).double(), expected, atol=1e-5)
+    wide, wide_test = torch.randn(20, 5000), torch.randn(4, 5000)  # D > N and > 4096: the Woodbury form
+    p, g = wide.double(), wide_test.double().mean(0)
+    lam = 0.1 * float((p ** 2).sum()) / (20 * 5000)
+    direct = p @ torch.linalg.solve(p.T @ p / 20 + lam * torch.eye(5000, dtype=p.dtype), g)
+    assert torch.allclose(influence(wide, wide_test, 0.1).double(), direct, rtol=1e-4, atol=1e-6)
+
+
+def test_per_tag_means_and_intervals():
+    out = by_tag([-2.0, -1.0, 1.0, 2.0, 3.0], [{"s": "a"}, {"s": "a"}, {"s": "b"}, {"s": "b"}, {"s": "b"}],
+                 resamples=200)
+    assert out["s"]["a"]["mean"] == -1.5 and out["s"]["b"]["mean"] == 2.0 and out["s"]["a"]["rows"] == 2
+    assert -2.0 <= out["s"]["a"]["low"] <= -1.5 <= out["s"]["a"]["high"] <= -1.0
+
+
+PLANTED = 16
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A classifier trained on 96 clean rows plus 16 rows tagged source=web with flipped labels."""
+    from verifily_core.api import train
+    from verifily_core.testing.tiny_models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("attribution")
+    model = build_tiny_model("bert", root / "bert", pretrain_steps=150)
+    flipped = [{**r, "label": "neg" if r["label"] == "pos" else "pos", "tags": {**r["tags"], "source": "web"}}
+               for r in make_classification_rows(PLANTED, seed=9)]
+    write_jsonl(root / "train.jsonl", make_classification_rows(96, seed=1) + flipped)
+    write_jsonl(root / "test.jsonl", make_classification_rows(48, seed=3))
+    cfg = {"task": "classification", "base_model": str(model),
+           "data_paths": {"train": str(root / "train.jsonl"), "test": str(root / "test.jsonl")},
+           "training": {"num_epochs": 20, "batch_size": 16, "gradient_accumulation_steps": 1, "learning_rate": 0.005,
+                        "logging_steps": 8, "save_steps": 1000, "max_seq_length": 32, "warmup_ratio": 0.0,
+                        "attribution_checkpoints": 3},
+           "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "eval": {"bootstrap_resamples": 50},
+           "data_checks": {"leakage": "off"}, "output": {"dir": str(root / "runs")}}
+    return train(cfg).path
+
+
+
+@pytest.mark.slow
+def test_planted_rows_rank_as_harmful_and_their_tag_stands_out(planted, verifily_cli):
+    res = verifily_cli("attribute", "--run", planted, "--top", str(PLANTED), "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    web = doc["by_tag"]["source"]["web"]
+    assert web["rows"] == PLANTED and web["high"] < 0  # the interval excludes zero
+    assert web["mean"] == min(v["mean"] for v in doc["by_tag"]["source"].values())
+    hits = sum(r["tags"]["source"] == "web" for r in doc["most_harmful"])
+    # 16 of 112 rows are planted (a random ranking finds 2.3 of them); measured 11 of 16
+    assert hits >= PLANTED // 2, doc["most_harmful"]
+    assert any("source=web" in line and "excludes zero" in line for line in doc["summary"])
+    rows = [json.loads(line) for line in (planted / "eval" / "attribution" / "row_scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 112 and {r["index"] for r in rows} == set(range(112))
+    table = verifily_cli("attribute", "--run", planted, "--slice", "source=human", "--top", "3")
+    assert table.exit_code == 0 and "Most harmful rows:" in table.output and "source=human" in table.output
+
+
+@pytest.mark.slow
+def test_tracin_uses_the_snapshots_the_run_kept(planted, verifily_cli):
+    index = json.loads((planted / "snapshots" / "snapshots.json").read_text())
+    assert [e["step"] for e in index] == [47, 93, 140] and all(e["lr"] > 0 for e in index)
+    hashed = json.loads((planted / "hashes.json").read_text())["artifacts"]
+    assert all(f"snapshots/{e['file']}" in hashed for e in index)
+    res = verifily_cli("attribute", "--run", planted, "--method", "tracin", "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["snapshots"] == [47, 93, 140] and doc["method"].startswith("TracIn")
+    web = doc["by_tag"]["source"]["web"]
+    assert web["high"] < 0 and web["mean"] == min(v["mean"] for v in doc["by_tag"]["source"].values())
+
+
+@pytest.mark.slow
+def test_attribution_files_are_sealed_and_bad_requests_are_one_line(planted, verifily_cli, tmp_path):
+    assert verifily_cli("reproduce", "--run", planted, "--verify-only").exit_code == 0
+    res = verifily_cli("attribute", "--run", planted, "--slice", "source")
+    assert res.exit_code == 1 and "write TAG=VALUE" in res.output
+    res = verifily_cli("attribute", "--run", planted, "--slice", "source=nowhere")
+    assert res.exit_code == 2 and "no test row has the tag source=nowhere" in res.output
+    scores = planted / "eval" / "attribution" / "row_scores.jsonl"
+    scores.write_text(scores.read_text().replace('"score": -', '"score": ', 1))
+    verify = verifily_cli("reproduce", "--run", planted, "--verify-only")
+    assert verify.exit_code != 0 and "attribution/row_scores.jsonl" in verify.output

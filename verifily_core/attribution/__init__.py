@@ -1,0 +1,163 @@
+"""``verifily attribute``: which training rows helped or hurt a run on a test slice.
+
+The run's model is rebuilt as evaluation rebuilds it; every training row of its dataset
+version and every test row of the chosen slice gets a projected loss gradient of the trainable
+(LoRA and head) parameters (:mod:`verifily_core.attribution.gradients`). By default (``final``)
+the rows are scored by their influence on the slice's mean loss at the final model
+(:mod:`verifily_core.attribution.scores`). A run that kept snapshots of those weights during
+training (``training.attribution_checkpoints``) can be scored by TracIn (``tracin``): the sum
+over the snapshots of the step's learning rate times the inner product of a row's gradient with
+the slice's mean gradient. Scores are summarised per tag value with
+bootstrap intervals. The files go to the run's
+``eval/attribution/`` and are sealed with the run's evaluation (``eval/eval_hashes.json``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from verifily_core.errors import ConfigError, DataError
+
+FOLDER = "attribution"
+ROWS_FILE = "row_scores.jsonl"
+TAGS_FILE = "by_tag.json"
+SUMMARY_FILE = "attribution.json"
+METHODS = {"final": "influence at the final model (projected gradients, Fisher-preconditioned)",
+           "tracin": "TracIn over the run's snapshots (projected gradients, learning-rate weighted)"}
+
+
+@attrs.define
+class AttributionResult:
+    """What :func:`attribute_run` computed and where it wrote it."""
+
+    folder: Path
+    target: str
+    rows: list[dict[str, Any]]
+    by_tag: dict[str, Any]
+    summary: list[str]
+    settings: dict[str, Any]
+
+    def ranked(self, n: int, harmful: bool = True) -> list[dict[str, Any]]:
+        """The ``n`` most harmful (lowest score) or most helpful rows."""
+        return sorted(self.rows, key=lambda r: r["score"] if harmful else -r["score"])[:n]
+
+
+def parse_slice(spec: str | None) -> tuple[str, str] | None:
+    """``KEY=VALUE`` of ``--slice`` as a pair (``None`` for the whole test split)."""
+    if spec is None:
+        return None
+    key, sep, value = spec.partition("=")
+    if not sep or not key or not value:
+        raise ConfigError(f"--slice {spec!r}: write TAG=VALUE, e.g. --slice source=human")
+    return key, value
+
+
+def attribute_run(run_path: str | Path, *, registries: Any, test_slice: str | None = None,
+                  test_data: str | Path | None = None, projection: int = 16, damping: float = 0.1,
+                  batch_size: int | None = None, device: str = "auto", hf_token: str | None = None,
+                  verify: bool = True, method: str = "final") -> AttributionResult:
+    """Score every training row of the run at ``run_path`` by its influence on the loss of the
+    test rows (``test_slice`` ``KEY=VALUE`` of their tags, or all; ``test_data`` instead of the
+    dataset's test split) and write ``eval/attribution/``; see the module docstring.
+
+    :raises EvalError: the run is not completed or does not verify.
+    :raises DataError: no test rows in the slice, or a dataset that does not verify.
+    :param method: ``final`` (influence at the final model) or ``tracin`` (over the run's snapshots).
+    :raises ConfigError: a bad ``--slice`` or method, ``tracin`` for a run without snapshots, or a
+        task whose training features carry no labels.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"--method {method}: use one of {', '.join(METHODS)}")
+    from verifily_core.evaluator import completed_run, verified_config
+    from verifily_core.run_lock import lock_run
+
+    pair = parse_slice(test_slice)
+    run = completed_run(run_path, "attribute with it")
+    with lock_run(run.path):  # one writer of the run's eval/ at a time
+        cfg = verified_config(run, "attribute with it", verify)
+        return _attribute(run, cfg, registries, pair, test_data, projection, damping, batch_size, device, hf_token,
+                          method)
+
+
+def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None, test_data: str | Path | None,
+               projection: int, damping: float, batch_size: int | None, device: str,
+               hf_token: str | None, method: str) -> AttributionResult:
+    from verifily_core.attribution.gradients import gradient_features
+    from verifily_core.attribution.scores import by_tag, influence, summary_lines
+    from verifily_core.attribution.snapshots import read_snapshots
+    from verifily_core.datasets import resolve_dataset, row_id
+    from verifily_core.evaluation.seal import seal_eval
+    from verifily_core.evaluator import _test_rows, load_run_model
+    from verifily_core.files import write_json, write_jsonl
+    from verifily_core.modeling import quiet_libraries, resolve_device
+
+    started = time.monotonic()
+    task = registries.tasks.get(cfg.task)
+    test_rows, test_info = _test_rows(cfg, registries, task, test_data)
+    if pair is not None:
+        test_rows = [r for r in test_rows if str((r.get("tags") or {}).get(pair[0])) == pair[1]]
+        if not test_rows:
+            raise DataError(f"no test row has the tag {pair[0]}={pair[1]}; see the tag values with "
+                            "`verifily dataset show`")
+    target = f"{pair[0]}={pair[1]}" if pair else "the test split"
+    train_rows = resolve_dataset(cfg, registries).read_rows("train")
+    quiet_libraries()
+    dev = resolve_device(device)
+    options = task.trained_options(task.parse_options(cfg.task_options), run.path)
+    built = load_run_model(run, cfg, registries, dev, hf_token, options)
+    model, tok, kind = built.model, built.tokenizer, built.kind
+    train_feats, _ = task.prepare_features(train_rows, tok, kind, cfg, options)
+    test_feats, _ = task.prepare_features(test_rows, tok, kind, cfg, options)
+    if not train_feats or "labels" not in train_feats[0]:
+        raise ConfigError(f"task '{cfg.task}' trains on features without labels that a loss can be computed "
+                          "from row by row; attribution is not available for it")
+    collate = task.data_collator(tok, kind, model)
+    size = batch_size or cfg.eval.batch_size
+
+    def features() -> tuple[Any, Any]:
+        return (gradient_features(model, train_feats, collate, size, dev, projection, cfg.seed),
+                gradient_features(model, test_feats, collate, size, dev, projection, cfg.seed))
+
+    snaps = read_snapshots(run.path) if method == "tracin" else []
+    if method == "tracin" and not snaps:
+        raise ConfigError(f"{run.path}: kept no snapshots for --method tracin; train with "
+                          "training.attribution_checkpoints: N (e.g. 5), or use --method final")
+    if snaps:  # TracIn: sum over the trajectory of lr * <row gradient, slice gradient>
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        total = None
+        for snap in snaps:
+            set_peft_model_state_dict(model, load_file(str(snap["path"])))
+            phi, psi = features()
+            part = snap["lr"] * (phi.double() @ psi.double().mean(0))
+            total = part if total is None else total + part
+        scores = total.float().tolist()
+    else:
+        phi, psi = features()
+        scores = influence(phi, psi, damping).tolist()
+    rows = [{"index": i, "row_id": row_id(r), "score": s, "tags": dict(r.get("tags") or {}),
+             "reference": _excerpt(task.reference(r))}
+            for i, (r, s) in enumerate(zip(train_rows, scores))]
+    aggregate = by_tag(scores, [r["tags"] for r in rows], seed=cfg.seed)
+    summary = summary_lines(aggregate, target)
+    settings = {"method": METHODS[method], "snapshots": [s["step"] for s in snaps], "target": target, "test_rows": len(test_rows), "test_data": test_info["path"],
+                "train_rows": len(train_rows), "projection": projection, "features": int(phi.shape[1]),
+                "damping": damping, "seed": cfg.seed, "run_id": run.run_id,
+                "seconds": round(time.monotonic() - started, 3)}
+    folder = run.path / "eval" / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / ROWS_FILE, rows)
+    write_json(folder / TAGS_FILE, aggregate)
+    write_json(folder / SUMMARY_FILE, {**settings, "summary": summary})
+    seal_eval(run.path / "eval", run.path, run.run_id)
+    return AttributionResult(folder, target, rows, aggregate, summary, settings)
+
+
+def _excerpt(value: Any, width: int = 80) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[:width - 3] + "..."

@@ -1,0 +1,135 @@
+"""Per-row gradients of a run's trainable parameters, projected to a few numbers per layer.
+
+Only the parameters training changed have gradients that matter here: the LoRA matrices and
+any trained head (``modules_to_save``), all of them weights of ``nn.Linear`` layers. For one
+row, the gradient of a linear layer's weight is ``sum_t g_t x_t^T`` over its token positions
+``t`` (``x`` the layer's input, ``g`` the loss gradient at its output). Projected on both sides
+by fixed random matrices ``P_in`` (in x k) and ``P_out`` (out x k), it is
+``sum_t (P_out^T g_t)(x_t^T P_in)``: ``k x k`` numbers computed from the projected activations,
+never materialising the full gradient (the factorised projection of LoGra). A side of at most
+``k`` is kept as it is (a LoRA matrix's rank side). A row's features are the concatenation over
+layers (bias gradients projected by ``P_out``), so their inner products estimate inner products of
+the true gradients (Johnson-Lindenstrauss), which is what influence scores need.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+
+
+def trainable_linears(model: Any) -> list[tuple[str, Any]]:
+    """The ``nn.Linear`` modules whose weight training changed: LoRA matrices and trained heads,
+    by name (made to require gradients, as a loaded adapter's parameters do not)."""
+    out = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        if "lora_" in name or "modules_to_save" in name or module.weight.requires_grad:
+            for p in module.parameters():
+                p.requires_grad_(True)
+            out.append((name, module))
+    return out
+
+
+class ProjectedGradients:
+    """Hooks on the trainable linear layers that turn one backward pass of a batch into each
+    row's projected gradient (:attr:`dim` numbers per row)."""
+
+    def __init__(self, model: Any, k: int = 16, seed: int = 0) -> None:
+        self.layers = trainable_linears(model)
+        if not self.layers:
+            raise ValueError("the model has no trainable linear layers to attribute with")
+        gen = torch.Generator().manual_seed(seed)
+        self._proj: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        self.dim = 0
+        for name, m in self.layers:
+            p_in = None if m.in_features <= k else torch.randn(m.in_features, k, generator=gen) / k ** 0.5
+            p_out = None if m.out_features <= k else torch.randn(m.out_features, k, generator=gen) / k ** 0.5
+            self._proj[name] = (p_in, p_out)
+            k_in, k_out = min(m.in_features, k), min(m.out_features, k)
+            self.dim += k_in * k_out + (k_out if m.bias is not None else 0)
+        self._inputs: dict[str, torch.Tensor] = {}
+        self._grads: dict[str, torch.Tensor] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "ProjectedGradients":
+        for name, m in self.layers:
+            self._handles.append(m.register_forward_hook(self._keep(name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _keep(self, name: str) -> Callable:
+        """Forward hook: keep the projected input, and hook the output's gradient."""
+        p_in, p_out = self._proj[name]
+
+        def keep_grad(grad: torch.Tensor) -> None:
+            g = grad.detach().float()
+            self._grads[name] = g if p_out is None else g @ p_out.to(g.device)
+
+        def hook(module: Any, inputs: tuple, output: torch.Tensor) -> None:
+            x = inputs[0].detach().float()
+            self._inputs[name] = x if p_in is None else x @ p_in.to(x.device)
+            if output.requires_grad:
+                output.register_hook(keep_grad)
+        return hook
+
+    def features(self, loss_per_row: torch.Tensor) -> torch.Tensor:
+        """Backpropagate ``loss_per_row.sum()`` (rows are independent, so each row's gradient is
+        its own loss's) and return the ``(rows, dim)`` projected gradients."""
+        self._grads.clear()
+        loss_per_row.sum().backward()
+        parts = []
+        for name, m in self.layers:
+            x, g = self._inputs[name], self._grads[name]
+            if x.dim() == 2:
+                x, g = x[:, None], g[:, None]
+            x, g = x.reshape(x.shape[0], -1, x.shape[-1]), g.reshape(g.shape[0], -1, g.shape[-1])
+            parts.append(torch.einsum("bto,bti->boi", g, x).flatten(1))
+            if m.bias is not None:
+                parts.append(g.sum(1))
+        self._inputs.clear()
+        return torch.cat(parts, 1).cpu()
+
+
+def row_losses(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """Each row's training loss in a padded batch: mean token cross-entropy over its labelled
+    tokens (a decoder-only model: shifted; an encoder-decoder: the target), or the cross-entropy
+    of its class (one label per row) or binary cross-entropies (a 0/1 vector per row)."""
+    batch = dict(batch)
+    labels = batch.pop("labels")
+    if labels.dim() == 1:  # one class per row
+        logits = model(**batch).logits
+        return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+    if labels.is_floating_point():  # several labels per row
+        logits = model(**batch).logits
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(1)
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        logits, target = model(**batch, labels=labels).logits, labels
+    else:
+        logits, target = model(**batch, use_cache=False).logits[:, :-1], labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0), reduction="none")
+    mask = (target != -100).float()
+    return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def gradient_features(model: Any, features: list[dict[str, Any]], collate: Callable,
+                      batch_size: int, device: str, k: int = 16, seed: int = 0,
+                      progress: Callable[[Iterable], Iterable] | None = None) -> torch.Tensor:
+    """``(rows, dim)`` projected loss gradients of ``features`` (the task's training features)."""
+    model.eval()  # no dropout: the gradient of the loss the model computes
+    grads = ProjectedGradients(model, k, seed)
+    out = []
+    starts = range(0, len(features), batch_size)
+    with grads:
+        for start in (progress(starts) if progress else starts):
+            batch = {k_: v.to(device) for k_, v in collate(features[start:start + batch_size]).items()}
+            model.zero_grad(set_to_none=True)
+            out.append(grads.features(row_losses(model, batch)))
+    model.zero_grad(set_to_none=True)
+    return torch.cat(out) if out else torch.zeros(0, grads.dim)
