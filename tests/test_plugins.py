@@ -18,7 +18,7 @@ from verifily_core.plugins import DIRECT, PLUGIN_KINDS, Registries, Registry, lo
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "verifily-example-plugin"
 
-BUILTINS = {"sft", "classification", "dpo", "causal_lm", "seq2seq", "qlora", "local", "managed"}
+BUILTINS = {"sft", "classification", "dpo", "causal_lm", "seq2seq", "qlora", "local", "managed", "mlflow"}
 
 
 class _Echo(Metric):

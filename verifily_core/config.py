@@ -73,6 +73,8 @@ class TrainingParams:
     early_stopping_patience: int | None = None
     metric_for_best_model: str | None = None
     validation_metrics: list[str] | None = None
+    report_to: list[str] = field(factory=list)
+    """Integrations the Trainer reports to (``wandb``, ``tensorboard``, ...); empty: none."""
 
 
 @define
@@ -162,6 +164,9 @@ class TrainConfig:
     output: OutputParams = field(factory=OutputParams)
     task_options: dict[str, Any] = field(factory=dict)
     seed: int = 42
+    tracking: dict[str, Any] = field(factory=dict)
+    """Settings of experiment trackers, one section per tracker (``tracking.<name>``); each
+    tracking plugin structures and checks its own section (``verifily_tracking_sections``)."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -218,7 +223,10 @@ class TrainConfig:
         data = redact(self.to_dict())
         for path in HASH_EXCLUDED:
             section, _, key = path.partition(".")
-            data.get(section, {}).pop(key, None)
+            if key:
+                data.get(section, {}).pop(key, None)
+            else:
+                data.pop(section, None)
         return data
 
     def to_hash(self) -> str:
@@ -231,8 +239,11 @@ class TrainConfig:
 
 
 HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.hub_repo", "output.hub_private",
-                 "output.license", "eval.batch_size")
-"""Dotted config paths that cannot change a run's results and are left out of ``to_hash()``."""
+                 "output.license", "eval.batch_size", "training.report_to", "tracking")
+"""Dotted config paths (or whole sections) that cannot change a run's results and are left out of
+``to_hash()``. ``training.report_to`` and ``tracking`` only say where metrics are sent: trackers
+observe a run through callbacks and hooks, never change what it computes, and the same run must
+hash the same whether or not it was tracked (a tracked run and its untracked rerun compare)."""
 
 
 def redact(data: Any) -> Any:
