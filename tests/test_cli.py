@@ -144,7 +144,8 @@ HEAVY = ("torch", "transformers", "peft", "evaluate", "bitsandbytes", "accelerat
 
 @pytest.mark.parametrize("args", [["--help"], ["plugins"], ["train", "--dry-run"], ["train", "--dry-run", "--no-data-check"],
                                   ["train", "--help"], ["push", "--help"],
-                                  ["train", "--dry-run", "tracking.mlflow.enabled=true", "--report-to", "tensorboard"]])
+                                  ["train", "--dry-run", "tracking.mlflow.enabled=true", "--report-to", "tensorboard"],
+                                  ["reproduce", "--help"]])
 def test_light_commands_import_no_heavy_library(tmp_path, args):
     """Neither the CLI nor a dry run (tracking on included) imports torch, transformers, MLflow or Optuna."""
     from verifily_core.testing.data import make_sft_rows, write_jsonl

@@ -256,3 +256,53 @@ def test_step_metric_names_and_slice_names():
     assert slice_part("source=human") == "source.human"
     assert slice_part("source=human&difficulty=hard") == "source.human/difficulty.hard"
     assert slice_part("source=<missing>") == "source._missing_"
+
+
+def test_reproduce_from_the_mlflow_run_id_passes_and_a_perturbed_metric_fails(tracked, verifily_cli, tmp_path):
+    run, meta, client, mrun, _ = tracked
+    rid = mrun.info.run_id
+    runs_dir = str(run.path.parent)
+    res = verifily_cli("reproduce", "--mlflow-run", rid, "--runs-dir", runs_dir, "--tolerance", "0.005",
+                       "--output-dir", str(tmp_path / "replay-1"))
+    assert res.exit_code == 0, res.output
+    assert "Metric Comparison (±0.5 pp tolerance)" in res.stdout and "✓ REPRODUCIBILITY CHECK PASSED" in res.stdout
+    assert "✓ test_accuracy" in res.stdout and "✗" not in res.stdout
+    repro = [r for r in client.search_runs([mrun.info.experiment_id], filter_string="tags.stage = 'reproducibility'")]
+    assert len(repro) == 1
+    tags, metrics = repro[0].data.tags, repro[0].data.metrics
+    assert (tags["original_run_id"], tags["reproducibility_status"]) == (rid, "passed")
+    assert repro[0].data.params["mode"] == "eval" and repro[0].data.params["tolerance"] == "0.005"
+    assert metrics["replayed_test_macro_f1"] == pytest.approx(mrun.data.metrics["test_macro_f1"])
+    assert metrics["original_test_accuracy"] == pytest.approx(mrun.data.metrics["test_accuracy"])
+    assert metrics["delta_test_accuracy"] == pytest.approx(0.0, abs=1e-9)
+
+    client.log_metric(rid, "test_accuracy", mrun.data.metrics["test_accuracy"] + 0.02, step=100)  # the record disagrees
+    res = verifily_cli("reproduce", "--mlflow-run", rid, "--runs-dir", runs_dir, "--tolerance", "0.005",
+                       "--output-dir", str(tmp_path / "replay-2"))
+    assert res.exit_code == 1, res.output
+    assert "✗ test_accuracy" in res.stdout and "✓ test_macro_f1" in res.stdout
+    assert "✗ REPRODUCIBILITY CHECK FAILED" in res.stdout and "1 of" in res.stdout
+    failed = client.search_runs([mrun.info.experiment_id],
+                                filter_string="tags.stage = 'reproducibility' and tags.reproducibility_status = 'failed'")
+    assert len(failed) == 1 and failed[0].data.metrics["delta_test_accuracy"] == pytest.approx(-0.02)
+    client.log_metric(rid, "test_accuracy", mrun.data.metrics["test_accuracy"], step=101)  # put the record back
+    res = verifily_cli("reproduce", "--mlflow-run", "0" * 32, "--runs-dir", runs_dir)
+    assert res.exit_code == 5 and "not found" in res.stderr
+
+
+def test_reproduce_without_run_or_mlflow_run_is_a_usage_error(verifily_cli):
+    res = verifily_cli("reproduce")
+    assert res.exit_code == 1 and "Missing option '--run'" in res.output
+
+
+def test_reproduce_from_the_mlflow_run_id_by_retraining(tracked, verifily_cli, tmp_path):
+    run, _, client, mrun, _ = tracked
+    res = verifily_cli("reproduce", "--mlflow-run", mrun.info.run_id, "--mode", "train", "--runs-dir",
+                       str(run.path.parent), "--output-dir", str(tmp_path / "retrained"), "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["status"] == "passed" and doc["mode"] == "train"
+    assert {m["metric"] for m in doc["metrics"]} == {"test_accuracy", "test_macro_f1", "test_weighted_f1"}
+    assert all(m["delta"] == pytest.approx(0.0, abs=1e-9) for m in doc["metrics"])  # same CPU environment: identical
+    repro = client.get_run(doc["reproducibility_run_id"])
+    assert repro.data.params["mode"] == "train" and repro.data.tags["reproducibility_status"] == "passed"

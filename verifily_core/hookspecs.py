@@ -161,6 +161,19 @@ def verifily_register_commands(cli: click.Group) -> None:
     """
 
 
+@hookspec
+def verifily_extend_command(name: str, command: click.Command) -> None:
+    """Extend a built-in command that accepts extensions (``reproduce``): add options to
+    ``command.params`` and wrap ``command.callback`` to act on them (e.g. ``verifily reproduce
+    --mlflow-run ID`` of a tracking plugin). Called once per process when the command is looked
+    up, for running or for its help; keep it import-light. When none of your options is given,
+    call the original callback unchanged.
+
+    :param name: the command's name.
+    :param command: the ``click.Command`` to extend in place.
+    """
+
+
 # -- lifecycle ------------------------------------------------------------------------------
 
 

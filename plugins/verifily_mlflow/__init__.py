@@ -103,3 +103,12 @@ def verifily_eval_written(run: Any, result: Any, eval_dir: Path) -> None:
     from verifily_mlflow.tracker import eval_written
 
     eval_written(run, result, Path(eval_dir))
+
+
+@hookimpl
+def verifily_extend_command(name: str, command: Any) -> None:
+    """``verifily reproduce --mlflow-run ID [--tracking-uri URI]``."""
+    if name == "reproduce":
+        from verifily_mlflow.reproduce import extend
+
+        extend(command)
