@@ -12,6 +12,6 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch is pinned in the same step as everything else (an unpinned torch pulls a multi-GB CUDA build).
-  .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" -e ".[dev,qlora]"
+  .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" -e ".[dev,qlora,mlflow,hpo]"
   echo "$want" > "$stamp"
 fi

@@ -139,12 +139,15 @@ def test_plugins_json_lists_builtins():
     assert {"sft", "classification", "causal_lm", "seq2seq", "qlora", "local", "managed"} <= names
 
 
-HEAVY = ("torch", "transformers", "peft", "evaluate", "bitsandbytes", "accelerate", "datasets", "trl")
+HEAVY = ("torch", "transformers", "peft", "evaluate", "bitsandbytes", "accelerate", "datasets", "trl", "mlflow", "optuna")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["plugins"], ["train", "--dry-run"], ["train", "--dry-run", "--no-data-check"],
-                                  ["train", "--help"], ["push", "--help"]])
+                                  ["train", "--help"], ["push", "--help"],
+                                  ["train", "--dry-run", "tracking.mlflow.enabled=true", "--report-to", "tensorboard"],
+                                  ["reproduce", "--help"]])
 def test_light_commands_import_no_heavy_library(tmp_path, args):
+    """Neither the CLI nor a dry run (tracking on included) imports torch, transformers, MLflow or Optuna."""
     from verifily_core.testing.data import make_sft_rows, write_jsonl
 
     (tmp_path / "train.yaml").write_text(CONFIG)

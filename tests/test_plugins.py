@@ -18,7 +18,7 @@ from verifily_core.plugins import DIRECT, PLUGIN_KINDS, Registries, Registry, lo
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parent.parent / "examples" / "verifily-example-plugin"
 
-BUILTINS = {"sft", "classification", "dpo", "causal_lm", "seq2seq", "qlora", "local", "managed"}
+BUILTINS = {"sft", "classification", "dpo", "causal_lm", "seq2seq", "qlora", "local", "managed", "mlflow", "optuna"}
 
 
 class _Echo(Metric):
@@ -294,7 +294,9 @@ def test_help_lists_plugin_commands_from_an_index_rebuilt_when_plugins_change(tm
     assert first.exit_code == 0 and "  train " in first.stdout
     index_path = tmp_path / "cache" / INDEX_FILE
     index = json.loads(index_path.read_text())
-    assert index["key"] == environment_key() and index["commands"] == {}  # the built-ins add no commands
+    assert index["key"] == environment_key()
+    assert index["commands"] == {"hpo": "Search hyperparameters with Optuna; every trial is a sealed run."}  # optuna's
+    assert "  hpo " in first.stdout
     recorded = [f for f, _, _ in index["files"]]
     assert any(f.endswith("entry_points.txt") for f in recorded)
     assert any(f.endswith("verifily_sft/__init__.py") for f in recorded)  # a plugin's code counts

@@ -27,6 +27,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "quantization": "lora.quantization",
     "seed": "seed",
     "name": "output.name",
+    "report_to": "training.report_to",
 }
 """The one flag table: each :func:`train` parameter (and ``verifily train`` option) that sets a
 config field, with the field's dotted path. Flags beat overrides, which beat the file."""
@@ -61,6 +62,7 @@ def train(
     learning_rate: float | None = None,
     lora_r: int | None = None,
     quantization: str | None = None,
+    report_to: list[str] | None = None,
     on_eval: Callable[[Any], None] | None = None,
     check_data: bool = True,
     on_push: Callable[[Any], None] | None = None,
@@ -85,7 +87,7 @@ def train(
 
     given = dict(dataset=dataset, base_model=base_model, output_dir=output_dir, device=device, seed=seed, name=name,
                  task=task, mode=mode, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                 lora_r=lora_r, quantization=quantization)
+                 lora_r=lora_r, quantization=quantization, report_to=report_to)
     flags = {TRAIN_FLAGS[key]: value for key, value in given.items()}
     plan = plan_training(config, overrides=overrides, flags=flags, registries=plugins_or_installed(registries))
     if plan.config.output.push_to_hub:  # refused now rather than after training

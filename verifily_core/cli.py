@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "plugins": ("verifily_core.commands.plugins", "plugins", "List installed plugins and what they register."),
 }
 
+EXTENSIBLE = ("reproduce",)
+"""Built-in commands plugins may extend (``verifily_extend_command``); looking one up loads the plugins."""
 
 EXIT_USAGE = 1
 """Exit code of a command-line usage error (unknown command or option, a bad flag value): like a
@@ -62,7 +64,15 @@ class LazyGroup(click.Group):
         if not _module_exists(COMMANDS[name][0]):
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(import_module(module), attr)
+        command = getattr(import_module(module), attr)
+        if name in EXTENSIBLE and not getattr(command, "_verifily_extended", False):
+            from verifily_core.plugins import make_plugin_manager
+
+            state = _state(ctx)
+            pm = state._registries.pm if state._registries is not None else make_plugin_manager()
+            pm.hook.verifily_extend_command(name=name, command=command)
+            command._verifily_extended = True  # type: ignore[attr-defined]
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         found = plugin_command_help(ctx)

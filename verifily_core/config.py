@@ -76,6 +76,8 @@ class TrainingParams:
     group_by_length: bool = False
     attribution_checkpoints: int = 0
     """Snapshots of the trainable weights kept in the run for ``verifily attribute`` (TracIn)."""
+    report_to: list[str] = field(factory=list)
+    """Integrations the Trainer reports to (``wandb``, ``tensorboard``, ...); empty: none."""
 
 
 @define
@@ -165,6 +167,9 @@ class TrainConfig:
     output: OutputParams = field(factory=OutputParams)
     task_options: dict[str, Any] = field(factory=dict)
     seed: int = 42
+    tracking: dict[str, Any] = field(factory=dict)
+    """Settings of experiment trackers, one section per tracker (``tracking.<name>``); each
+    tracking plugin structures and checks its own section (``verifily_tracking_sections``)."""
 
     # -- construction ---------------------------------------------------------------------
 
@@ -221,7 +226,10 @@ class TrainConfig:
         data = redact(self.to_dict())
         for path in HASH_EXCLUDED:
             section, _, key = path.partition(".")
-            data.get(section, {}).pop(key, None)
+            if key:
+                data.get(section, {}).pop(key, None)
+            else:
+                data.pop(section, None)
         return data
 
     def to_hash(self) -> str:
@@ -234,8 +242,13 @@ class TrainConfig:
 
 
 HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.hub_repo", "output.hub_private",
-                 "output.license", "eval.batch_size", "training.attribution_checkpoints")
-"""Dotted config paths that cannot change a run's results and are left out of ``to_hash()``."""
+                 "output.license", "eval.batch_size", "training.attribution_checkpoints", "training.report_to",
+                 "tracking")
+"""Dotted config paths (or whole sections) that cannot change a run's results and are left out of
+``to_hash()``. ``training.report_to`` and ``tracking`` only say where metrics are sent: trackers
+observe a run through callbacks and hooks, never change what it computes, and the same run must
+hash the same whether or not it was tracked (a tracked run and its untracked rerun compare).
+``training.attribution_checkpoints`` changes what the run keeps, not what it learns."""
 
 
 def redact(data: Any) -> Any:

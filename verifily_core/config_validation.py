@@ -12,6 +12,7 @@ process can create or write into (Hub model names are not checked offline).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -91,6 +92,7 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
         if not isinstance(opts, dict):
             out.append(f"$.eval.metric_options.{name}: expected a mapping of options")
     if registries is not None:
+        out.extend(_tracking_problems(cfg, registries))
         out.extend(_registry_problems(cfg, registries))
         for result in registries.hook.verifily_validate_config(config=cfg):
             out.extend(result or [])
@@ -174,6 +176,27 @@ def _push_problems(cfg: TrainConfig) -> list[str]:
     if o.push_to_hub and not cfg.lora.enabled:
         out.append("$.output.push_to_hub: pushing uploads the run's LoRA adapter and lora.enabled is false; set "
                    "output.push_to_hub false")
+    return out
+
+
+def _tracking_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
+    """Each ``tracking.<name>`` section is a mapping that an installed plugin reads
+    (``verifily_tracking_sections``); ``training.report_to`` names integrations once."""
+    known = sorted({n for names in regs.hook.verifily_tracking_sections() for n in (names or [])})
+    out = []
+    for name, section in cfg.tracking.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            out.append(f"$.tracking.{name}: no installed plugin reads this section{hint}; available: "
+                       f"{', '.join(known) or '(no tracking plugin installed)'}")
+        elif not isinstance(section, dict):
+            out.append(f"$.tracking.{name}: expected a mapping of settings")
+    report = cfg.training.report_to
+    if "none" in report and len(report) > 1:
+        out.append("$.training.report_to: 'none' cannot be combined with other integrations")
+    if len(set(report)) != len(report):
+        out.append("$.training.report_to: an integration is listed twice")
     return out
 
 

@@ -104,7 +104,9 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
     result.test_data_path = test_info["path"]
     result.created_at = utc_now()
     result.eval_duration_seconds = round(time.monotonic() - started, 3)
-    write_eval_files(result, Path(output) if output else run.path / "eval", run_path=run.path)
+    eval_dir = Path(output) if output else run.path / "eval"
+    write_eval_files(result, eval_dir, run_path=run.path)
+    registries.hook.verifily_eval_written(run=run, result=result, eval_dir=eval_dir)
     return result
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
 
     from verifily_core.config import TrainConfig
+    from verifily_core.evaluation.result import EvalResult
     from verifily_core.interfaces import ComputeBackend, Metric, ModelLoader, Slicer, Task
     from verifily_core.plugins import Registry
     from verifily_core.runs import Run
@@ -112,6 +113,17 @@ def verifily_validate_config(config: TrainConfig) -> list[str] | None:
 
 
 @hookspec
+def verifily_tracking_sections() -> list[str] | None:
+    """Name the sections of ``tracking`` in ``train.yaml`` this plugin reads (e.g. ``["mlflow"]``
+    for ``tracking.mlflow``). A section no installed plugin names is a config error, so a typo
+    cannot silently turn tracking off; the plugin checks its section's fields itself
+    (``verifily_validate_config``, errors naming ``$.tracking.<name>.<field>``).
+
+    :returns: section names, or ``None``/``[]``.
+    """
+
+
+@hookspec
 def verifily_model_init_kwargs(config: TrainConfig, device: str) -> dict[str, Any] | None:
     """Contribute keyword arguments to ``from_pretrained`` of the base model
     (e.g. ``quantization_config``). Results of all plugins are merged; a key given by
@@ -149,6 +161,19 @@ def verifily_register_commands(cli: click.Group) -> None:
     """
 
 
+@hookspec
+def verifily_extend_command(name: str, command: click.Command) -> None:
+    """Extend a built-in command that accepts extensions (``reproduce``): add options to
+    ``command.params`` and wrap ``command.callback`` to act on them (e.g. ``verifily reproduce
+    --mlflow-run ID`` of a tracking plugin). Called once per process when the command is looked
+    up, for running or for its help; keep it import-light. When none of your options is given,
+    call the original callback unchanged.
+
+    :param name: the command's name.
+    :param command: the ``click.Command`` to extend in place.
+    """
+
+
 # -- lifecycle ------------------------------------------------------------------------------
 
 
@@ -175,9 +200,34 @@ def verifily_trainer_callbacks(config: TrainConfig, run_dir: Path) -> list[Train
 
 
 @hookspec
+def verifily_tracking_records(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """Name the records external trackers keep of the run being sealed (e.g. a tracking
+    server's run id), so the run points at them. Called once when the run completes, before
+    ``run_meta.json`` and ``hashes.json`` are written; the answers are merged into
+    ``run_meta.json`` ``tracking`` (sealed with the run). Must be cheap and must not fail the run.
+
+    :param run_dir: the directory being sealed (``<run_id>.partial``).
+    :param config: the resolved :class:`verifily_core.config.TrainConfig`.
+    :returns: ``{tracker name: JSON-able record}``, or ``None``.
+    """
+
+
+@hookspec
 def verifily_run_written(run: Run) -> None:
     """Called after a completed run directory is written and sealed, e.g. to upload or
     index it. Must not modify the directory.
 
     :param run: the finished :class:`verifily_core.runs.Run`.
+    """
+
+
+@hookspec
+def verifily_eval_written(run: Run, result: EvalResult, eval_dir: Path) -> None:
+    """Called after an evaluation of a completed run is written and sealed (at the end of
+    ``verifily train`` and by ``verifily eval``), e.g. to send its metrics and files to a
+    tracker. Must not modify ``eval_dir``.
+
+    :param run: the evaluated :class:`verifily_core.runs.Run`.
+    :param result: the :class:`verifily_core.evaluation.result.EvalResult`.
+    :param eval_dir: the folder the evaluation was written to (``<run>/eval`` unless ``--output``).
     """

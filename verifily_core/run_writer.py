@@ -61,6 +61,7 @@ class RunWriter:
         self.env_hash = env_hash(self.environment)
         self.model: dict[str, str] = {}
         self.base_commit: str | None = None
+        self.tracking: dict[str, Any] = {}
         self._lock: RunLock | None = None
 
     def record_model(self, description: dict[str, str], commit: str | None = None) -> None:
@@ -109,6 +110,7 @@ class RunWriter:
             metrics=metrics, artifact_path=str(path), config_hash=job.config_hash, data_hash=job.data_hash,
             env_hash=self.env_hash,
             reproducibility_hash=reproducibility_hash(job.config_hash, job.data_hash, self.env_hash), error=error,
+            tracking=self.tracking,
         )
 
     def _write_meta(self, status: str, metrics: dict[str, Any], error: str | None, final: Path | None = None) -> Run:
@@ -122,6 +124,7 @@ class RunWriter:
         (no other process may take the run over before it is marked failed)."""
         self._drop_checkpoints()
         final = self.output_dir / self.job.job_id
+        self.tracking = self._tracking_records()
         run = self._write_meta(STATUS_COMPLETED, metrics, None, final)
         self._write_cards(run)
         write_json(self.path / "hashes.json", {
@@ -143,6 +146,17 @@ class RunWriter:
             log.warning("%s: could not make the run read-only (%s)", final, exc.strerror or exc)
         self.release()
         return run
+
+    def _tracking_records(self) -> dict[str, Any]:
+        """What trackers recorded of this run (``verifily_tracking_records``); a failing plugin is
+        named in a warning and leaves the run untouched."""
+        records: dict[str, Any] = {}
+        try:
+            for answer in self.job.registries.hook.verifily_tracking_records(run_dir=self.path, config=self.job.config):
+                records.update(answer or {})
+        except Exception as exc:  # a tracker never fails the run it observes
+            log.warning("tracking records of %s not written: %s: %s", self.path.name, type(exc).__name__, exc)
+        return records
 
     def _drop_checkpoints(self) -> None:
         """Remove ``checkpoints/``, renamed out of the way first: a kill in the middle must not leave

@@ -50,6 +50,9 @@ class Run:
     error: str | None = None
     model: dict[str, Any] = attrs.field(factory=dict)
     """How the model was assembled: ``loader``, ``kind``, ``auto_class`` (empty in older runs)."""
+    tracking: dict[str, Any] = attrs.field(factory=dict)
+    """The records external trackers keep of the run, by tracker (e.g. a tracking server's run
+    id; see the ``verifily_tracking_records`` hook); empty when the run was not tracked."""
 
     @property
     def path(self) -> Path:

@@ -30,12 +30,12 @@ class ClassificationTask(Task):
     required_fields = ("text", "label")
     reference_field = "label"
     optional_fields = ("text_pair",)
-    default_metrics = ("accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix")
+    default_metrics = ("accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "classification_report")
     main_metrics = ("macro_f1", "accuracy")
     metric_aliases = {"f1": "macro_f1"}
     hard_example_scores = ("p_true", "accuracy")
     score_directions = {"p_true": True, "p_pred": True, "loss": False}
-    validation_metrics = ("accuracy", "macro_f1")
+    validation_metrics = ("accuracy", "macro_f1", "weighted_f1")
     validation_reads = frozenset({"prediction"})
     prediction_scores = ("p_pred",)
 
@@ -92,7 +92,7 @@ class ClassificationTask(Task):
 
     def prepare_model(self, model: Any, tokenizer: Any, job: Any, options: ClassificationOptions) -> Any:
         """A pad token id for the head; when training, fill ``options.label_names`` and the
-        metrics of the val split (``training.validation_metrics``, default accuracy and macro F1,
+        metrics of the val split (``training.validation_metrics``, default accuracy, macro F1 and weighted F1,
         plus ``training.metric_for_best_model``)."""
         from verifily_classification.validation import validation_metrics
 

@@ -8,6 +8,11 @@ from verifily_core import hookimpl
 from verifily_core.interfaces import ComputeBackend
 
 
+REPORT_TO = ("all", "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
+             "mlflow", "neptune", "none", "swanlab", "tensorboard", "trackio", "wandb")
+"""``training.report_to`` values: the Trainer's reporting integrations (``all``: every installed one)."""
+
+
 class LocalBackend(ComputeBackend):
     """Trains on this machine and writes the run directory."""
 
@@ -37,6 +42,9 @@ def verifily_validate_config(config: Any) -> list[str]:
     if t.early_stopping_patience and t.save_steps % t.eval_steps:
         out.append(f"$.training.save_steps: must be a multiple of training.eval_steps ({t.eval_steps}) when "
                    "training.early_stopping_patience is set (the best checkpoint is kept)")
+    for i, name in enumerate(t.report_to):
+        if name not in REPORT_TO:
+            out.append(f"$.training.report_to[{i}]: unknown integration {name!r}; expected one of {', '.join(REPORT_TO)}")
     if config.lora.enabled and not config.output.save_adapter_only and config.lora.quantization != "none":
         out.append("$.output.save_adapter_only: a merged model cannot be saved from a quantized base; "
                    "keep save_adapter_only=true with lora.quantization")

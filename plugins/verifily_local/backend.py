@@ -146,7 +146,17 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
         data_collator=task.data_collator(tokenizer, kind, model), callbacks=callbacks, options=options,
     )
     trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
+    _keep_reports_outside(trainer, Path(cfg.output.dir) / "tensorboard" / job.job_id)
     return trainer, guard, log_file
+
+
+def _keep_reports_outside(trainer: Any, folder: Path) -> None:
+    """TensorBoard (``training.report_to``) writes under the Trainer's output folder by default, which
+    is the run's checkpoints (removed at sealing); without ``TENSORBOARD_LOGGING_DIR`` its events go
+    to ``<output.dir>/tensorboard/<run_id>`` instead, beside the runs."""
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "TensorBoardCallback" and getattr(callback, "logging_dir", "") is None:
+            callback.logging_dir = str(folder)
 
 
 def _final_eval(trainer: Any) -> dict[str, Any]:

@@ -189,6 +189,9 @@ class ConfusionMatrix(Metric):
         return lines
 
 
+REPORT_FILE = "classification_report.json"
+
+
 class ClassificationReport(Metric):
     """scikit-learn style report: per-label scores, accuracy, macro and weighted averages."""
 
@@ -214,6 +217,16 @@ class ClassificationReport(Metric):
                            for key, src in (("precision", "precision"), ("recall", "recall"), ("f1-score", "f1"))}
             report[avg]["support"] = int(total)
         return report
+
+    def write_artifacts(self, details: Mapping[str, Any], out_dir: Any) -> list[str]:
+        """``classification_report.json``: the report as its own file (trackers log it as is)."""
+        import json
+        from pathlib import Path
+
+        from verifily_core.files import write_text
+
+        write_text(Path(out_dir) / REPORT_FILE, json.dumps(details, indent=2, sort_keys=False) + "\n")
+        return [REPORT_FILE]
 
 
 def _average(values: Any, weights: Any) -> float:

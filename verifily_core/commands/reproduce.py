@@ -16,7 +16,8 @@ NOTES = {"PARTIAL MATCH": ("environment differs", "Metric differences may occur 
 
 
 @click.command()
-@click.option("--run", "run_path", required=True, help="Run directory, or a run id in --runs-dir.")
+@click.option("--run", "run_path", help="Run directory, or a run id in --runs-dir (required unless an option a "
+              "plugin adds names the run another way).")
 @click.option("--verify-only", is_flag=True, help="Recompute and check every hash without retraining.")
 @click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True,
               help="Full reproduction: retrain from the saved config, or re-evaluate the saved adapter (fast).")
@@ -29,7 +30,7 @@ NOTES = {"PARTIAL MATCH": ("environment differs", "Metric differences may occur 
 @format_option(help="table for people; json prints the report (reproduce.json).")
 @verbose_option
 @click.pass_context
-def reproduce(ctx: click.Context, run_path: str, verify_only: bool, mode: str, output_dir: str | None,
+def reproduce(ctx: click.Context, run_path: str | None, verify_only: bool, mode: str, output_dir: str | None,
               tolerance: float, device: str, runs_dir: str, fmt: str) -> None:
     """Verify a run's hashes (--verify-only) or re-create it and compare its metrics.
 
@@ -41,6 +42,8 @@ def reproduce(ctx: click.Context, run_path: str, verify_only: bool, mode: str, o
     """
     from verifily_core.api import reproduce as do_reproduce
 
+    if not run_path:
+        raise click.UsageError("Missing option '--run'.")
     state = ctx.find_object(GlobalState)
     result = do_reproduce(run_path, verify_only=verify_only, output_dir=output_dir, device=device,
                           tolerance=tolerance, mode=mode, runs_dir=runs_dir, hf_token=state.hf_token,

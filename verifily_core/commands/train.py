@@ -28,6 +28,10 @@ from verifily_core.console import fmt_duration, note, out, style
 @click.option("--lora-r", type=int, help="Override lora.r.")
 @click.option("--quantization", type=click.Choice(list(get_args(Quantization))), help="Override lora.quantization.")
 @click.option("--seed", type=int, help="Random seed [config default: 42].")
+@click.option("--report-to", metavar="NAMES", callback=lambda _c, _p, v: _names(v),
+              help="Trainer integrations to report to, comma-separated (wandb, tensorboard, ..., or none); "
+              "overrides training.report_to. Their credentials come from their own environment variables "
+              "and are never written into the run.")
 @click.option("--name", help="Human-readable run name.")
 @click.option("--dry-run", is_flag=True, help="Validate the config and the data (every row, every slice key) and print "
               "the plan; load no model, do not train.")
@@ -73,6 +77,13 @@ def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bo
             out(line)
         else:
             note(line)
+
+
+def _names(value: str | None) -> list[str] | None:
+    """``--report-to a,b`` as a list (``None`` when not given)."""
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()] or ["none"]
 
 
 def _print_results(run: Any, evals: list[Any], fmt: str) -> None:
