@@ -50,6 +50,9 @@ class Run:
     error: str | None = None
     model: dict[str, Any] = attrs.field(factory=dict)
     """How the model was assembled: ``loader``, ``kind``, ``auto_class`` (empty in older runs)."""
+    optimizations: dict[str, Any] = attrs.field(factory=dict)
+    """What training ran with: ``optimizer_type``, ``precision``, ``tf32``, ``attention_implementation``,
+    ``gradient_checkpointing``, ``compile`` (empty in older runs)."""
 
     @property
     def path(self) -> Path:
