@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from verifily_core.console import progress
 from verifily_classification.data import collator, features
 from verifily_classification.labels import LabelSet
 
@@ -31,7 +32,7 @@ def predict(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], label
     names = labels.names()
     out: list[dict[str, Any]] = []
     model.eval()
-    for start in range(0, len(feats), batch_size):
+    for start in progress(range(0, len(feats), batch_size), label="Predicting"):
         batch = pad(feats[start:start + batch_size])
         gold = batch.pop("labels")
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from verifily_core.console import progress
 from verifily_sft.data import PadCollator, fit_middle, pad, prepare, prompt_ids
 from verifily_sft.options import SFTOptions
 
@@ -19,7 +20,7 @@ def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any
     feats, _ = prepare(rows, tokenizer, model_kind, max_len, options, all_turns=False)
     collate = PadCollator(tokenizer.pad_token_id)
     out: list[tuple[float, int, int]] = []
-    for start in range(0, len(feats), batch_size):
+    for start in progress(range(0, len(feats), batch_size), label="Scoring references"):
         batch = {k: v.to(device) for k, v in collate(feats[start:start + batch_size]).items()}
         labels = batch.pop("labels")
         if model_kind == "seq2seq":
@@ -47,7 +48,7 @@ def generate(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], mode
     prompts = [fit_middle(prompt_ids(tokenizer, r, model_kind, options), max_len) for r in rows]
     left = model_kind != "seq2seq"
     outputs: list[str] = []
-    for start in range(0, len(prompts), batch_size):
+    for start in progress(range(0, len(prompts), batch_size), label="Generating"):
         chunk = prompts[start:start + batch_size]
         ids = torch.tensor(pad(chunk, tokenizer.pad_token_id, left), dtype=torch.long, device=device)
         mask = torch.tensor(pad([[1] * len(c) for c in chunk], 0, left), dtype=torch.long, device=device)
