@@ -51,7 +51,7 @@ def test_flash_attention_on_cpu_is_refused_for_the_device_when_flash_attn_is_ins
     monkeypatch.setattr(opt.importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name, *a))
     cfg = TrainConfig.from_yaml(_config(tmp_path, attention_implementation="flash_attention_2"))
     problems = opt.optimization_problems(cfg)
-    assert problems == [f"$.training.optimizations.attention_implementation: flash_attention_2 runs on CUDA GPUs "
+    assert problems == ["$.training.optimizations.attention_implementation: flash_attention_2 runs on CUDA GPUs "
                         "from Ampere on; this run trains on cpu; use sdpa"]
 
 

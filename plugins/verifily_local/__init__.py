@@ -21,6 +21,13 @@ class LocalBackend(ComputeBackend):
 
         return run_local(job, resume_dir=Path(job.resume_from) if job.resume_from else None)
 
+    def check_batch(self, job: Any, memory_limit: int | None = None) -> dict[str, Any]:
+        """Tokenize, load the model as training does and run the largest batch (forward, backward,
+        optimizer step); see :mod:`verifily_local.batch_check`."""
+        from verifily_local.batch_check import check_batch
+
+        return check_batch(job, memory_limit=memory_limit)
+
 
 @hookimpl
 def verifily_register_backends(registry: Any) -> None:
