@@ -94,3 +94,33 @@ def test_a_classification_batch_is_checked(tmp_path, verifily_cli, verifily_tiny
 def test_misuse_is_one_line_exit_1(verifily_cli, sft_config, args, part):
     res = verifily_cli("train", "--config", sft_config, *args)
     assert res.exit_code == 1 and part in res.stderr, res.output
+
+
+def _long_rows(n: int) -> list[dict]:
+    words = "river stone cloud field light water tree hill road wind".split()
+    return [{"instruction": "Repeat the words.", "input": " ".join(words[(i + j) % 10] for j in range(400)),
+             "output": " ".join(words[(i + j) % 10] for j in range(200))} for i in range(n)]
+
+
+def test_gradient_checkpointing_lowers_the_peak_memory_of_long_sequences(tmp_path, verifily_tiny_llama_dir,
+                                                                         verifily_subprocess):
+    """Eager attention on 512-token rows: without checkpointing every layer keeps its attention
+    probabilities and activations for the backward pass. Each check runs in a fresh process (a
+    process keeps memory it freed, which would hide a later check's growth)."""
+    paths = {"train": str(write_jsonl(tmp_path / "train.jsonl", _long_rows(8)))}
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "task": "sft", "base_model": str(verifily_tiny_llama_dir), "data_paths": paths, "compute": {"device": "cpu"},
+        "data_checks": {"leakage": "off"}, "output": {"dir": str(tmp_path / "runs")},
+        "training": {"batch_size": 8, "max_seq_length": 512, "optimizations": {"attention_implementation": "eager"}}}))
+
+    def peak(checkpointing: bool) -> int:
+        res = verifily_subprocess("train", "--config", cfg, "--dry-run", "--check-batch", "--format", "json",
+                                  f"training.optimizations.gradient_checkpointing={str(checkpointing).lower()}")
+        assert res.returncode == 0, res.stderr
+        check = json.loads(res.stdout)["batch_check"]
+        assert check["largest_batch"] == {"rows": 8, "tokens": 512} and check["gradient_checkpointing"] is checkpointing
+        return check["peak_memory"]
+
+    with_checkpointing, without = peak(True), peak(False)
+    assert with_checkpointing < 0.9 * without, (with_checkpointing, without)
