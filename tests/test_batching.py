@@ -29,3 +29,13 @@ def test_sorted_batches_pad_less_than_input_order():
     in_order = [list(range(i, min(i + 16, 300))) for i in range(0, 300, 16)]
     assert padded(length_sorted_batches(lengths, 16)) < 0.5 * padded(in_order)
     assert length_sorted_batches([3, 9, 9, 1], 2) == [[1, 2], [0, 3]]  # longest first, ties in input order
+
+
+def test_a_labelled_map_shows_rows_done_on_a_terminal(monkeypatch, capsys):
+    monkeypatch.setenv("VERIFILY_PROGRESS", "1")
+    assert map_sorted([3, 1, 2], 2, lambda batch: batch, "Predicting") == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "Predicting" in err and "/3 " in err  # rows out of 3
+    monkeypatch.setenv("VERIFILY_PROGRESS", "0")
+    map_sorted([3, 1, 2], 2, lambda batch: batch, "Predicting")
+    assert capsys.readouterr().err == ""

@@ -95,9 +95,19 @@ def test_memory_does_not_hold_the_file(tmp_path, monkeypatch):
 def test_large_files_get_a_progress_bar_on_stderr(tmp_path, monkeypatch, capsys):
     path = tmp_path / "f.jsonl"
     path.write_text('{"a": 1}\n' * 100)
+    monkeypatch.setenv("VERIFILY_PROGRESS", "1")  # as on a terminal
     monkeypatch.setattr(streaming, "PROGRESS_BYTES", 10)
     hash_file(path, label="Hashing f")
     assert "Hashing f" in capsys.readouterr().err
     monkeypatch.setattr(streaming, "PROGRESS_BYTES", 1 << 30)
     hash_file(path, label="Hashing f")
     assert "Hashing f" not in capsys.readouterr().err
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"a": 1}\n' * 100)
+    monkeypatch.delenv("VERIFILY_PROGRESS", raising=False)
+    monkeypatch.setattr(streaming, "PROGRESS_BYTES", 10)
+    hash_file(path, label="Hashing f")
+    assert capsys.readouterr().err == ""

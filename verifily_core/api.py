@@ -66,6 +66,8 @@ def train(
     on_eval: Callable[[Any], None] | None = None,
     check_data: bool = True,
     on_push: Callable[[Any], None] | None = None,
+    check_batch: bool = False,
+    memory_limit: int | str | None = None,
 ) -> Any:
     """Run a training job and return the finished :class:`~verifily_core.runs.Run`.
 
@@ -78,7 +80,9 @@ def train(
     ``output.hub_repo`` and ``on_push`` receives the :class:`~verifily_core.pushing.PushResult`;
     that needs a token and no offline mode, checked before anything is trained (and by a dry run).
     Raises ConfigError, DataError or TrainingError on failure, and PushError when only the push
-    failed (its ``run`` is the completed run).
+    failed (its ``run`` is the completed run). With ``dry_run`` and ``check_batch`` the model is
+    loaded and the largest batch tried (``plan.batch_check``; ConfigError when it does not fit in
+    ``memory_limit``, bytes or a size such as ``"8GiB"``, else the device's memory).
     """
     import attrs
 
@@ -97,7 +101,14 @@ def train(
     if dry_run:
         if not check_data:
             return attrs.evolve(plan, data_check={"checked": False, "reason": "skipped (--no-data-check)"})
-        return check_plan_data(plan)
+        plan = check_plan_data(plan)
+        if check_batch:
+            from verifily_core.memory import parse_size
+            from verifily_core.training import check_plan_batch
+
+            limit = parse_size(memory_limit) if isinstance(memory_limit, str) else memory_limit
+            plan = check_plan_batch(plan, hf_token=hf_token, memory_limit=limit)
+        return plan
     with os_errors_as(TrainingError, "set output.dir elsewhere"):
         return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval, on_push=on_push)
 

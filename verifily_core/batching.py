@@ -18,14 +18,25 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def map_sorted(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence[T]]) -> list[T]:
+def map_sorted(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence[T]],
+               label: str = "") -> list[T]:
     """``run(indices)`` on each batch of :func:`length_sorted_batches`, its results (one per
-    index) returned in input order."""
+    index) returned in input order; with ``label``, a progress bar of the rows done (on a
+    terminal, see :func:`verifily_core.console.progress_bar`)."""
+    from verifily_core.console import progress_bar
+
     out: list[T | None] = [None] * len(lengths)
-    for batch in length_sorted_batches(lengths, batch_size):
-        results = run(batch)
-        if len(results) != len(batch):
-            raise ValueError(f"{len(results)} results for a batch of {len(batch)} rows")
-        for i, result in zip(batch, results):
-            out[i] = result
+    bar = progress_bar(len(lengths), label) if label else None
+    try:
+        for batch in length_sorted_batches(lengths, batch_size):
+            results = run(batch)
+            if len(results) != len(batch):
+                raise ValueError(f"{len(results)} results for a batch of {len(batch)} rows")
+            for i, result in zip(batch, results):
+                out[i] = result
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
     return out  # type: ignore[return-value]

@@ -227,8 +227,11 @@ verbose_option = click.option(
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", show_default=True, help="Logging verbosity (logs go to stderr).")
 @click.option("--no-color", is_flag=True, help="Disable colored output (also honours NO_COLOR).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress lines (they are drawn only on a "
+              "terminal anyway).")
 @click.pass_context
-def cli(ctx: click.Context, hf_token: str | None, verifily_token: str | None, log_level: str, no_color: bool) -> None:
+def cli(ctx: click.Context, hf_token: str | None, verifily_token: str | None, log_level: str, no_color: bool,
+        quiet: bool) -> None:
     """Verifily Train: fine-tune open models on versioned, tagged datasets and see which data helped.
 
     \b
@@ -238,6 +241,9 @@ def cli(ctx: click.Context, hf_token: str | None, verifily_token: str | None, lo
       verifily compare --runs runs/<a>/,runs/<b>/ --slice-by source
       verifily reproduce --run runs/<run_id>/ --verify-only
     """
+    from verifily_core.console import set_quiet
+
+    set_quiet(quiet)
     color = not no_color and "NO_COLOR" not in os.environ
     ctx.obj = GlobalState(hf_token, verifily_token, log_level.upper(), color)
     ctx.color = color if not color else None

@@ -31,6 +31,10 @@ LrScheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 Quantization = Literal["none", "4bit", "8bit"]
 ComputeDtype = Literal["bfloat16", "float16", "float32"]
 LeakagePolicy = Literal["warn", "error", "off"]
+OptimizerType = Literal["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
+AmpDtype = Literal["bf16", "fp16"]
+AttentionImplementation = Literal["eager", "sdpa", "flash_attention_2"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 SECRET_KEY_RE = re.compile(r"(^|_)(token|secret|password|passwd|api_key|apikey)$", re.IGNORECASE)
 """Keys whose values are secrets: redacted in ``config.yaml`` and never hashed."""
 
@@ -51,6 +55,29 @@ class ModelParams:
     loader: str = "auto"
     trust_remote_code: bool = False
     revision: str | None = None
+
+
+@define
+class Optimizations:
+    """Speed and memory settings of training (``training.optimizations``).
+
+    Each is checked against this machine's device and installed packages when the config is
+    validated (before any model loads); the local backend maps them onto ``TrainingArguments``
+    and the model load. ``None`` keeps the behaviour of a config that does not set the field.
+    """
+
+    optimizer_type: OptimizerType | None = None
+    """``None``: the Trainer's default (``adamw_torch_fused`` with torch >= 2.8, else ``adamw_torch``)."""
+    use_amp: bool | None = None
+    """Mixed precision in ``amp_dtype`` (``True``) or none (``False``); ``None`` follows ``compute.bf16``/``compute.fp16``."""
+    amp_dtype: AmpDtype = "bf16"
+    enable_tf32: bool = False
+    attention_implementation: AttentionImplementation | None = None
+    """``None``: the model's default (``sdpa`` where the architecture supports it)."""
+    gradient_checkpointing: bool | None = None
+    """``None``: on for a quantized base on a GPU (as PEFT's k-bit preparation does), off otherwise."""
+    use_compile: bool = False
+    compile_mode: CompileMode = "default"
 
 
 @define
@@ -78,6 +105,7 @@ class TrainingParams:
     """Snapshots of the trainable weights kept in the run for ``verifily attribute`` (TracIn)."""
     report_to: list[str] = field(factory=list)
     """Integrations the Trainer reports to (``wandb``, ``tensorboard``, ...); empty: none."""
+    optimizations: Optimizations = field(factory=Optimizations)
 
 
 @define
@@ -225,11 +253,15 @@ class TrainConfig:
         secrets are left out."""
         data = redact(self.to_dict())
         for path in HASH_EXCLUDED:
-            section, _, key = path.partition(".")
-            if key:
-                data.get(section, {}).pop(key, None)
-            else:
-                data.pop(section, None)
+            *sections, key = path.split(".")
+            parent = data
+            for section in sections:
+                parent = parent.get(section, {})
+            parent.pop(key, None)
+        opts = data["training"].pop("optimizations")
+        changed = {k: v for k, v in opts.items() if v != getattr(OPTIMIZATION_DEFAULTS, k)}
+        if changed:  # fields at their default are left out: runs made before they existed keep their hash
+            data["training"]["optimizations"] = changed
         return data
 
     def to_hash(self) -> str:
@@ -243,12 +275,15 @@ class TrainConfig:
 
 HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.hub_repo", "output.hub_private",
                  "output.license", "eval.batch_size", "training.attribution_checkpoints", "training.report_to",
-                 "tracking")
+                 "tracking", "training.optimizations.gradient_checkpointing")
 """Dotted config paths (or whole sections) that cannot change a run's results and are left out of
 ``to_hash()``. ``training.report_to`` and ``tracking`` only say where metrics are sent: trackers
 observe a run through callbacks and hooks, never change what it computes, and the same run must
 hash the same whether or not it was tracked (a tracked run and its untracked rerun compare).
-``training.attribution_checkpoints`` changes what the run keeps, not what it learns."""
+``training.attribution_checkpoints`` changes what the run keeps, not what it learns; gradient
+checkpointing recomputes the same activations, with the same dropout masks."""
+OPTIMIZATION_DEFAULTS = Optimizations()
+"""``training.optimizations`` at its defaults: only the fields that differ from these enter ``to_hash()``."""
 
 
 def redact(data: Any) -> Any:

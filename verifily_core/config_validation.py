@@ -213,6 +213,21 @@ def _range_problems(cfg: TrainConfig) -> list[str]:
         out.append("$.compute.fp16: fp16 and bf16 cannot both be true; set compute.bf16=false to use fp16")
     if not cfg.lora.enabled and cfg.lora.quantization != "none":
         out.append("$.lora.quantization: quantized training needs LoRA; set lora.enabled=true or quantization=none")
+    return out + _optimization_problems(cfg)
+
+
+def _optimization_problems(cfg: TrainConfig) -> list[str]:
+    """``training.optimizations`` settings that contradict each other or ``compute.*`` (whether the
+    device and the installed packages can run them is the compute backend's check)."""
+    opts, out = cfg.training.optimizations, []
+    where = "$.training.optimizations"
+    if opts.amp_dtype != "bf16" and opts.use_amp is not True:
+        out.append(f"{where}.amp_dtype: applies only with training.optimizations.use_amp=true")
+    if opts.use_amp is not None and cfg.compute.fp16:
+        out.append("$.compute.fp16: training.optimizations.use_amp is set and decides the precision; remove "
+                   "compute.fp16 (use training.optimizations.amp_dtype=fp16)")
+    if opts.compile_mode != "default" and not opts.use_compile:
+        out.append(f"{where}.compile_mode: applies only with training.optimizations.use_compile=true")
     return out
 
 

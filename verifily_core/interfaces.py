@@ -366,3 +366,10 @@ class ComputeBackend(ABC):
     def run(self, job: "TrainJob") -> "Run":
         """Execute the job and return the completed :class:`~verifily_core.runs.Run`."""
 
+    def check_batch(self, job: "TrainJob", memory_limit: int | None = None) -> dict[str, Any]:
+        """``verifily train --dry-run --check-batch``: tokenize the data, load the model and run the
+        largest batch as training would, and report (``checked``, ``splits``, ``peak_memory``,
+        ``memory_limit``, ``fits``, ``seconds_per_step``, ``estimated_seconds``, ``advice``, ...).
+        ``memory_limit`` (bytes) replaces the device's own limit. The default checks nothing and says why."""
+        return {"checked": False, "reason": f"compute backend '{self.name}' does not check batches on this machine"}
+

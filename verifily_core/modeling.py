@@ -86,6 +86,31 @@ def precision_flags(device: str, bf16: bool, fp16: bool) -> tuple[dict[str, bool
     return {"bf16": False, "fp16": False}, "fp32"
 
 
+def training_precision(config: Any, device: str) -> tuple[dict[str, bool], str]:
+    """The mixed-precision flags of a training run and their one-line description.
+
+    ``training.optimizations.use_amp`` decides when it is set: ``true`` trains in
+    ``amp_dtype`` (config validation has refused a device that cannot), ``false`` in fp32.
+    Unset, ``compute.bf16``/``compute.fp16`` apply as "where supported" (:func:`precision_flags`).
+    """
+    opts = config.training.optimizations
+    if opts.use_amp is None:
+        return precision_flags(device, config.compute.bf16, config.compute.fp16)
+    if not opts.use_amp:
+        return {"bf16": False, "fp16": False}, "fp32 (training.optimizations.use_amp=false)"
+    bf16 = opts.amp_dtype == "bf16"
+    return {"bf16": bf16, "fp16": not bf16}, f"{opts.amp_dtype} mixed precision"
+
+
+def uses_gradient_checkpointing(config: Any, device: str) -> bool:
+    """``training.optimizations.gradient_checkpointing``, or when unset: on for a quantized base on a
+    GPU (what PEFT's k-bit preparation does), off otherwise."""
+    chosen = config.training.optimizations.gradient_checkpointing
+    if chosen is not None:
+        return bool(chosen)
+    return config.lora.quantization != "none" and device.split(":")[0] not in ("cpu", "mps")
+
+
 def load_tokenizer(source: str, config: Any, token: str | None = None) -> Any:
     """Load a tokenizer and make sure it has a pad token (the eos token when it has none)."""
     from transformers import AutoTokenizer
@@ -113,6 +138,10 @@ def load_model(auto_class: str, source: str, config: Any, token: str | None = No
     except OSError as exc:
         raise ConfigError(f"$.base_model: cannot load '{source}' ({_first_line(exc)})") from None
     except ValueError as exc:
+        if kwargs.get("attn_implementation") and "attention" in str(exc).lower():
+            raise ConfigError(f"$.training.optimizations.attention_implementation: '{source}' cannot be loaded with "
+                              f"{kwargs['attn_implementation']} ({_first_line(exc)}); choose another or leave it "
+                              "unset (the model's default)") from None
         raise ConfigError(f"$.base_model: '{source}' cannot be loaded as {auto_class} ({_first_line(exc)})") from None
 
 
@@ -221,6 +250,7 @@ def assemble_model(source: Any, device: str, options: Any, *, trained_run: Path 
     chosen = regs.model_loaders.get(loader) if loader else choose_loader(source)
     auto_class = task.model_auto_class(chosen.kind)
     kwargs = init_kwargs(source, device)
+    kwargs.update(attention_kwargs(cfg, device, training=trained_run is None))
     kwargs.update(task.eval_model_kwargs(trained_run) if trained_run is not None else task.model_kwargs(source))
     if trained_run is None:
         import transformers
@@ -243,6 +273,24 @@ def assemble_model(source: Any, device: str, options: Any, *, trained_run: Path 
     else:
         model = _attach_trained(model, cfg, trained_run, device, quantized="quantization_config" in kwargs)
     return AssembledModel(model, tokenizer, chosen.name, chosen.kind, auto_class)
+
+
+def attention_kwargs(cfg: Any, device: str, training: bool = True) -> dict[str, str]:
+    """``attn_implementation`` for ``from_pretrained`` from ``training.optimizations.attention_implementation``.
+
+    Training uses it as configured (config validation has checked the device and packages).
+    Evaluation uses it too, except ``flash_attention_2`` where this machine cannot run it (not
+    CUDA, or flash-attn not installed): the model's default attention computes the same values.
+    """
+    attention = cfg.training.optimizations.attention_implementation
+    if not attention:
+        return {}
+    if not training and attention == "flash_attention_2":
+        import importlib.util
+
+        if not device.startswith("cuda") or importlib.util.find_spec("flash_attn") is None:
+            return {}
+    return {"attn_implementation": attention}
 
 
 def apply_lora(model: Any, cfg: Any, task: Any, kind: str) -> Any:

@@ -60,9 +60,15 @@ class RunWriter:
         self.environment = collect_environment(device, packages=plugin_packages(job.registries, job.config))
         self.env_hash = env_hash(self.environment)
         self.model: dict[str, str] = {}
+        self.optimizations: dict[str, Any] = {}
         self.base_commit: str | None = None
         self.tracking: dict[str, Any] = {}
         self._lock: RunLock | None = None
+
+    def record_optimizations(self, description: dict[str, Any]) -> None:
+        """The speed and memory settings training runs with (optimizer, precision, attention, ...),
+        written into ``run_meta.json`` as ``optimizations``."""
+        self.optimizations = dict(description)
 
     def record_model(self, description: dict[str, str], commit: str | None = None) -> None:
         """How the model was assembled (loader, kind, Auto class), written into ``run_meta.json``,
@@ -104,7 +110,7 @@ class RunWriter:
         job = self.job
         return Run(
             run_id=job.job_id, name=job.config.output.name, status=status, task=job.task,
-            base_model=job.base_model, model=self.model, dataset=job.dataset.to_ref_dict(), started_at=self.started_at,
+            base_model=job.base_model, model=self.model, optimizations=self.optimizations, dataset=job.dataset.to_ref_dict(), started_at=self.started_at,
             completed_at=None if status == STATUS_RUNNING else utc_now(),
             duration_seconds=round(time.monotonic() - self.started_monotonic, 3),
             metrics=metrics, artifact_path=str(path), config_hash=job.config_hash, data_hash=job.data_hash,

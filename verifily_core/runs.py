@@ -53,6 +53,9 @@ class Run:
     tracking: dict[str, Any] = attrs.field(factory=dict)
     """The records external trackers keep of the run, by tracker (e.g. a tracking server's run
     id; see the ``verifily_tracking_records`` hook); empty when the run was not tracked."""
+    optimizations: dict[str, Any] = attrs.field(factory=dict)
+    """What training ran with: ``optimizer_type``, ``precision``, ``tf32``, ``attention_implementation``,
+    ``gradient_checkpointing``, ``compile`` (empty in older runs)."""
 
     @property
     def path(self) -> Path:

@@ -32,6 +32,11 @@ class TrainPlan:
     data_check: dict[str, Any] | None = attrs.field(default=None, eq=False)
     """What :func:`check_plan_data` checked (``DataCheck.describe()``), or ``{"checked": false,
     "reason": ...}``; ``None`` until the data is checked."""
+    dataset: Any = attrs.field(default=None, eq=False, repr=False)
+    """The dataset version :func:`check_plan_data` resolved (``None`` until then)."""
+    batch_check: dict[str, Any] | None = attrs.field(default=None, eq=False)
+    """What :func:`check_plan_batch` measured (the compute backend's ``check_batch`` report), or
+    ``None`` when it was not asked for."""
 
     def describe(self) -> dict[str, Any]:
         """The plan as plain data (what ``--dry-run`` prints)."""
@@ -53,6 +58,7 @@ class TrainPlan:
             "seed": cfg.seed,
             "config_hash": self.config_hash,
             "data_check": self.data_check or {"checked": False, "reason": "not checked"},
+            **({"batch_check": self.batch_check} if self.batch_check is not None else {}),
         }
 
 
@@ -100,7 +106,47 @@ def check_plan_data(plan: TrainPlan) -> TrainPlan:
         return attrs.evolve(plan, data_check={"checked": False, "reason": reason})
     from verifily_core.datasets import check_dataset
 
-    return attrs.evolve(plan, data_check=check_dataset(plan.config, plan.registries).describe())
+    check = check_dataset(plan.config, plan.registries)
+    return attrs.evolve(plan, data_check=check.describe(), dataset=check.dataset)
+
+
+def check_plan_batch(plan: TrainPlan, hf_token: str | None = None, memory_limit: int | None = None) -> TrainPlan:
+    """The plan with its largest batch tried (``verifily train --dry-run --check-batch``): the
+    compute backend tokenizes the data with the task's features, loads the model as training
+    loads it (quantization included), runs one forward and backward pass and an optimizer step on
+    the ``training.batch_size`` longest rows, and reports token lengths, padding, peak memory
+    and time estimates (:meth:`~verifily_core.interfaces.ComputeBackend.check_batch`).
+
+    :param memory_limit: bytes allowed instead of the device's own (GPU memory, or the RAM
+        available on CPU).
+    :raises ConfigError: (exit 1) the largest batch does not fit, with what to change.
+    """
+    from verifily_core.datasets import resolve_dataset
+    from verifily_core.jobs import TrainJob, utc_now
+
+    cfg, backend = plan.config, plan.registries.backends.get(plan.config.compute.mode)
+    if not backend.reads_data:
+        reason = f"compute backend '{cfg.compute.mode}' does not train on this machine"
+        return attrs.evolve(plan, batch_check={"checked": False, "reason": reason})
+    dataset = plan.dataset if plan.dataset is not None else resolve_dataset(cfg, plan.registries)
+    job = TrainJob(job_id="dry-run", config=cfg, dataset=dataset, config_hash=plan.config_hash,
+                   data_hash=getattr(dataset, "content_hash", ""), created_at=utc_now(), registries=plan.registries,
+                   hf_token=hf_token)
+    report = backend.check_batch(job, memory_limit=memory_limit)
+    if report.get("checked") and not report.get("fits", True):
+        raise ConfigError(batch_advice_line(report))
+    return attrs.evolve(plan, batch_check=report)
+
+
+def batch_advice_line(report: Mapping[str, Any]) -> str:
+    """The one error line of a batch that does not fit: what it needs, the limit, what to change."""
+    from verifily_core.memory import fmt_bytes
+
+    batch = report["largest_batch"]
+    line = (f"the largest batch ({batch['rows']} rows x {batch['tokens']} tokens) needs {fmt_bytes(report['peak_memory'])} "
+            f"at its peak, over the memory limit of {fmt_bytes(report['memory_limit'])} ({report['memory_limit_source']})")
+    advice = report.get("advice") or []
+    return line + ("; to fit, try: " + "; ".join(advice) if advice else "")
 
 
 def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None,

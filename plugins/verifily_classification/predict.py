@@ -47,4 +47,4 @@ def predict(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], label
             })
         return out
 
-    return map_sorted([len(f["input_ids"]) for f in feats], batch_size, run)
+    return map_sorted([len(f["input_ids"]) for f in feats], batch_size, run, "Predicting")

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from verifily_core.console import progress
 from verifily_core.errors import EvalError
 from verifily_dpo.data import tokenize
 
@@ -61,7 +62,7 @@ def score_pairs(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], b
         raise EvalError("task dpo: the run has no LoRA adapter to disable, so there is no reference model "
                         "to score against (dpo runs are trained with lora.enabled: true)")
     out: list[dict[str, float]] = []
-    for start in range(0, len(rows), batch_size):
+    for start in progress(range(0, len(rows), batch_size), label="Scoring pairs"):
         pairs = [tokenize(tokenizer, row) for row in rows[start:start + batch_size]]
         batch = _batch(*_sequences(pairs, max_length), tokenizer.pad_token_id, device)
         policy = sequence_logps(model, batch)

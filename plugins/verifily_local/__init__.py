@@ -26,6 +26,13 @@ class LocalBackend(ComputeBackend):
 
         return run_local(job, resume_dir=Path(job.resume_from) if job.resume_from else None)
 
+    def check_batch(self, job: Any, memory_limit: int | None = None) -> dict[str, Any]:
+        """Tokenize, load the model as training does and run the largest batch (forward, backward,
+        optimizer step); see :mod:`verifily_local.batch_check`."""
+        from verifily_local.batch_check import check_batch
+
+        return check_batch(job, memory_limit=memory_limit)
+
 
 @hookimpl
 def verifily_register_backends(registry: Any) -> None:
@@ -48,4 +55,16 @@ def verifily_validate_config(config: Any) -> list[str]:
     if config.lora.enabled and not config.output.save_adapter_only and config.lora.quantization != "none":
         out.append("$.output.save_adapter_only: a merged model cannot be saved from a quantized base; "
                    "keep save_adapter_only=true with lora.quantization")
-    return out
+    from verifily_local.optimizations import optimization_problems  # torch only for device-bound settings
+
+    return out + optimization_problems(config)
+
+
+@hookimpl
+def verifily_environment_packages(config: Any) -> list[str] | None:
+    """Packages whose kernels compute a run's results through ``training.optimizations``:
+    bitsandbytes for its optimizers, flash-attn for ``flash_attention_2``."""
+    opts = config.training.optimizations
+    found = (["bitsandbytes"] if opts.optimizer_type in ("adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+             else []) + (["flash_attn"] if opts.attention_implementation == "flash_attention_2" else [])
+    return found or None

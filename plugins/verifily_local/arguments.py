@@ -7,7 +7,8 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-from verifily_core.modeling import precision_flags
+from verifily_core.modeling import training_precision
+from verifily_local.optimizations import argument_values as optimization_values
 
 SAVE_TOTAL_LIMIT = 2  # the latest checkpoint plus the one before it (a kill may interrupt a save)
 
@@ -24,10 +25,11 @@ def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
 
     ``warmup_ratio`` becomes a fractional ``warmup_steps`` (the Trainer reads a value below 1 as
     a share of the total steps); early stopping keeps the best checkpoint by
-    ``metric_for_best_model`` (default ``eval_loss``) and needs a val split.
+    ``metric_for_best_model`` (default ``eval_loss``) and needs a val split. ``training.optimizations``
+    adds ``optim``, ``tf32``, checkpointing and ``torch_compile`` (:mod:`verifily_local.optimizations`).
     """
     t, cfg = job.config.training, job.config
-    precision, _ = precision_flags(device, cfg.compute.bf16, cfg.compute.fp16)
+    precision, _ = training_precision(cfg, device)
     early = bool(has_val and t.early_stopping_patience)
     cls = Seq2SeqTrainingArguments if model_kind == "seq2seq" else TrainingArguments
     return cls, dict(
@@ -60,4 +62,5 @@ def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         **precision,
+        **optimization_values(cfg, device),
     )

@@ -19,7 +19,7 @@ from transformers import Seq2SeqTrainer, Trainer  # noqa: E402
 from verifily_core.errors import RunLocked, TrainingError, VerifilyTrainError, is_full_disk
 from verifily_core.files import read_json, write_json
 from verifily_core.modeling import (
-    assemble_model, precision_flags, quiet_libraries, raise_training_error, resolve_device,
+    assemble_model, quiet_libraries, raise_training_error, resolve_device, training_precision,
 )
 from verifily_core.plugins import describe_plugins
 from verifily_core.run_writer import FAILED, RunWriter
@@ -30,6 +30,8 @@ from verifily_local.callbacks import (
     whole_run_loss,
 )
 from verifily_local.checkpoints import latest_checkpoint
+from verifily_local.optimizations import describe as describe_optimizations
+from verifily_local.optimizations import prepare_training_model
 
 log = logging.getLogger("verifily.local")
 
@@ -54,7 +56,7 @@ def run_local(job: Any, resume_dir: Path | None = None) -> Run:
     """
     quiet_libraries()
     device = resolve_device(job.config.compute.device)
-    _, precision = precision_flags(device, job.config.compute.bf16, job.config.compute.fp16)
+    _, precision = training_precision(job.config, device)
     writer = RunWriter(job, device, resume_dir=resume_dir)
     # chosen before the run is touched: no usable checkpoint leaves it as it was (exit 3)
     checkpoint = latest_checkpoint(writer.checkpoints) if resume_dir is not None else None
@@ -91,6 +93,7 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
     assembled = assemble_model(job, device, options)
     writer.record_model(assembled.describe(), commit=getattr(getattr(assembled.model, "config", None), "_commit_hash", None))
     model, tokenizer, kind = assembled.model, assembled.tokenizer, assembled.kind
+    prepare_training_model(model, cfg, device)
     train_rows = job.dataset.read_rows("train")
     train_feats, stats = task.prepare_features(train_rows, tokenizer, kind, cfg, options)
     _report_truncation("train", stats, cfg.training.max_seq_length)
@@ -147,6 +150,7 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     )
     trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
     _keep_reports_outside(trainer, Path(cfg.output.dir) / "tensorboard" / job.job_id)
+    writer.record_optimizations(describe_optimizations(cfg, device, model=model, trainer_args=trainer.args))
     return trainer, guard, log_file
 
 

@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from verifily_core.attribution import snapshots
+from verifily_core.console import is_quiet
 from verifily_core.files import append_line, read_jsonl, write_jsonl
 from verifily_local.checkpoints import write_checkpoint_manifest
 
@@ -106,7 +107,7 @@ class NonFiniteLossCallback(TrainerCallback):
 
 class ProgressCallback(TrainerCallback):
     """One line per logging step on stderr (step, epoch, loss, ETA) and one per evaluation of the
-    val split (its loss and the task's validation metrics)."""
+    val split (its loss and the task's validation metrics); none with ``verifily --quiet``."""
 
     def __init__(self) -> None:
         self.start = time.monotonic()
@@ -116,6 +117,8 @@ class ProgressCallback(TrainerCallback):
         self.start, self.first_step = time.monotonic(), state.global_step  # a resumed run starts late
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if is_quiet():
+            return
         values = eval_metrics(logs or {})
         if values:
             cells = "  ".join(f"{k.removeprefix('eval_')} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

@@ -22,7 +22,8 @@ log = logging.getLogger("verifily.qlora")
 def prepare(model: Any, config: Any) -> None:
     """Prepare a freshly loaded quantized model in place: check it really is quantized,
     ``peft.prepare_model_for_kbit_training`` (base frozen, norms and embeddings in float32;
-    gradient checkpointing on GPUs only), then keep its 4-bit layers trainable on CPU.
+    non-reentrant gradient checkpointing as ``training.optimizations.gradient_checkpointing`` says,
+    by default on GPUs only), then keep its 4-bit layers trainable on CPU.
 
     :raises ConfigError: when ``lora.quantization`` is set but the loader returned a model
         that is not quantized (it ignored the ``quantization_config`` argument).
@@ -33,11 +34,14 @@ def prepare(model: Any, config: Any) -> None:
     if not is_quantized(model, bits):
         raise ConfigError(f"$.lora.quantization: {bits} was requested but the model loader returned an unquantized "
                           f"{type(model).__name__}; use a loader that passes quantization_config to from_pretrained")
-    on_gpu = _device_type(model) not in ("cpu", "mps")
-    prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu,
+    from verifily_core.modeling import uses_gradient_checkpointing
+
+    checkpointing = uses_gradient_checkpointing(config, _device_type(model))
+    prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
                                     gradient_checkpointing_kwargs={"use_reentrant": False})
     layers = disable_cpu_repacking(model)
-    log.info("QLoRA %s: %s; gradient checkpointing %s", bits, _describe(model, layers), "on" if on_gpu else "off")
+    log.info("QLoRA %s: %s; gradient checkpointing %s", bits, _describe(model, layers),
+             "on" if checkpointing else "off")
 
 
 def is_quantized(model: Any, bits: str) -> bool:

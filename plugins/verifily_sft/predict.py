@@ -21,7 +21,7 @@ def reference_losses(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any
     collate = PadCollator(tokenizer.pad_token_id)
     lengths = [len(f["input_ids"]) + (len(f["labels"]) if model_kind == "seq2seq" else 0) for f in feats]
     return map_sorted(lengths, batch_size, lambda batch: _losses(model, collate([feats[i] for i in batch]),
-                                                                 model_kind, device))
+                                                                 model_kind, device), "Scoring references")
 
 
 def _losses(model: Any, padded: dict[str, Any], model_kind: str, device: str) -> list[tuple[float, int, int]]:
@@ -63,7 +63,7 @@ def generate(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], mode
             gen = gen[:, ids.shape[1]:]
         return [t.strip() for t in tokenizer.batch_decode(gen, skip_special_tokens=True)]
 
-    return map_sorted([len(p) for p in prompts], batch_size, run)
+    return map_sorted([len(p) for p in prompts], batch_size, run, "Generating")
 
 
 @torch.no_grad()
@@ -88,7 +88,8 @@ def generate_and_score(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, A
                                    [feats[whole[j]]["input_ids"][len(prompts[whole[j]]):] for j in batch],
                                    max_new_tokens, device)
 
-    for i, (text, score) in zip(whole, map_sorted([len(prompts[i]) for i in whole], batch_size, run)):
+    for i, (text, score) in zip(whole, map_sorted([len(prompts[i]) for i in whole], batch_size, run,
+                                                  "Generating and scoring")):
         texts[i], scores[i] = text, score
     rest = [i for i in range(len(rows)) if texts[i] is None]
     if rest:

@@ -37,13 +37,19 @@ from verifily_core.console import fmt_duration, note, out, style
               "the plan; load no model, do not train.")
 @click.option("--no-data-check", is_flag=True, help="With --dry-run: validate the config only (fast; the dataset, its "
               "rows and slice keys are not read).")
+@click.option("--check-batch", is_flag=True, help="With --dry-run: tokenize the data (length percentiles, truncation, "
+              "padding), load the model and run its largest batch (forward, backward, optimizer step); report peak "
+              "memory and time estimates, and exit 1 with advice when it would not fit.")
+@click.option("--memory-limit", metavar="SIZE", envvar="VERIFILY_MEMORY_LIMIT",
+              help="With --check-batch: the memory the batch may use, e.g. 12GiB or 500MB [env: VERIFILY_MEMORY_LIMIT; "
+              "default: the GPU's memory, or the RAM available].")
 @click.option("--resume", "resume", metavar="RUN_PATH", help="Continue an interrupted run from its latest checkpoint.")
 @format_option(help="table for people; json prints the plan (--dry-run) or run_meta.json.")
 @verbose_option
 @click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
 @click.pass_obj
-def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bool, resume: str | None, fmt: str,
-          overrides: tuple[str, ...], **flags: Any) -> None:
+def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bool, check_batch: bool,
+          memory_limit: str | None, resume: str | None, fmt: str, overrides: tuple[str, ...], **flags: Any) -> None:
     """Fine-tune a model with LoRA/QLoRA on a dataset version.
 
     Extra SECTION.KEY=VALUE arguments override the config file, e.g.
@@ -54,6 +60,8 @@ def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bo
 
     if no_data_check and not dry_run:
         raise click.UsageError("--no-data-check applies only with --dry-run (a real run always checks the data)")
+    if check_batch and (not dry_run or no_data_check):
+        raise click.UsageError("--check-batch applies only with --dry-run and reads the data (not with --no-data-check)")
     from verifily_core.errors import PushError
 
     evals: list[Any] = []
@@ -61,7 +69,8 @@ def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bo
     try:
         run_or_plan = do_train(config_path, dry_run=dry_run, resume_from=resume, overrides=overrides,
                                hf_token=state.hf_token, registries=state.registries, on_eval=evals.append,
-                               check_data=not no_data_check, on_push=pushes.append, **flags)
+                               check_data=not no_data_check, on_push=pushes.append, check_batch=check_batch,
+                               memory_limit=memory_limit if check_batch else None, **flags)
     except PushError as exc:
         if exc.run is not None:  # trained, sealed and evaluated; only the push failed (reported next)
             _print_results(exc.run, evals, fmt)
@@ -123,8 +132,37 @@ def _print_plan(plan: dict[str, Any], fmt: str) -> None:
            "created), after training"] if plan.get("push") else []),
         f"  Config hash:  {plan['config_hash']}",
         _data_check_line(plan["data_check"]),
+        *_batch_check_lines(plan.get("batch_check")),
     ]
     out("\n".join(lines))
+
+
+def _batch_check_lines(check: dict[str, Any] | None) -> list[str]:
+    """The ``--check-batch`` report: token lengths per split, the largest batch's memory and time."""
+    if check is None:
+        return []
+    from verifily_core.memory import fmt_bytes
+
+    lines = [style("Batch check", bold=True)]
+    for split, s in (check.get("splits") or {}).items():
+        if s:
+            lines.append(f"  {split + ':':<7} {s['rows']} rows, tokens p50 {s['p50']} p90 {s['p90']} p99 {s['p99']} "
+                         f"max {s['max']}; {s['truncated']} truncated; padding waste {s['padding_waste']:.0%} "
+                         "(random order, dynamic padding)")
+    if not check.get("checked"):
+        return lines + [f"  Not run: {check.get('reason', 'not checked')}."]
+    b = check["largest_batch"]
+    verdict = "fits" if check["fits"] else "does NOT fit"
+    lines += [
+        f"  Largest batch: {b['rows']} rows x {b['tokens']} tokens on {check['device']}: peak "
+        f"{fmt_bytes(check['peak_memory'])} ({check['memory_kind']}) of {fmt_bytes(check['memory_limit'])} "
+        f"({check['memory_limit_source']}): {verdict}" + (", close to the limit" if check["near_limit"] and check["fits"] else ""),
+        f"  Time:          {check['seconds_largest_batch']:.2f}s for the largest batch; about "
+        f"{check['seconds_per_step']:.2f}s per optimizer step, {fmt_duration(check['estimated_seconds'])} for "
+        f"{check['total_steps']} steps (rough: evaluation and saving not included)",
+    ]
+    lines += [f"  Advice:        {a}" for a in check.get("advice") or []]
+    return lines
 
 
 def _data_check_line(check: dict[str, Any]) -> str:

@@ -3,13 +3,12 @@
 A file is read in fixed-size blocks; each block is hashed once and cut into lines, so
 hashing costs what ``sha256sum`` costs and memory stays at one block plus one line,
 whatever the file size. Files larger than :data:`PROGRESS_BYTES` get a progress bar on
-stderr.
+stderr (on a terminal).
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any, Generator, Iterator
 
@@ -20,17 +19,16 @@ PROGRESS_BYTES = 8 << 20  # files larger than this get a progress bar
 
 
 class Progress:
-    """A ``click`` progress bar on stderr for large files; does nothing for small ones."""
+    """A progress bar in bytes on stderr for large files (:func:`verifily_core.console.progress_bar`:
+    on a terminal only, never with ``--quiet``); does nothing for small ones."""
 
     def __init__(self, path: Path, label: str | None = None) -> None:
         self._bar: Any = None
         size = path.stat().st_size
         if size > PROGRESS_BYTES:
-            import click
+            from verifily_core.console import progress_bar
 
-            self._bar = click.progressbar(length=size, label=label or f"Reading {path.name}",
-                                          file=sys.stderr)
-            self._bar.__enter__()
+            self._bar = progress_bar(size, label or f"Reading {path.name}", unit="B")
 
     def update(self, n: int) -> None:
         """Advance by ``n`` bytes."""
@@ -38,9 +36,9 @@ class Progress:
             self._bar.update(n)
 
     def close(self) -> None:
-        """Finish the bar (a newline on stderr)."""
+        """Finish the bar."""
         if self._bar is not None:
-            self._bar.__exit__(None, None, None)
+            self._bar.close()
             self._bar = None
 
 
