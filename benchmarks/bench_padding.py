@@ -117,6 +117,15 @@ def plain_sft(model_dir: Path, rows: list[dict], epochs: int, bs: int, lr: float
     return res.metrics["train_runtime"], res.training_loss, tokens
 
 
+def padding_share(lengths: list[int], bs: int, seed: int = 0) -> float:
+    """The share of padded positions in batches of ``bs`` rows drawn in random order."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - sum(lengths) / padded
+
+
 def plain_cls(model_dir: Path, rows: list[dict], epochs: int, bs: int, lr: float) -> tuple[float, float]:
     """The plain classification loop in random order, each batch padded; (runtime s, loss)."""
     from peft import LoraConfig, get_peft_model
@@ -185,7 +194,13 @@ def main() -> None:
             results["grouped"].append((m["train_runtime_s"], m["train_loss"]))
             results["plain-cls"].append(plain_cls(models["bert"], crows, args.epochs, bs, lr))
         best = {k: min(v) for k, v in results.items()}
-        print(f"SFT training, {args.rows} rows x {args.epochs} epoch(s), {tokens} real tokens, batch {bs}")
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(models["llama"])
+        lengths = [min(MAX_LEN, len(tok(f"### Instruction:\n{r['instruction']}\n\n### Input:\n{r['input']}\n\n"
+                                         f"### Response:\n{r['output']}")["input_ids"]) + 1) for r in srows]
+        print(f"SFT training, {args.rows} rows x {args.epochs} epoch(s), {tokens} real tokens, batch {bs}; "
+              f"padding in random batches: {padding_share(lengths, bs):.0%}")
         for key, label in (("packed", "ours, packed"), ("padded-ours", "ours, padded"), ("plain-sft", "plain padded")):
             print(f"  {label:<14} {tokens / best[key][0]:>9.0f} tokens/s   final train loss {best[key][1]:.4f}")
         print(f"  tokens/s ratio packed / plain: {best['plain-sft'][0] / best['packed'][0]:.2f}x "

@@ -217,11 +217,16 @@ def test_a_bfloat16_merge_stores_bfloat16_weights_close_to_the_float32_reference
     diff = (logits - with_adapter).abs()
     # bfloat16 keeps 8 significant bits (relative rounding up to 2**-8 per weight and per
     # activation); with logits up to about 8 in size, rounding the output alone costs up to 0.03.
-    # Measured: mean 0.006 (4-bit run) and 0.007 (8-bit), max 0.052 and 0.072, largest logit 8.4;
-    # top-1 tokens agree at every position (99% with a base stored in bfloat16).
+    # Measured: mean 0.006 (4-bit run) and 0.007 (8-bit), max 0.052 and 0.072, largest logit 8.4.
     assert diff.mean() < 0.02 and diff.max() < 0.15, (diff.mean(), diff.max())
-    agreement = (logits.argmax(-1) == with_adapter.argmax(-1)).float().mean()
-    assert agreement >= 0.97, agreement
+    # The top-1 token can only flip where the float32 reference's two best logits are closer than
+    # twice the rounding error (the tiny untrained model has many near-ties: measured 95-100%
+    # agreement overall, depending on the adapter); wherever the reference decides by more, the
+    # bfloat16 model must pick the same token.
+    top2 = with_adapter.topk(2, dim=-1).values
+    decided = (top2[:, 0] - top2[:, 1]) > 2 * diff.max()
+    assert decided.float().mean() > 0.5  # most positions are decided, so this checks something
+    assert (logits.argmax(-1) == with_adapter.argmax(-1))[decided].all()
 
 
 @pytest.mark.parametrize("bits", BITS)
