@@ -74,6 +74,9 @@ class TrainingParams:
     metric_for_best_model: str | None = None
     validation_metrics: list[str] | None = None
     group_by_length: bool = False
+    dataloader_num_workers: int = 0
+    dataloader_pin_memory: bool | None = None
+    dataloader_persistent_workers: bool = False
 
 
 @define
@@ -232,7 +235,8 @@ class TrainConfig:
 
 
 HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.hub_repo", "output.hub_private",
-                 "output.license", "eval.batch_size")
+                 "output.license", "eval.batch_size", "training.dataloader_num_workers",
+                 "training.dataloader_pin_memory")
 """Dotted config paths that cannot change a run's results and are left out of ``to_hash()``."""
 
 

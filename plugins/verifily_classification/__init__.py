@@ -106,18 +106,31 @@ class ClassificationTask(Task):
 
     def prepare_features(self, rows: Sequence[Mapping[str, Any]], tokenizer: Any, model_kind: str,
                          config: Any, options: ClassificationOptions) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Token ids (``text_pair`` as a pair) with label ids; truncation is counted."""
+        """Token ids (``text_pair`` as a pair, cut per ``task_options.truncation``) with label ids;
+        truncation is counted."""
         from verifily_classification.data import features
         from verifily_classification.labels import LabelSet
 
-        feats, truncated = features(rows, tokenizer, LabelSet(options.label_names), config.training.max_seq_length)
+        feats, truncated = features(rows, tokenizer, LabelSet(options.label_names), config.training.max_seq_length,
+                                    truncation=options.truncation)
         return feats, {"rows": len(feats), "truncated": truncated}
 
     def data_collator(self, tokenizer: Any, model_kind: str, model: Any) -> Any:
-        """Dynamic padding."""
+        """Dynamic padding (:meth:`build_trainer` applies ``task_options.padding``)."""
         from verifily_classification.data import collator
 
         return collator(tokenizer)
+
+    def build_trainer(self, trainer_class: type, args_class: type, args: Mapping[str, Any], *, job: Any, model: Any,
+                      tokenizer: Any, train_dataset: Any, eval_dataset: Any, data_collator: Any, callbacks: list[Any],
+                      options: ClassificationOptions) -> Any:
+        """The default trainer, with batches padded per ``task_options.padding``."""
+        from verifily_classification.data import collator
+
+        pad = collator(tokenizer, options.padding, job.config.training.max_seq_length)
+        return super().build_trainer(trainer_class, args_class, args, job=job, model=model, tokenizer=tokenizer,
+                                     train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=pad,
+                                     callbacks=callbacks, options=options)
 
     def trainer_class(self, options: ClassificationOptions, rows: Sequence[Mapping[str, Any]]) -> type:
         """Cross-entropy (class-weighted per ``task_options.class_weights``) and val metrics."""
@@ -171,7 +184,8 @@ class ClassificationTask(Task):
         from verifily_classification.predict import predict
 
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return predict(model, tokenizer, rows, LabelSet(names), config.training.max_seq_length, batch_size, device)
+        return predict(model, tokenizer, rows, LabelSet(names), config.training.max_seq_length, batch_size, device,
+                       truncation=options.truncation, padding=options.padding)
 
 
 class SequenceClassificationLoader(PretrainedLoader, ModelLoader):

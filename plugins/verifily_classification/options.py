@@ -10,6 +10,8 @@ task_options:
     activation: relu            # relu | gelu | tanh
     dropout: 0.1                # 0.0-0.5
   class_weights: none           # none | auto | {label: weight}
+  truncation: longest_first     # longest_first | only_first | only_second (which side of a pair is cut)
+  padding: longest              # longest (per batch) | max_length (training.max_seq_length)
 ```
 
 Leaving ``pooling: auto`` and ``head`` unset keeps the model's standard head (BERT: pooler +
@@ -27,6 +29,8 @@ from verifily_core.errors import ConfigError
 ROOT = "$.task_options"
 Pooling = Literal["auto", "cls", "mean", "max", "last"]
 Activation = Literal["relu", "gelu", "tanh"]
+Truncation = Literal["longest_first", "only_first", "only_second"]
+Padding = Literal["longest", "max_length"]
 MAX_HEAD_LAYERS = 3
 MAX_DROPOUT = 0.5
 
@@ -56,6 +60,8 @@ class ClassificationOptions:
     pooling: Pooling = "auto"
     head: HeadOptions | None = None
     class_weights: Any = "none"
+    truncation: Truncation = "longest_first"
+    padding: Padding = "longest"
     label_names: list[Any] = field(init=False, factory=list)
     validation: tuple[dict[str, Any], bool | None] = field(init=False, factory=lambda: ({}, None))
 

@@ -20,15 +20,16 @@ def _as_row_type(name: str, reference: Any) -> Any:
 
 @torch.no_grad()
 def predict(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], labels: LabelSet, max_len: int,
-            batch_size: int, device: str) -> list[dict[str, Any]]:
+            batch_size: int, device: str, truncation: str = "longest_first",
+            padding: str = "longest") -> list[dict[str, Any]]:
     """One record per row, in order (batched by length): ``prediction`` (argmax label), ``reference`` and ``scores`` with
     ``p_true`` (probability of the reference label), ``p_pred`` (of the predicted one) and ``loss``
     (``-log p_true``).
 
     :raises DataError: a row's label is outside ``labels`` (named as ``test row N``).
     """
-    feats, _ = features(rows, tokenizer, labels, max_len, split="test")
-    pad = collator(tokenizer)
+    feats, _ = features(rows, tokenizer, labels, max_len, split="test", truncation=truncation)
+    pad = collator(tokenizer, padding, max_len)
     names = labels.names()
     model.eval()
 
