@@ -355,3 +355,21 @@ def test_hostile_overrides_are_one_config_error_line(text, message):
     with pytest.raises(ConfigError, match=message) as err:
         resolve_config(data=BASE, overrides=[text]).to_hash()
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_fields_added_later_leave_the_hash_of_older_configs_alone():
+    """Configs hash as they did before `group_by_length`, `dataloader_*`, `optimizations`,
+    `report_to`, `attribution_checkpoints` and `tracking` existed (hashes pinned from that
+    code), so older runs still verify; a field set away from its default does change the hash."""
+    plain = {"task": "sft", "base_model": "m", "data_paths": {"train": "t.jsonl"}}
+    tuned = {**plain, "training": {"learning_rate": 0.001, "batch_size": 4}, "lora": {"r": 4}}
+    assert TrainConfig.from_dict(plain).to_hash() == \
+        "sha256:8623f0ff69f183898c1ff169ba20c484043c297911606869dac8eaf9a253b75b"
+    assert TrainConfig.from_dict(tuned).to_hash() == \
+        "sha256:e3aa1d18820af3839b9b9ea7c21566bd0e6065988e9b8e946b3e69e41b51a6fe"
+    for training in ({"group_by_length": True}, {"dataloader_persistent_workers": True},
+                     {"optimizations": {"optimizer_type": "adamw_torch"}}):
+        assert TrainConfig.from_dict({**plain, "training": training}).to_hash() != TrainConfig.from_dict(plain).to_hash()
+    for training in ({"attribution_checkpoints": 3}, {"report_to": ["tensorboard"]}, {"dataloader_num_workers": 2},
+                     {"optimizations": {"gradient_checkpointing": True}}):
+        assert TrainConfig.from_dict({**plain, "training": training}).to_hash() == TrainConfig.from_dict(plain).to_hash()

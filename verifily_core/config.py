@@ -106,6 +106,9 @@ class TrainingParams:
     report_to: list[str] = field(factory=list)
     """Integrations the Trainer reports to (``wandb``, ``tensorboard``, ...); empty: none."""
     optimizations: Optimizations = field(factory=Optimizations)
+    dataloader_num_workers: int = 0
+    dataloader_pin_memory: bool | None = None
+    dataloader_persistent_workers: bool = False
 
 
 @define
@@ -258,10 +261,16 @@ class TrainConfig:
             for section in sections:
                 parent = parent.get(section, {})
             parent.pop(key, None)
-        opts = data["training"].pop("optimizations")
-        changed = {k: v for k, v in opts.items() if v != getattr(OPTIMIZATION_DEFAULTS, k)}
-        if changed:  # fields at their default are left out: runs made before they existed keep their hash
-            data["training"]["optimizations"] = changed
+        defaults = TrainConfig(task="", base_model="").to_dict()
+        for path in HASHED_WHEN_SET:  # at their default they are left out: older runs keep their hash
+            *sections, key = path.split(".")
+            parent, default = data, defaults
+            for section in sections:
+                parent, default = parent.get(section, {}), default.get(section, {})
+            if key in parent and parent[key] == default.get(key):
+                parent.pop(key)
+        if not data["training"].get("optimizations", True):
+            data["training"].pop("optimizations")
         return data
 
     def to_hash(self) -> str:
@@ -275,15 +284,21 @@ class TrainConfig:
 
 HASH_EXCLUDED = ("output.dir", "output.name", "output.push_to_hub", "output.hub_repo", "output.hub_private",
                  "output.license", "eval.batch_size", "training.attribution_checkpoints", "training.report_to",
-                 "tracking", "training.optimizations.gradient_checkpointing")
+                 "tracking", "training.optimizations.gradient_checkpointing", "training.dataloader_num_workers",
+                 "training.dataloader_pin_memory")
 """Dotted config paths (or whole sections) that cannot change a run's results and are left out of
 ``to_hash()``. ``training.report_to`` and ``tracking`` only say where metrics are sent: trackers
 observe a run through callbacks and hooks, never change what it computes, and the same run must
 hash the same whether or not it was tracked (a tracked run and its untracked rerun compare).
 ``training.attribution_checkpoints`` changes what the run keeps, not what it learns; gradient
-checkpointing recomputes the same activations, with the same dropout masks."""
-OPTIMIZATION_DEFAULTS = Optimizations()
-"""``training.optimizations`` at its defaults: only the fields that differ from these enter ``to_hash()``."""
+checkpointing recomputes the same activations, with the same dropout masks; data-loader workers
+and pinned memory only prepare and copy batches."""
+HASHED_WHEN_SET = ("training.group_by_length", "training.dataloader_persistent_workers",
+                   *(f"training.optimizations.{name}" for name in ("optimizer_type", "use_amp", "amp_dtype",
+                                                                   "enable_tf32", "attention_implementation",
+                                                                   "use_compile", "compile_mode")))
+"""Fields added after runs already existed: they enter ``to_hash()`` only when they differ from
+their default, so a run made before a field existed keeps its config hash (and verifies)."""
 
 
 def redact(data: Any) -> Any:

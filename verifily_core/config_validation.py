@@ -42,6 +42,7 @@ RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("training.max_steps", lambda v: v == -1 or v >= 1, "-1 (off) or >= 1"),
     ("training.early_stopping_patience", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("training.attribution_checkpoints", lambda v: 0 <= v <= 100, "in [0, 100]"),
+    ("training.dataloader_num_workers", lambda v: v >= 0, ">= 0"),
     ("lora.r", lambda v: v >= 1, ">= 1"),
     ("lora.alpha", lambda v: v >= 1, ">= 1"),
     ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -211,6 +212,7 @@ def _range_problems(cfg: TrainConfig) -> list[str]:
         out.append("$.lora.target_modules: expected 'auto', 'all-linear' or a list of module names")
     if cfg.compute.fp16 and cfg.compute.bf16:
         out.append("$.compute.fp16: fp16 and bf16 cannot both be true; set compute.bf16=false to use fp16")
+    out.extend(_dataloader_problems(cfg))
     if not cfg.lora.enabled and cfg.lora.quantization != "none":
         out.append("$.lora.quantization: quantized training needs LoRA; set lora.enabled=true or quantization=none")
     return out + _optimization_problems(cfg)
@@ -228,6 +230,19 @@ def _optimization_problems(cfg: TrainConfig) -> list[str]:
                    "compute.fp16 (use training.optimizations.amp_dtype=fp16)")
     if opts.compile_mode != "default" and not opts.use_compile:
         out.append(f"{where}.compile_mode: applies only with training.optimizations.use_compile=true")
+    return out
+
+
+def _dataloader_problems(cfg: TrainConfig) -> list[str]:
+    """Data-loading settings the device and torch's DataLoader accept (see also
+    :func:`verifily_core.modeling.dataloader_flags` once ``compute.device: auto`` is resolved)."""
+    t, out = cfg.training, []
+    if t.dataloader_persistent_workers and t.dataloader_num_workers < 1:
+        out.append("$.training.dataloader_persistent_workers: keeps worker processes alive between epochs and "
+                   "needs training.dataloader_num_workers >= 1; set one of them")
+    if t.dataloader_pin_memory and not cfg.compute.device.startswith(("cuda", "auto")):
+        out.append(f"$.training.dataloader_pin_memory: pinned memory speeds up copies to a CUDA device and "
+                   f"compute.device is {cfg.compute.device}; set it to false or null")
     return out
 
 

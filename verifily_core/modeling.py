@@ -111,6 +111,24 @@ def uses_gradient_checkpointing(config: Any, device: str) -> bool:
     return config.lora.quantization != "none" and device.split(":")[0] not in ("cpu", "mps")
 
 
+def dataloader_flags(training: Any, device: str) -> dict[str, Any]:
+    """The Trainer's data-loading arguments from ``training.dataloader_*`` for the resolved ``device``.
+
+    Worker processes only prepare batches, so these settings cannot change results (they are
+    not in the config hash). Pinned memory (default: on CUDA only) helps copies to a CUDA device.
+
+    :raises ConfigError: ``dataloader_pin_memory: true`` and ``device`` is not CUDA.
+    """
+    pin = training.dataloader_pin_memory
+    cuda = device.startswith("cuda")
+    if pin and not cuda:
+        raise ConfigError(f"$.training.dataloader_pin_memory: pinned memory speeds up copies to a CUDA device and "
+                          f"this run trains on {device}; set it to false or null")
+    return {"dataloader_num_workers": training.dataloader_num_workers,
+            "dataloader_pin_memory": cuda if pin is None else bool(pin),
+            "dataloader_persistent_workers": training.dataloader_persistent_workers}
+
+
 def load_tokenizer(source: str, config: Any, token: str | None = None) -> Any:
     """Load a tokenizer and make sure it has a pad token (the eos token when it has none)."""
     from transformers import AutoTokenizer

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from verifily_core import hookimpl
+from verifily_core.errors import ConfigError
 from verifily_core.interfaces import ModelLoader, Task
 from verifily_core.modeling import PretrainedLoader
 
-from verifily_classification.options import ClassificationOptions, config_problems, parse_options
+from verifily_classification.options import LABEL_TOKEN_LOADER, ClassificationOptions, config_problems, parse_options
 
 TASK = "classification"
 LOADER = "sequence_classification"
+LABEL_TOKENS = "label_tokens"  # the model kind of LABEL_TOKEN_LOADER
 
 
 class ClassificationTask(Task):
@@ -57,12 +59,13 @@ class ClassificationTask(Task):
         return parse_options(options)
 
     def model_auto_class(self, model_kind: str) -> str:
-        """``AutoModelForSequenceClassification`` for every model family."""
-        return "AutoModelForSequenceClassification"
+        """``AutoModelForCausalLM`` for the label-token formulation, else
+        ``AutoModelForSequenceClassification`` for every model family."""
+        return "AutoModelForCausalLM" if model_kind == LABEL_TOKENS else "AutoModelForSequenceClassification"
 
     def peft_task_type(self, model_kind: str) -> str:
-        """``SEQ_CLS``."""
-        return "SEQ_CLS"
+        """``CAUSAL_LM`` for the label-token formulation, else ``SEQ_CLS``."""
+        return "CAUSAL_LM" if model_kind == LABEL_TOKENS else "SEQ_CLS"
 
     # -- training ----------------------------------------------------------------------------
 
@@ -96,11 +99,23 @@ class ClassificationTask(Task):
         plus ``training.metric_for_best_model``)."""
         from verifily_classification.validation import validation_metrics
 
+        if options.uses_label_tokens and (getattr(model.config, "is_encoder_decoder", False)
+                                          or model.get_output_embeddings() is None):
+            raise ConfigError(f"$.task_options.formulation: label_tokens needs a causal LM (a decoder with an LM "
+                              f"head); {type(model).__name__} is not one; use formulation: head")
         if getattr(job, "dataset", None) is not None:  # training (evaluation reads the run's labels.json)
             options.label_names = self._labels(job).labels
             t = job.config.training
             chosen = self.validation_metrics if t.validation_metrics is None else t.validation_metrics
             options.validation = validation_metrics(chosen, t.metric_for_best_model, job.registries)
+            if options.uses_label_tokens:
+                from verifily_classification.labeltokens import label_token_ids
+                from verifily_classification.labels import LabelSet
+
+                tokens = options.tokens
+                options.label_token_ids = label_token_ids(tokenizer, LabelSet(options.label_names),
+                                                          tokens.verbalizer, tokens.single_token_labels)
+                options.pad_id = tokenizer.pad_token_id
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         return model
@@ -109,39 +124,82 @@ class ClassificationTask(Task):
         """``modules_to_save``: the head (and a task pooler such as DeBERTa's), trained in full."""
         from verifily_classification.head import head_modules
 
-        return {"modules_to_save": head_modules(model)}
+        modules = head_modules(model)
+        return {"modules_to_save": modules} if modules else {}
 
     def prepare_features(self, rows: Sequence[Mapping[str, Any]], tokenizer: Any, model_kind: str,
                          config: Any, options: ClassificationOptions) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Token ids (``text_pair`` as a pair) with label ids; truncation is counted."""
+        """Token ids (``text_pair`` as a pair, cut per ``task_options.truncation``) with label ids;
+        truncation is counted."""
         from verifily_classification.data import features
         from verifily_classification.labels import LabelSet
 
-        feats, truncated = features(rows, tokenizer, LabelSet(options.label_names), config.training.max_seq_length)
+        if options.uses_label_tokens:
+            from verifily_classification import labeltokens
+
+            feats, truncated = labeltokens.features(rows, tokenizer, LabelSet(options.label_names),
+                                                    options.label_token_ids, options.tokens.template,
+                                                    options.truncation, config.training.max_seq_length)
+            return feats, {"rows": len(feats), "truncated": truncated}
+        feats, truncated = features(rows, tokenizer, LabelSet(options.label_names), config.training.max_seq_length,
+                                    truncation=options.truncation)
         return feats, {"rows": len(feats), "truncated": truncated}
 
     def data_collator(self, tokenizer: Any, model_kind: str, model: Any) -> Any:
-        """Dynamic padding."""
+        """Dynamic padding (:meth:`build_trainer` applies ``task_options.padding``)."""
         from verifily_classification.data import collator
 
+        if model_kind == LABEL_TOKENS:
+            from verifily_classification.labeltokens import LabelTokenCollator
+
+            return LabelTokenCollator(tokenizer.pad_token_id)
         return collator(tokenizer)
+
+    def build_trainer(self, trainer_class: type, args_class: type, args: Mapping[str, Any], *, job: Any, model: Any,
+                      tokenizer: Any, train_dataset: Any, eval_dataset: Any, data_collator: Any, callbacks: list[Any],
+                      options: ClassificationOptions) -> Any:
+        """The default trainer, with batches padded per ``task_options.padding``."""
+        from verifily_classification.data import collator
+
+        max_len = job.config.training.max_seq_length
+        if options.uses_label_tokens:
+            from verifily_classification.labeltokens import LabelTokenCollator
+
+            pad = LabelTokenCollator(tokenizer.pad_token_id, options.padding, max_len)
+        else:
+            pad = collator(tokenizer, options.padding, max_len)
+        return super().build_trainer(trainer_class, args_class, args, job=job, model=model, tokenizer=tokenizer,
+                                     train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=pad,
+                                     callbacks=callbacks, options=options)
 
     def trainer_class(self, options: ClassificationOptions, rows: Sequence[Mapping[str, Any]]) -> type:
         """Cross-entropy (class-weighted per ``task_options.class_weights``) and val metrics."""
         from verifily_classification.labels import LabelSet
-        from verifily_classification.trainer import class_weights, metrics_function, trainer_class
+        from verifily_classification.trainer import (
+            class_weights, label_token_trainer_class, metrics_function, trainer_class,
+        )
 
         labels = LabelSet(options.label_names)
         weights = class_weights(options.class_weights, rows, labels)
         metrics, higher = options.validation
-        return trainer_class(weights, metrics_function(labels, metrics) if metrics else None, higher)
+        compute = metrics_function(labels, metrics) if metrics else None
+        if options.uses_label_tokens:
+            return label_token_trainer_class(weights, options.label_token_ids, options.pad_id, compute, higher)
+        return trainer_class(weights, compute, higher)
 
     def save_artifacts(self, run_dir: Path, model: Any, job: Any) -> None:
         """``labels.json``: the label set in id order, ``id2label``/``label2id`` and the custom head."""
         from verifily_classification.labels import write_labels
 
         labels = self._label_sets.pop(job.job_id, None) or self._labels(job)
-        write_labels(run_dir, labels, parse_options(job.config.task_options).head_spec())
+        options = parse_options(job.config.task_options)
+        extra = {}
+        if options.uses_label_tokens:
+            from verifily_classification.labeltokens import verbalizer_texts
+
+            extra = {"formulation": LABEL_TOKENS, "verbalizer": dict(zip(labels.names(), verbalizer_texts(
+                labels, options.tokens.verbalizer)))}
+        write_labels(run_dir, labels, options.head_spec(), **extra)
 
     def _labels(self, job: Any) -> Any:
         if job.job_id not in self._label_sets:
@@ -178,7 +236,24 @@ class ClassificationTask(Task):
         from verifily_classification.predict import predict
 
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return predict(model, tokenizer, rows, LabelSet(names), config.training.max_seq_length, batch_size, device)
+        if model_kind == LABEL_TOKENS:
+            from verifily_classification.predict import predict_label_tokens
+
+            return predict_label_tokens(model, tokenizer, rows, LabelSet(names), options,
+                                        config.training.max_seq_length, batch_size, device)
+        return predict(model, tokenizer, rows, LabelSet(names), config.training.max_seq_length, batch_size, device,
+                       truncation=options.truncation, padding=options.padding)
+
+
+class LabelTokenLoader(PretrainedLoader, ModelLoader):
+    """Causal LMs with their LM head, for the label-token formulation of classification."""
+
+    name = LABEL_TOKEN_LOADER
+    kind = LABEL_TOKENS
+
+    def matches(self, model_config: Any) -> bool:
+        """Decoder-only models."""
+        return not getattr(model_config, "is_encoder_decoder", False)
 
 
 class SequenceClassificationLoader(PretrainedLoader, ModelLoader):
@@ -211,19 +286,28 @@ def verifily_register_tasks(registry: Any) -> None:
 
 @hookimpl
 def verifily_register_model_loaders(registry: Any) -> None:
-    """Register the ``sequence_classification`` loader."""
+    """Register the ``sequence_classification`` and ``label_token_lm`` loaders."""
     registry.add(SequenceClassificationLoader())
+    registry.add(LabelTokenLoader())
 
 
 @hookimpl
-def verifily_select_model_loader(task: str, model_config: Any) -> str | None:
-    """``sequence_classification`` for the classification task on encoder or decoder models.
+def verifily_select_model_loader(task: str, model_config: Any, config: Any) -> str | None:
+    """``sequence_classification`` for the classification task on encoder or decoder models;
+    ``label_token_lm`` with ``task_options.formulation: label_tokens`` (its model is checked to
+    be a causal LM when loaded).
 
     Not ``trylast``: it must answer before the generic built-in loaders, which accept any model.
     """
-    if task == TASK and SequenceClassificationLoader().matches(model_config):
-        return LOADER
-    return None
+    if task != TASK:
+        return None
+    try:
+        label_tokens = parse_options(config.task_options).uses_label_tokens
+    except Exception:  # bad options are reported by config validation
+        label_tokens = False
+    if label_tokens:
+        return LABEL_TOKEN_LOADER
+    return LOADER if SequenceClassificationLoader().matches(model_config) else None
 
 
 @hookimpl

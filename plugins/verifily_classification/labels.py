@@ -86,12 +86,14 @@ def check_rows(labels: LabelSet, rows: Iterable[Mapping[str, Any]], split: str, 
         labels.index(row["label"], f"{split} row {i}{where}")
 
 
-def write_labels(run_dir: str | Path, labels: LabelSet, head: Mapping[str, Any] | None = None) -> Path:
-    """Write ``labels.json`` (``labels`` in id order, ``id2label``, ``label2id``, the custom ``head``)
-    atomically; returns its path."""
+def write_labels(run_dir: str | Path, labels: LabelSet, head: Mapping[str, Any] | None = None,
+                 **extra: Any) -> Path:
+    """Write ``labels.json`` (``labels`` in id order, ``id2label``, ``label2id``, the custom ``head``,
+    and ``extra`` keys such as the label-token ``formulation`` and ``verbalizer``) atomically;
+    returns its path."""
     path = Path(run_dir) / LABELS_FILE
     doc = {"labels": labels.labels, "id2label": {str(i): n for i, n in enumerate(labels.names())},
-           "label2id": {n: i for i, n in enumerate(labels.names())}, "head": dict(head or {})}
+           "label2id": {n: i for i, n in enumerate(labels.names())}, "head": dict(head or {}), **extra}
     return write_json(path, doc)
 
 

@@ -10,6 +10,13 @@ task_options:
     activation: relu            # relu | gelu | tanh
     dropout: 0.1                # 0.0-0.5
   class_weights: none           # none | auto | {label: weight}
+  truncation: longest_first     # longest_first | only_first | only_second (which side of a pair is cut)
+  padding: longest              # longest (per batch) | max_length (training.max_seq_length)
+  formulation: head             # head | label_tokens (causal LMs: score each label's tokens)
+  label_tokens:                 # optional, with formulation label_tokens
+    template: "{text}\nLabel:"   # the prompt ({text}, {text_pair}); default below
+    verbalizer: {pos: " positive", neg: " negative"}   # label -> text (default: " <label>")
+    single_token_labels: false         # require one token per label
 ```
 
 Leaving ``pooling: auto`` and ``head`` unset keeps the model's standard head (BERT: pooler +
@@ -18,6 +25,7 @@ linear; DeBERTa: context pooler + linear; Llama and other decoders: linear on th
 
 from __future__ import annotations
 
+import string
 from typing import Any, Literal, Mapping
 
 from attrs import define, field
@@ -25,8 +33,13 @@ from attrs import define, field
 from verifily_core.errors import ConfigError
 
 ROOT = "$.task_options"
+LABEL_TOKEN_LOADER = "label_token_lm"
 Pooling = Literal["auto", "cls", "mean", "max", "last"]
 Activation = Literal["relu", "gelu", "tanh"]
+Truncation = Literal["longest_first", "only_first", "only_second"]
+Padding = Literal["longest", "max_length"]
+Formulation = Literal["head", "label_tokens"]
+TEMPLATE_FIELDS = ("text", "text_pair")
 MAX_HEAD_LAYERS = 3
 MAX_DROPOUT = 0.5
 
@@ -43,6 +56,18 @@ class HeadOptions:
 
 
 @define
+class LabelTokenOptions:
+    """The label-token (verbalizer) formulation: the row in ``template`` (``{text}``, and
+    ``{text_pair}`` for pairs; default ``"{text}\\nLabel:"``, with a pair
+    ``"{text}\\n{text_pair}\\nLabel:"``), each label answered by the tokens of its
+    ``verbalizer`` text (default ``" <label>"``); ``single_token_labels`` requires one token per label."""
+
+    template: str | None = None
+    verbalizer: dict[str, str] | None = None
+    single_token_labels: bool = False
+
+
+@define
 class ClassificationOptions:
     """The classification task's options, structured from ``config.task_options``.
 
@@ -56,8 +81,24 @@ class ClassificationOptions:
     pooling: Pooling = "auto"
     head: HeadOptions | None = None
     class_weights: Any = "none"
+    truncation: Truncation = "longest_first"
+    padding: Padding = "longest"
+    formulation: Formulation = "head"
+    label_tokens: LabelTokenOptions | None = None
     label_names: list[Any] = field(init=False, factory=list)
     validation: tuple[dict[str, Any], bool | None] = field(init=False, factory=lambda: ({}, None))
+    label_token_ids: list[list[int]] = field(init=False, factory=list)
+    pad_id: int = field(init=False, default=0)
+
+    @property
+    def uses_label_tokens(self) -> bool:
+        """Whether labels are scored as tokens of a causal LM (``formulation: label_tokens``)."""
+        return self.formulation == "label_tokens"
+
+    @property
+    def tokens(self) -> "LabelTokenOptions":
+        """The label-token settings (defaults when ``label_tokens`` is not given)."""
+        return self.label_tokens or LabelTokenOptions()
 
     @property
     def custom_head(self) -> bool:
@@ -83,12 +124,48 @@ def parse_options(options: Mapping[str, Any]) -> ClassificationOptions:
     data = dict(options)
     labels = data.pop("labels", None)
     weights = data.pop("class_weights", "none")
+    verbalizer = None
+    if isinstance(data.get("label_tokens"), Mapping):
+        data["label_tokens"] = dict(data["label_tokens"])
+        verbalizer = data["label_tokens"].pop("verbalizer", None)
     opts = structure(data, ClassificationOptions, root=ROOT)
     opts.labels = _check_labels(labels)
     opts.class_weights = _check_class_weights(weights)
     if opts.head is not None:
         _check_head(opts.head)
+    if opts.label_tokens is not None:
+        opts.label_tokens.verbalizer = _check_verbalizer(verbalizer)
+        _check_template(opts.label_tokens.template)
     return opts
+
+
+def _check_verbalizer(verbalizer: Any) -> dict[str, str] | None:
+    path = f"{ROOT}.label_tokens.verbalizer"
+    if verbalizer is None:
+        return None
+    if not isinstance(verbalizer, Mapping) or not verbalizer:
+        raise ConfigError(f"{path}: expected a mapping label -> text, got {verbalizer!r}")
+    out = {}
+    for label, text in verbalizer.items():
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{path}.{label}: expected a non-empty text, got {text!r}")
+        out[str(label)] = text
+    return out
+
+
+def _check_template(template: str | None) -> None:
+    path = f"{ROOT}.label_tokens.template"
+    if template is None:
+        return
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc} (write literal braces as {{{{ and }}}})") from None
+    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown placeholder {{{unknown[0]}}}; use {{text}} and {{text_pair}}")
+    if names.count("text") != 1 or names.count("text_pair") > 1:
+        raise ConfigError(f"{path}: needs {{text}} once (and {{text_pair}} at most once), got {template!r}")
 
 
 def _check_labels(labels: Any) -> list[Any] | None:
@@ -147,6 +224,13 @@ def config_problems(config: Any) -> list[str]:
     if opts.custom_head and not config.lora.enabled:
         out.append(f"{ROOT}.head: a custom pooling/head needs lora.enabled: true (full fine-tuning saves "
                    "the model with its standard head only); remove pooling/head or enable LoRA")
+    if opts.uses_label_tokens and opts.custom_head:
+        out.append(f"{ROOT}.formulation: label_tokens scores the model's own LM head; remove pooling/head")
+    if opts.uses_label_tokens and config.model.loader not in ("auto", LABEL_TOKEN_LOADER):
+        out.append(f"{ROOT}.formulation: label_tokens needs model.loader auto or {LABEL_TOKEN_LOADER}, "
+                   f"got '{config.model.loader}'")
+    if opts.label_tokens is not None and not opts.uses_label_tokens:
+        out.append(f"{ROOT}.label_tokens: used with formulation: label_tokens only; set it or remove label_tokens")
     if opts.custom_head and config.model.loader not in ("auto", "sequence_classification"):
         out.append(f"{ROOT}.head: a custom pooling/head needs model.loader auto or sequence_classification, "
                    f"got '{config.model.loader}'")

@@ -11,7 +11,7 @@ from transformers import Trainer
 from verifily_classification.labels import LabelSet
 from verifily_classification.weights import class_weights
 
-__all__ = ["class_weights", "trainer_class", "metrics_function"]
+__all__ = ["class_weights", "trainer_class", "metrics_function", "label_token_trainer_class"]
 
 
 def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: Sequence[float] | None) -> torch.Tensor:
@@ -63,3 +63,44 @@ def trainer_class(weights: Sequence[float] | None, compute_metrics: Any = None,
             return (loss, outputs) if return_outputs else loss
 
     return ClassificationTrainer
+
+
+def label_token_trainer_class(weights: Sequence[float] | None, token_ids: list[list[int]], pad_id: int,
+                              compute_metrics: Any = None, greater_is_better: bool | None = None) -> type:
+    """A ``Trainer`` for the label-token formulation: the loss is each row's negative log-likelihood
+    of its label's tokens (summed over them; class-weighted like the head's cross-entropy), and
+    the val split is scored by the log-probabilities of every label's tokens, so
+    ``compute_metrics`` sees ``(B, K)`` label scores as with a head."""
+    from verifily_classification.labeltokens import label_logprobs, row_nll
+
+    base = trainer_class(weights, compute_metrics, greater_is_better)
+
+    class LabelTokenTrainer(base):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            inputs = dict(inputs)
+            y = inputs.pop("label_id")
+            inputs.pop("prompt_len", None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs, use_cache=False)
+            nll = row_nll(outputs.logits, labels)
+            if weights is None:
+                loss = nll.mean()
+            else:
+                w = torch.tensor(list(weights), dtype=nll.dtype, device=nll.device)[y.to(nll.device)]
+                loss = (w * nll).sum() / w.sum()
+            return (loss, outputs) if return_outputs else loss
+
+        def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                            ignore_keys: Any = None) -> Any:
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                loss = self.compute_loss(model, inputs).detach()
+                if prediction_loss_only:
+                    return loss, None, None
+                ids, lens = inputs["input_ids"].tolist(), inputs["prompt_len"].tolist()
+                scores = label_logprobs(model, [row[:n] for row, n in zip(ids, lens)], token_ids, pad_id,
+                                        inputs["input_ids"].device)
+            return loss, scores.to(inputs["input_ids"].device), inputs["label_id"]
+
+    return LabelTokenTrainer

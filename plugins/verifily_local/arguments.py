@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-from verifily_core.modeling import training_precision
+from verifily_core.modeling import dataloader_flags, training_precision
 from verifily_local.optimizations import argument_values as optimization_values
 
 SAVE_TOTAL_LIMIT = 2  # the latest checkpoint plus the one before it (a kill may interrupt a save)
@@ -58,7 +58,7 @@ def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
         report_to=[name for name in t.report_to if name != "none"],
         disable_tqdm=True,
         use_cpu=device == "cpu",
-        dataloader_num_workers=0,
+        **dataloader_flags(t, device),
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         **precision,
