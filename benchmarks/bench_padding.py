@@ -11,8 +11,9 @@ of skewed length, in one process, alternating for --repeats rounds (best round o
    (ours) vs the same code in input order, and the SFT evaluation (loss + generation) vs a
    plain batched greedy loop. Targets: at least 1.3x; no slower than the plain loop.
 
-The models are Llama and BERT architectures of a few million parameters (4 layers, 256 wide)
-built offline, so compute, not Python overhead, dominates; the rows mix short and long inputs
+The models are Llama and BERT architectures of a few million parameters (by default 4 layers,
+256 wide; `--hidden`/`--layers` for bigger ones) built offline, so compute, not Python overhead,
+dominates more the bigger they are; the rows mix short and long inputs
 (most a few words, a tail up to ~200 tokens), as real text does.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_padding.py [--rows 512 --repeats 2]
@@ -57,8 +58,8 @@ def cls_rows(n: int, seed: int) -> list[dict]:
              "label": r["label"]} for r in make_classification_rows(n, seed=seed)]
 
 
-def build_models(root: Path) -> dict[str, Path]:
-    """A Llama and a BERT, 4 layers 256 wide, with the tiny models' tokenizers."""
+def build_models(root: Path, hidden: int = 256, layers: int = 4) -> dict[str, Path]:
+    """A Llama and a BERT, ``layers`` layers ``hidden`` wide, with the tiny models' tokenizers."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from verifily_core.testing.tiny_models import build_tiny_model
@@ -67,7 +68,7 @@ def build_models(root: Path) -> dict[str, Path]:
     for kind, cls in (("llama", AutoModelForCausalLM), ("bert", AutoModelForSequenceClassification)):
         path = build_tiny_model(kind, root / kind)
         config = cls.from_pretrained(path).config
-        for key, value in (("hidden_size", 256), ("intermediate_size", 688), ("num_hidden_layers", 4)):
+        for key, value in (("hidden_size", hidden), ("intermediate_size", hidden * 8 // 3), ("num_hidden_layers", layers)):
             setattr(config, key, value)
         cls.from_config(config).save_pretrained(path)
         AutoTokenizer.from_pretrained(path)
@@ -157,6 +158,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--eval-rows", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256, help="model width (heads: 4)")
+    parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
 
     import torch
@@ -170,7 +173,7 @@ def main() -> None:
     bs, lr = 16, 5e-3
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        models = build_models(root)
+        models = build_models(root, args.hidden, args.layers)
         srows, crows = sft_rows(args.rows, 1), cls_rows(args.rows, 2)
         write_jsonl(root / "sft.jsonl", srows)
         write_jsonl(root / "cls.jsonl", crows)
