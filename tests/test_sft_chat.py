@@ -228,3 +228,40 @@ def test_a_conversation_run_trains_evaluates_compares_and_generates(tmp_path, ve
     assert model([row])[0]["prediction"] == preds[0]["prediction"]
     res = _run_cli("generate", "--run", str(clean), "--prompt", test_rows[0]["messages"][1]["content"])
     assert res.exit_code == 0 and res.output.strip() == preds[0]["prediction"]
+
+
+class _FakeChatModel:
+    """What `verifily generate` sees of a run trained on conversations: rows it was asked for."""
+
+    def __init__(self):
+        self.asked = []
+
+    def text_row(self, text, context=None):
+        return {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": text}]}
+
+    def __call__(self, rows):
+        self.asked.append(rows[0]["messages"])
+        return [{"prediction": f"reply {len(self.asked)}", "scores": {}}]
+
+
+def test_a_chat_on_a_terminal_keeps_its_turns_until_reset(monkeypatch):
+    import builtins
+    from types import SimpleNamespace
+
+    import verifily_core.api
+    import verifily_core.commands.predict
+
+    fake = _FakeChatModel()
+    monkeypatch.setattr(verifily_core.api, "predictor", lambda *a, **k: fake)
+    terminal = SimpleNamespace(stdin=SimpleNamespace(isatty=lambda: True))  # the runner's stdin is a pipe
+    monkeypatch.setattr(verifily_core.commands.predict, "sys", terminal)
+    lines = iter(["hello", "and then?", "/reset", "again", ""])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(lines))
+    res = _run_cli("generate", "--run", "unused", "--no-verify")
+    assert res.exit_code == 0, res.output
+    assert res.output.split() == ["reply", "1", "reply", "2", "reply", "3"]
+    user = lambda text: {"role": "user", "content": text}  # noqa: E731
+    system, reply = {"role": "system", "content": "S"}, lambda n: {"role": "assistant", "content": f"reply {n}"}  # noqa: E731
+    assert fake.asked == [[system, user("hello")],
+                          [system, user("hello"), reply(1), user("and then?")],
+                          [system, user("again")]]
