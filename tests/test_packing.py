@@ -143,3 +143,24 @@ def test_one_pass_evaluation_gives_what_the_two_separate_passes_give(llama):
                                                                                options, 4, "cpu")):
         assert (n, right) == (n2, right2) and loss == pytest.approx(loss2, abs=1e-5)
     model.train()
+
+
+def test_a_batch_is_packed_only_when_that_costs_less():
+    from verifily_sft.data import packing_pays
+
+    assert packing_pays([30, 60, 20, 90, 15, 25, 40, 35], 256)  # short, uneven rows: padding dominates
+    assert not packing_pays([512] * 8, 64)  # long even rows: 8x the attention for no padding saved
+    assert not packing_pays([10] * 16, 256)  # no padding to save
+    assert not packing_pays([100, 100], 0) and packing_pays([5, 5, 200], 4096)
+
+
+def test_long_rows_are_padded_short_uneven_rows_packed(llama):
+    from verifily_sft.data import FlatCollator
+
+    model, tok = llama
+    model.train()
+    collate = FlatCollator(tok.pad_token_id, model)
+    short = [{"input_ids": [5] * n, "labels": [5] * n, "attention_mask": [1] * n} for n in (3, 9, 4, 20)]
+    long_rows = [{"input_ids": [5] * 480, "labels": [5] * 480, "attention_mask": [1] * 480} for _ in range(8)]
+    assert collate(short)["input_ids"].shape == (1, 36)
+    assert collate(long_rows)["input_ids"].shape == (8, 480)

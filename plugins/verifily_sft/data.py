@@ -116,16 +116,37 @@ class FlatCollator(PadCollator):
     flash-attention) keeps every row to itself. The first label of each row is -100 (the last
     token of the row before must not learn to predict it; unpacked, it is never a target
     either), so the loss is the padded batch's. Evaluation batches (the model in eval mode)
-    are padded as usual, since the per-row validation metrics need rows."""
+    are padded as usual, since the per-row validation metrics need rows.
+
+    Without a varlen attention kernel (flash-attention), attention over the packed sequence of
+    ``T`` tokens costs ``T^2`` (masked, not skipped) where the padded batch costs ``rows x
+    longest^2``; a batch is packed only when :func:`packing_pays` says the whole layer costs less
+    packed, so long rows are never packed into a quadratic attention bill. Both forms are exact."""
 
     def __init__(self, pad_id: int, model: Any) -> None:
         super().__init__(pad_id)
         self.model = model
+        config = getattr(model, "config", None)
+        self.width = int(getattr(config, "hidden_size", 0) or 0)
+        self.varlen = str(getattr(config, "_attn_implementation", "") or "").startswith("flash")
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        if not self.model.training:
+        lengths = [len(f["input_ids"]) for f in features]
+        if not self.model.training or not (self.varlen or packing_pays(lengths, self.width)):
             return super().__call__(features)
         return flatten(features)
+
+
+def packing_pays(lengths: Sequence[int], width: int) -> bool:
+    """Whether a batch of rows of ``lengths`` costs less packed than padded in a transformer layer
+    of ``width`` without a varlen attention kernel: per layer about ``12 w^2`` operations per token
+    for the projections and MLP and ``2 w`` per pair of tokens that attention scores, i.e.
+    ``6 w T + T^2`` packed (``T`` the tokens) against ``6 w n L + n L^2`` padded (``n`` rows of
+    the longest length ``L``), up to the same factor. An unknown width packs when ``T^2 <= n L^2``."""
+    total, rows, longest = sum(lengths), len(lengths), max(lengths)
+    packed = 6 * width * total + total * total
+    padded = 6 * width * rows * longest + rows * longest * longest
+    return packed <= padded
 
 
 def flatten(features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
