@@ -102,15 +102,33 @@ def _long_rows(n: int) -> list[dict]:
              "output": " ".join(words[(i + j) % 10] for j in range(200))} for i in range(n)]
 
 
+def _deeper(model_dir: Path, out: Path, layers: int) -> Path:
+    """The tiny Llama with ``layers`` layers (fresh weights), its tokenizer files copied."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    config.num_hidden_layers = layers
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    for f in model_dir.iterdir():
+        if f.name.startswith("tokenizer") or f.name.endswith((".json", ".txt")) and not (out / f.name).exists():
+            shutil.copy(f, out / f.name)
+    return out
+
+
 def test_gradient_checkpointing_lowers_the_peak_memory_of_long_sequences(tmp_path, verifily_tiny_llama_dir,
                                                                          verifily_subprocess):
-    """Eager attention on 512-token rows: without checkpointing every layer keeps its attention
-    probabilities and activations for the backward pass. Each check runs in a fresh process (a
-    process keeps memory it freed, which would hide a later check's growth)."""
+    """Eager attention on 512-token rows through 8 layers: without checkpointing every layer keeps
+    its attention probabilities and activations for the backward pass, with it one layer at a
+    time does (a 2-layer model saves too little against the process's fixed costs to measure
+    reliably). Each check runs in a fresh process (a process keeps memory it freed, which would
+    hide a later check's growth)."""
     paths = {"train": str(write_jsonl(tmp_path / "train.jsonl", _long_rows(8)))}
+    model = _deeper(verifily_tiny_llama_dir, tmp_path / "deep-llama", 8)
     cfg = tmp_path / "train.yaml"
     cfg.write_text(yaml.safe_dump({
-        "task": "sft", "base_model": str(verifily_tiny_llama_dir), "data_paths": paths, "compute": {"device": "cpu"},
+        "task": "sft", "base_model": str(model), "data_paths": paths, "compute": {"device": "cpu"},
         "data_checks": {"leakage": "off"}, "output": {"dir": str(tmp_path / "runs")},
         "training": {"batch_size": 8, "max_seq_length": 512, "optimizations": {"attention_implementation": "eager"}}}))
 
@@ -123,4 +141,5 @@ def test_gradient_checkpointing_lowers_the_peak_memory_of_long_sequences(tmp_pat
         return check["peak_memory"]
 
     with_checkpointing, without = peak(True), peak(False)
-    assert with_checkpointing < 0.9 * without, (with_checkpointing, without)
+    print(f"peak memory with / without checkpointing: {with_checkpointing} / {without}")
+    assert with_checkpointing < 0.75 * without, (with_checkpointing, without)
