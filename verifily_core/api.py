@@ -202,19 +202,52 @@ def push_run(run_path: str | Path, repo_id: str, merge: bool = False, dtype: str
 
 
 def attribute(run_path: str | Path, test_slice: str | None = None, test_data: str | Path | None = None,
-              projection: int = 16, damping: float = 0.1, batch_size: int | None = None, device: str = "auto",
+              projection: int = 32, damping: float = 10.0, batch_size: int | None = None, device: str = "auto",
               hf_token: str | None = None, registries: Registries | None = None, verify: bool = True,
-              method: str = "final") -> Any:
-    """Score every training row of a completed run by its influence on the loss of the test rows
+              method: str = "final", objective: str = "margin", validate: int | None = None,
+              store: str | None = None) -> Any:
+    """Score every training row of a completed run by its influence on the test rows
     (``test_slice`` ``"KEY=VALUE"``, or all), write the run's ``eval/attribution/`` and return the
     :class:`~verifily_core.attribution.AttributionResult` (``rows``, ``by_tag``, ``summary``,
     ``ranked(n)``); ``method`` ``final`` (at the final model) or ``tracin`` (over the snapshots of
-    ``training.attribution_checkpoints``). The run is verified first (``verify=False`` skips that)."""
-    from verifily_core.attribution import attribute_run
+    ``training.attribution_checkpoints``); ``objective`` ``margin`` or ``loss`` of the test rows.
+    With ``validate=K`` the run is then retrained without its K most harmful rows (a derived dataset
+    version in ``store``) and compared on the slice (``result.validation``). The run is verified
+    first (``verify=False`` skips that)."""
+    from verifily_core.attribution import attribute_run, parse_slice
 
-    return attribute_run(run_path, registries=plugins_or_installed(registries), test_slice=test_slice,
-                         test_data=test_data, projection=projection, damping=damping, batch_size=batch_size,
-                         device=device, hf_token=hf_token, verify=verify, method=method)
+    if validate is not None and test_data is not None:
+        from verifily_core.errors import ConfigError
+
+        raise ConfigError("--validate compares runs on their test split; it cannot be used with --test-data")
+    regs = plugins_or_installed(registries)
+    result = attribute_run(run_path, registries=regs, test_slice=test_slice, test_data=test_data,
+                           projection=projection, damping=damping, batch_size=batch_size, device=device,
+                           hf_token=hf_token, verify=verify, method=method, objective=objective)
+    if validate is not None:
+        from verifily_core.attribution.checks import validate_top
+
+        result.validation = validate_top(run_path, validate, result.rows, parse_slice(test_slice), registries=regs,
+                                         store=store, hf_token=hf_token)
+    return result
+
+
+def leave_out(run_path: str | Path, key: str, values: list[str] | None = None, test_slice: str | None = None,
+              max_steps: int | None = None, fraction: float | None = None, store: str | None = None,
+              hf_token: str | None = None, registries: Registries | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Retrain a completed run once per value of the tag ``key`` (``values``, or all), each time
+    without the training rows of that value (a derived dataset version in ``store``), and compare
+    each with the run per slice of ``key`` (and of ``test_slice``'s key); with ``max_steps`` or
+    ``fraction`` (of the run's steps) every variant and a full-data baseline train on that budget.
+    Finished variants are reused; ``progress`` receives a line before each training. Returns what
+    ``eval/attribution/leave_out.json`` holds."""
+    from verifily_core.attribution import parse_slice
+    from verifily_core.attribution.checks import leave_out as _leave_out
+
+    return _leave_out(run_path, key, values, target=parse_slice(test_slice), max_steps=max_steps, fraction=fraction,
+                      registries=plugins_or_installed(registries), store=store, hf_token=hf_token,
+                      progress=progress)
 
 
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",

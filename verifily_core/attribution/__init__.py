@@ -26,6 +26,7 @@ FOLDER = "attribution"
 ROWS_FILE = "row_scores.jsonl"
 TAGS_FILE = "by_tag.json"
 SUMMARY_FILE = "attribution.json"
+OBJECTIVES = {"margin": "the test rows' negative log-odds of their reference", "loss": "the test rows' loss"}
 METHODS = {"final": "influence at the final model (projected gradients, Fisher-preconditioned)",
            "tracin": "TracIn over the run's snapshots (projected gradients, learning-rate weighted)"}
 
@@ -40,6 +41,8 @@ class AttributionResult:
     by_tag: dict[str, Any]
     summary: list[str]
     settings: dict[str, Any]
+    validation: dict[str, Any] | None = None
+    """What ``--validate K`` measured (``validate.json``), when asked for."""
 
     def ranked(self, n: int, harmful: bool = True) -> list[dict[str, Any]]:
         """The ``n`` most harmful (lowest score) or most helpful rows."""
@@ -57,9 +60,9 @@ def parse_slice(spec: str | None) -> tuple[str, str] | None:
 
 
 def attribute_run(run_path: str | Path, *, registries: Any, test_slice: str | None = None,
-                  test_data: str | Path | None = None, projection: int = 16, damping: float = 0.1,
+                  test_data: str | Path | None = None, projection: int = 32, damping: float = 10.0,
                   batch_size: int | None = None, device: str = "auto", hf_token: str | None = None,
-                  verify: bool = True, method: str = "final") -> AttributionResult:
+                  verify: bool = True, method: str = "final", objective: str = "margin") -> AttributionResult:
     """Score every training row of the run at ``run_path`` by its influence on the loss of the
     test rows (``test_slice`` ``KEY=VALUE`` of their tags, or all; ``test_data`` instead of the
     dataset's test split) and write ``eval/attribution/``; see the module docstring.
@@ -67,11 +70,15 @@ def attribute_run(run_path: str | Path, *, registries: Any, test_slice: str | No
     :raises EvalError: the run is not completed or does not verify.
     :raises DataError: no test rows in the slice, or a dataset that does not verify.
     :param method: ``final`` (influence at the final model) or ``tracin`` (over the run's snapshots).
+    :param objective: what is explained of each test row: ``margin`` (its negative log-odds of the
+        reference, see :func:`~verifily_core.attribution.gradients.row_margins`) or ``loss``.
     :raises ConfigError: a bad ``--slice`` or method, ``tracin`` for a run without snapshots, or a
         task whose training features carry no labels.
     """
     if method not in METHODS:
         raise ConfigError(f"--method {method}: use one of {', '.join(METHODS)}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
     from verifily_core.evaluator import completed_run, verified_config
     from verifily_core.run_lock import lock_run
 
@@ -80,12 +87,12 @@ def attribute_run(run_path: str | Path, *, registries: Any, test_slice: str | No
     with lock_run(run.path):  # one writer of the run's eval/ at a time
         cfg = verified_config(run, "attribute with it", verify)
         return _attribute(run, cfg, registries, pair, test_data, projection, damping, batch_size, device, hf_token,
-                          method)
+                          method, objective)
 
 
 def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None, test_data: str | Path | None,
                projection: int, damping: float, batch_size: int | None, device: str,
-               hf_token: str | None, method: str) -> AttributionResult:
+               hf_token: str | None, method: str, objective: str) -> AttributionResult:
     from verifily_core.attribution.gradients import gradient_features
     from verifily_core.attribution.scores import by_tag, influence, summary_lines
     from verifily_core.attribution.snapshots import read_snapshots
@@ -120,7 +127,7 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
 
     def features() -> tuple[Any, Any]:
         return (gradient_features(model, train_feats, collate, size, dev, projection, cfg.seed),
-                gradient_features(model, test_feats, collate, size, dev, projection, cfg.seed))
+                gradient_features(model, test_feats, collate, size, dev, projection, cfg.seed, objective=objective))
 
     snaps = read_snapshots(run.path) if method == "tracin" else []
     if method == "tracin" and not snaps:
@@ -145,7 +152,7 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
             for i, (r, s) in enumerate(zip(train_rows, scores))]
     aggregate = by_tag(scores, [r["tags"] for r in rows], seed=cfg.seed)
     summary = summary_lines(aggregate, target)
-    settings = {"method": METHODS[method], "snapshots": [s["step"] for s in snaps], "target": target, "test_rows": len(test_rows), "test_data": test_info["path"],
+    settings = {"method": METHODS[method], "objective": objective, "snapshots": [s["step"] for s in snaps], "target": target, "test_rows": len(test_rows), "test_data": test_info["path"],
                 "train_rows": len(train_rows), "projection": projection, "features": int(phi.shape[1]),
                 "damping": damping, "seed": cfg.seed, "run_id": run.run_id,
                 "seconds": round(time.monotonic() - started, 3)}

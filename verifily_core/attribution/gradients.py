@@ -101,27 +101,56 @@ def row_losses(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     """Each row's training loss in a padded batch: mean token cross-entropy over its labelled
     tokens (a decoder-only model: shifted; an encoder-decoder: the target), or the cross-entropy
     of its class (one label per row) or binary cross-entropies (a 0/1 vector per row)."""
+    return _per_row(model, batch, margin=False)
+
+
+def row_margins(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """Each row's negative log-odds of its reference, ``-log(p / (1 - p))`` with ``p`` the
+    probability of the right class, label assignment or token, averaged as :func:`row_losses`
+    averages. It falls as the loss falls, but its gradient does not vanish on rows the model
+    already gets right (the loss's is ``1 - p`` times smaller), so the rows a test slice gets
+    right still say which training rows pull them the wrong way (the output function of TRAK)."""
+    return _per_row(model, batch, margin=True)
+
+
+OBJECTIVES = {"loss": row_losses, "margin": row_margins}
+"""What a test row's gradient is taken of: its loss, or its negative log-odds (:func:`row_margins`)."""
+
+
+def _per_row(model: Any, batch: dict[str, Any], margin: bool) -> torch.Tensor:
     batch = dict(batch)
     labels = batch.pop("labels")
     if labels.dim() == 1:  # one class per row
-        logits = model(**batch).logits
-        return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
-    if labels.is_floating_point():  # several labels per row
-        logits = model(**batch).logits
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(1)
+        logits = model(**batch).logits.float()
+        logp = torch.log_softmax(logits, -1).gather(1, labels[:, None])[:, 0]
+        return _neg_log_odds(logp) if margin else -logp
+    if labels.is_floating_point():  # several labels per row: each label a yes/no
+        logits = model(**batch).logits.float()
+        if margin:
+            return -((2 * labels - 1) * logits).mean(1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         logits, target = model(**batch, labels=labels).logits, labels
     else:
         logits, target = model(**batch, use_cache=False).logits[:, :-1], labels[:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0), reduction="none")
+    logp = -torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target.clamp(min=0), reduction="none")
+    per_token = _neg_log_odds(logp) if margin else -logp
     mask = (target != -100).float()
-    return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _neg_log_odds(logp: torch.Tensor) -> torch.Tensor:
+    """``-(log p - log(1 - p))`` from ``log p``, finite where ``p`` rounds to 1."""
+    return -(logp - torch.log(-torch.expm1(logp.clamp(max=-1e-7))))
 
 
 def gradient_features(model: Any, features: list[dict[str, Any]], collate: Callable,
                       batch_size: int, device: str, k: int = 16, seed: int = 0,
-                      progress: Callable[[Iterable], Iterable] | None = None) -> torch.Tensor:
-    """``(rows, dim)`` projected loss gradients of ``features`` (the task's training features)."""
+                      progress: Callable[[Iterable], Iterable] | None = None,
+                      objective: str = "loss") -> torch.Tensor:
+    """``(rows, dim)`` projected gradients of ``features`` (the task's training features): of
+    each row's loss, or of what :data:`OBJECTIVES` names."""
+    per_row = OBJECTIVES[objective]
     model.eval()  # no dropout: the gradient of the loss the model computes
     grads = ProjectedGradients(model, k, seed)
     out = []
@@ -130,6 +159,6 @@ def gradient_features(model: Any, features: list[dict[str, Any]], collate: Calla
         for start in (progress(starts) if progress else starts):
             batch = {k_: v.to(device) for k_, v in collate(features[start:start + batch_size]).items()}
             model.zero_grad(set_to_none=True)
-            out.append(grads.features(row_losses(model, batch)))
+            out.append(grads.features(per_row(model, batch)))
     model.zero_grad(set_to_none=True)
     return torch.cat(out) if out else torch.zeros(0, grads.dim)

@@ -60,6 +60,10 @@ class DatasetVersion:
     row_schema: dict[str, list[str]] = attrs.field(factory=dict)
     split: dict[str, Any] = attrs.field(factory=dict)
     """How splits were made from the train file (``dataset create --val-fraction``), else empty."""
+    derived_from: dict[str, Any] = attrs.field(factory=dict)
+    """For a version made from another by removing training rows (``verifily attribute
+    --validate/--leave-out``): its ``ref``, ``content_hash``, the ``rule`` and the ``removed``
+    row indices per split; else empty."""
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -135,6 +139,7 @@ class DatasetVersion:
             "row_schema": self.row_schema,
             "tag_schema": self.tag_schema,
             **({"split": self.split} if self.split else {}),
+            **({"derived_from": self.derived_from} if self.derived_from else {}),
         }
 
 
@@ -192,6 +197,7 @@ def read_manifest(path: str | Path) -> DatasetVersion:
         tag_schema=doc.get("tag_schema") or {}, created_at=doc.get("created_at") or "", root=str(root),
         ref=f"{doc['dataset_id']}@{doc['version']}", format=doc.get("format") or "jsonl", manifest_path=str(path),
         row_schema=doc.get("row_schema") or {}, split=doc.get("split") or {},
+        derived_from=doc.get("derived_from") or {},
     )
 
 
@@ -199,6 +205,7 @@ _FIELDS: dict[str, tuple[type, bool]] = {
     "dataset_id": (str, True), "version": (str, True), "task": (str, True), "content_hash": (str, True),
     "files": (list, True), "created_at": (str, False), "format": (str, False), "tag_keys": (list, False),
     "tag_schema": (dict, False), "row_schema": (dict, False), "split": (dict, False),
+    "derived_from": (dict, False),
 }
 _FILE_FIELDS = {"split": str, "path": str, "num_rows": object, "sha256": str}
 _KINDS = {str: "a string", list: "a list", dict: "an object", object: "a count"}

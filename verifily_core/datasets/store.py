@@ -203,13 +203,15 @@ class DatasetStore:
         *,
         registries: Any,
         split: Mapping[str, Any] | None = None,
+        derived_from: Mapping[str, Any] | None = None,
     ) -> DatasetVersion:
         """Validate, copy and seal a new version. Refuses an existing version; writes nothing on error.
 
         Rows are validated by ``validate_row``, by default the ``task`` plugin's (from
         ``registries``, which also give the manifest's row schema). ``tag_schema`` is enforced
         when given, else inferred from the rows. ``split`` records in the manifest how the
-        splits were made (see :mod:`verifily_core.datasets.splitting`).
+        splits were made (see :mod:`verifily_core.datasets.splitting`), ``derived_from`` the
+        version it was made from by removing rows (see :mod:`verifily_core.attribution.counterfactual`).
         """
         from verifily_core.jobs import utc_now
 
@@ -246,7 +248,7 @@ class DatasetStore:
                 content_hash=content_hash(files), tag_keys=tuple(sorted(schema)), tag_schema=schema,
                 created_at=created_at or utc_now(), root=str(final), ref=f"{dataset_id}@{version}",
                 manifest_path=str(final / MANIFEST), row_schema=row_schema_of(task, task_plugin),
-                split=dict(split or {}),
+                split=dict(split or {}), derived_from=dict(derived_from or {}),
             )
             write_json(tmp / MANIFEST, dv.to_manifest())
             verify(_at(dv, tmp))  # the copies are what was validated

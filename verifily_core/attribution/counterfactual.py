@@ -1,0 +1,159 @@
+"""Checking attribution by retraining: without the most harmful rows, or without a tag value.
+
+An influence score is an estimate; the check is the counterfactual it predicts. Each variant is
+a **derived dataset version** in the store: the run's version less some training rows, its
+``manifest.json`` naming what it derives from (``derived_from``: the source version and content
+hash, the rule and the row indices removed). The variant is trained with the run's config and
+seed on it (a new sealed run, evaluated on the same test split), then compared with the run by
+the paired bootstrap of ``verifily compare``, overall and per slice.
+
+Variants are reused: a derived version is created once (its name carries a digest of the source
+content and of the rows removed), and a completed run under the run's output folder with the
+variant's config hash is taken as its run, so an interrupted ``--leave-out`` resumes where it
+stopped. A budget (``max_steps``) trains every variant shorter; the run is then not a fair
+baseline, so the full dataset is retrained with the same budget and compared instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import attrs
+
+from verifily_core.errors import ConfigError, DataError
+
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@attrs.define
+class Variant:
+    """One retrained variant of a run: what was removed and the run that learned without it."""
+
+    label: str
+    removed: int
+    dataset: str
+    run_id: str
+    run_path: Path
+    reused: bool
+
+
+def derive_version(dataset: Any, drop: Callable[[int, Mapping[str, Any]], bool], rule: str, slug: str,
+                   *, registries: Any, store: Any) -> Any:
+    """The version ``dataset`` less the training rows ``drop(index, row)`` selects, created in
+    ``store`` (or the existing one made by the same removal). Other splits are kept as they are.
+
+    :raises DataError: nothing or everything would be removed, or a version of that name exists
+        with other content.
+    """
+    from verifily_core.files import write_lines
+
+    removed: list[int] = []
+    kept = 0
+    rows = list(dataset.iter_rows("train"))
+    for i, row in enumerate(rows):
+        if drop(i, row):
+            removed.append(i)
+        else:
+            kept += 1
+    if not removed:
+        raise DataError(f"{rule}: no training row of {dataset.ref or 'the run dataset'} matches, so nothing "
+                        "would change; check the tag values with `verifily dataset show`")
+    if not kept:
+        raise DataError(f"{rule}: every training row would be removed; nothing would be left to train on")
+    digest = hashlib.sha256(json.dumps([dataset.content_hash, removed]).encode()).hexdigest()[:10]
+    version = f"{dataset.version}-{_SLUG.sub('_', slug)[:48]}-{digest}"
+    dataset_id = dataset.dataset_id if dataset.ref else "local"
+    origin = {"ref": dataset.ref, "content_hash": dataset.content_hash, "rule": rule,
+              "removed_rows": len(removed), "removed": {"train": removed}}
+    existing = next((v for v in store.versions(dataset_id) if v.version == version), None)
+    if existing is not None:
+        if existing.derived_from.get("content_hash") != dataset.content_hash or \
+                existing.derived_from.get("removed") != origin["removed"]:
+            raise DataError(f"dataset {existing.ref} exists in {store.root} but was not derived this way; "
+                            "remove it or use another store (--store)")
+        return existing
+    gone = set(removed)
+    with tempfile.TemporaryDirectory(prefix=".derive-") as tmp:
+        train = Path(tmp) / "train.jsonl"
+        write_lines(train, (json.dumps(r, ensure_ascii=False) + "\n" for i, r in enumerate(rows) if i not in gone))
+        paths = {"train": train, **{s: dataset.split_path(s) for s in ("val", "test") if dataset.has_split(s)}}
+        return store.create(dataset_id, version, dataset.task, paths, tag_schema=dataset.tag_schema or None,
+                            registries=registries, derived_from=origin)
+
+
+def train_variant(run: Any, cfg: Any, dataset: Any | None, store: Any, name: str, label: str, removed: int, *,
+                  registries: Any, max_steps: int | None = None, slice_by: Sequence[str] = (),
+                  hf_token: str | None = None) -> Variant:
+    """Train ``cfg`` (the run's config) on ``dataset`` (a derived version; ``None``: the run's own
+    data) with at most ``max_steps`` steps, evaluated with ``slice_by`` added to its slices, into the
+    run's output folder; a completed run there with the same config hash is reused."""
+    from verifily_core.training import execute_plan, plan_training
+
+    data = cfg.to_dict()
+    if dataset is not None:
+        data.update(data_paths=None, dataset_version=dataset.ref, dataset_store=str(store.root))
+    data["output"] = {**data["output"], "dir": str(run.path.parent), "name": name, "push_to_hub": False}
+    data["training"] = {**data["training"], "attribution_checkpoints": 0,
+                        **({"max_steps": max_steps} if max_steps else {})}
+    data["eval"] = {**data["eval"], "slice_by_tags": list(dict.fromkeys([*data["eval"]["slice_by_tags"], *slice_by]))}
+    plan = plan_training(data, registries=registries)
+    ref = dataset.ref if dataset is not None else (cfg.dataset_version or "data_paths")
+    done = finished_run(run.path.parent, plan.config_hash)
+    if done is not None:
+        return Variant(label, removed, ref, done.name, done, True)
+    made = execute_plan(plan, hf_token=hf_token)
+    return Variant(label, removed, ref, made.run_id, made.path, False)
+
+
+def finished_run(folder: Path, config_hash: str) -> Path | None:
+    """A completed run directly under ``folder`` whose config hash is ``config_hash``, else ``None``."""
+    from verifily_core.files import read_json
+
+    for meta in sorted(folder.glob("*/run_meta.json")):
+        try:
+            doc = read_json(meta)
+        except (OSError, ValueError):
+            continue
+        if doc.get("status") == "completed" and (doc.get("hashes") or {}).get("config_hash") == config_hash:
+            return meta.parent
+    return None
+
+
+def compare_variants(baseline: Path, variants: Sequence[Variant], slice_by: Sequence[str], *,
+                     registries: Any, seed: int) -> Any:
+    """``verifily compare`` of ``baseline`` and the variants on the task's main metric, overall
+    and by ``slice_by`` (the run's slices are re-evaluated by those keys first when missing)."""
+    from verifily_core.comparison.compare_runs import compare
+
+    return compare([str(baseline), *(str(v.run_path) for v in variants)], metric="main",
+                   slice_by=",".join(slice_by) or None, registries=registries, seed=seed, data_changes=False)
+
+
+def ensure_slices(run: Any, slice_by: Sequence[str], registries: Any, hf_token: str | None) -> None:
+    """Re-evaluate ``run`` with its slices plus ``slice_by`` when it was not evaluated by all of them."""
+    from verifily_core.evaluator import evaluate
+    from verifily_core.files import read_json
+
+    path = run.path / "eval" / "eval_results.json"
+    have = list(read_json(path).get("slice_by") or []) if path.is_file() else []
+    if path.is_file() and set(slice_by) <= set(have):
+        return
+    evaluate(run.path, slice_by=list(dict.fromkeys([*have, *slice_by])), registries=registries, hf_token=hf_token)
+
+
+def outcome(result: Any, run_id: str, slice_name: str) -> dict[str, Any]:
+    """The delta of ``run_id`` against the baseline on ``slice_name`` (``overall`` or a slice),
+    with its paired interval, from a :class:`~verifily_core.comparison.result.CompareResult`."""
+    from verifily_core.comparison.result import OVERALL
+
+    interval = ((result.intervals or {}).get(run_id) or {}).get(slice_name) or {}
+    delta = result.deltas.get(run_id) if slice_name == OVERALL else (result.slice_deltas.get(slice_name) or {}).get(run_id)
+    value = result.overall.get(run_id) if slice_name == OVERALL else (result.slices or {}).get(slice_name, {}).get(run_id)
+    return {"slice": slice_name, "value": value, "delta": delta, "ci_low": interval.get("ci_low"),
+            "ci_high": interval.get("ci_high"), "significant": bool(interval.get("significant")),
+            "n": interval.get("n")}
