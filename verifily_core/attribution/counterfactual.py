@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
-from verifily_core.errors import ConfigError, DataError
+from verifily_core.errors import DataError
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
