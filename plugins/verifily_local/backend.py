@@ -111,6 +111,10 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
     first_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
     if resuming:
         log_file.drop_after(first_step)
+    if cfg.training.streaming and checkpoint:
+        # the Trainer restores the random state before it starts the data loader, whose seed draw then
+        # shifts every dropout mask of the uninterrupted run: restore it again at the first row
+        train_feats.on_start = lambda: trainer._load_rng_state(checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if guard.bad:
         raise TrainingError(f"non-finite training: {guard.bad}; lower training.learning_rate or check the data")

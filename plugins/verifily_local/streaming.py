@@ -49,8 +49,14 @@ class StreamedFeatures(torch.utils.data.IterableDataset):
         super().__init__()
         self.stream, self.prepare, self.chunk, self.start = stream, prepare, max(1, chunk), start
         self.stats = {"rows": 0, "truncated": 0}
+        self.on_start: Callable[[], None] | None = None
+        """Called once, when the first row is asked for (a resume restores the checkpoint's random
+        state there: the data loader draws its seed from the global generator before)."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.on_start is not None:
+            self.on_start()
+            self.on_start = None
         rows: list[dict[str, Any]] = []
         for _, row in self.stream.rows(self.start):
             rows.append(row)
