@@ -109,6 +109,11 @@ class TrainingParams:
     dataloader_num_workers: int = 0
     dataloader_pin_memory: bool | None = None
     dataloader_persistent_workers: bool = False
+    streaming: bool = False
+    """Read and tokenize the train split lazily as training goes (:mod:`verifily_core.datasets.stream`);
+    needs ``max_steps``."""
+    shuffle_buffer: int = 1000
+    """With ``streaming``: rows shuffled together (consecutive windows of this many rows); 0 keeps the file order."""
 
 
 @define
@@ -293,7 +298,8 @@ hash the same whether or not it was tracked (a tracked run and its untracked rer
 ``training.attribution_checkpoints`` changes what the run keeps, not what it learns; gradient
 checkpointing recomputes the same activations, with the same dropout masks; data-loader workers
 and pinned memory only prepare and copy batches."""
-HASHED_WHEN_SET = ("training.group_by_length", "training.dataloader_persistent_workers",
+HASHED_WHEN_SET = ("training.group_by_length", "training.dataloader_persistent_workers", "training.streaming",
+                   "training.shuffle_buffer",
                    *(f"training.optimizations.{name}" for name in ("optimizer_type", "use_amp", "amp_dtype",
                                                                    "enable_tf32", "attention_implementation",
                                                                    "use_compile", "compile_mode")))

@@ -43,6 +43,7 @@ RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("training.early_stopping_patience", lambda v: v is None or v >= 1, ">= 1 or null"),
     ("training.attribution_checkpoints", lambda v: 0 <= v <= 100, "in [0, 100]"),
     ("training.dataloader_num_workers", lambda v: v >= 0, ">= 0"),
+    ("training.shuffle_buffer", lambda v: v >= 0, ">= 0"),
     ("lora.r", lambda v: v >= 1, ">= 1"),
     ("lora.alpha", lambda v: v >= 1, ">= 1"),
     ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -87,6 +88,7 @@ def config_problems(cfg: TrainConfig, registries: Registries | None = None) -> l
     if not 0 <= cfg.seed <= SEED_MAX:
         out.append(f"$.seed: must be in [0, {SEED_MAX}] (what numpy and torch seeding accept), got {cfg.seed}")
     out.extend(_range_problems(cfg))
+    out.extend(_streaming_problems(cfg, registries))
     out.extend(_output_dir_problems(cfg.output.dir))
     out.extend(_push_problems(cfg))
     for name, opts in cfg.eval.metric_options.items():
@@ -299,3 +301,30 @@ def _slice_spec_problems(cfg: TrainConfig, regs: Registries) -> list[str]:
     except ConfigError as exc:
         return [f"$.eval.slice_by_tags: {str(exc).removeprefix('--slice-by: ')}"]
     return []
+
+
+def _streaming_problems(cfg: TrainConfig, registries: Registries | None) -> list[str]:
+    """What ``training.streaming`` cannot do: a schedule without ``max_steps`` (a stream has no
+    length), batches grouped by length (that needs every row's length first), loader workers (each
+    would read the whole stream), a task or compute backend that does not declare it streams."""
+    t = cfg.training
+    if not t.streaming:
+        return []
+    out = []
+    if t.max_steps < 1:
+        out.append("$.training.max_steps: training.streaming needs max_steps (a streamed split has no length "
+                   "to derive the schedule from); set training.max_steps")
+    if t.group_by_length:
+        out.append("$.training.group_by_length: not with training.streaming (grouping needs every row's length "
+                   "first); turn one of them off")
+    if t.dataloader_num_workers:
+        out.append("$.training.dataloader_num_workers: must be 0 with training.streaming (the stream is read "
+                   "and tokenized in the training process)")
+    if registries is not None:
+        if cfg.task in registries.tasks and not registries.tasks.get(cfg.task).streams:
+            out.append(f"$.training.streaming: task '{cfg.task}' does not train on a streamed split; "
+                       "set training.streaming: false")
+        if cfg.compute.mode in registries.backends and not registries.backends.get(cfg.compute.mode).streams:
+            out.append(f"$.training.streaming: compute backend '{cfg.compute.mode}' does not stream training data; "
+                       "set training.streaming: false")
+    return out

@@ -58,6 +58,11 @@ class Task(ABC):
     groups_by_length: ClassVar[bool] = True
     """Whether ``training.group_by_length`` applies: the features of :meth:`prepare_features`
     carry ``input_ids`` and the trainer batches them with the Trainer's sampler."""
+    streams: ClassVar[bool] = False
+    """Whether the task trains on a streamed split (``training.streaming``): :meth:`prepare_features`
+    may then be called on successive chunks of rows (its features for each row the same as for
+    the whole split), and :meth:`trainer_class` receives the rows as an iterable that streams
+    them again on each pass, never a list."""
     prediction_scores: ClassVar[tuple[str, ...]] = ()
     """Per-example scores that mean something without a reference (``p_pred``): what
     ``verifily predict`` shows; scores that compare with a reference are left out there."""
@@ -357,10 +362,13 @@ class ComputeBackend(ABC):
 
     ``reads_data``: whether the backend needs the dataset resolved and verified on this
     machine before :meth:`run` (a remote service that receives only the config does not).
+    ``streams``: see the attribute.
     """
 
     name: ClassVar[str]
     reads_data: ClassVar[bool] = True
+    streams: ClassVar[bool] = False
+    """Whether the backend trains on a streamed split (``training.streaming``) when the task does."""
 
     @abstractmethod
     def run(self, job: "TrainJob") -> "Run":

@@ -17,6 +17,7 @@ class LocalBackend(ComputeBackend):
     """Trains on this machine and writes the run directory."""
 
     name = "local"
+    streams = True
 
     def run(self, job: Any) -> Any:
         """Train ``job`` (continuing ``job.resume_from`` when set) and return the sealed run."""

@@ -27,6 +27,8 @@ def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
     a share of the total steps); early stopping keeps the best checkpoint by
     ``metric_for_best_model`` (default ``eval_loss``) and needs a val split. ``training.optimizations``
     adds ``optim``, ``tf32``, checkpointing and ``torch_compile`` (:mod:`verifily_local.optimizations`).
+    ``training.streaming`` adds ``ignore_data_skip`` (a resume starts the stream at the checkpoint's
+    row instead of re-reading batches) and lets each process read its own rows (no dispatch).
     """
     t, cfg = job.config.training, job.config
     precision, _ = training_precision(cfg, device)
@@ -61,6 +63,14 @@ def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
         **dataloader_flags(t, device),
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        **_streaming_values(t),
         **precision,
         **optimization_values(cfg, device),
     )
+
+
+def _streaming_values(t: Any) -> dict[str, Any]:
+    """Trainer arguments of a streamed run (:mod:`verifily_local.streaming`); none otherwise."""
+    if not t.streaming:
+        return {}
+    return {"ignore_data_skip": True, "accelerator_config": {"dispatch_batches": False}}

@@ -94,9 +94,12 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
     writer.record_model(assembled.describe(), commit=getattr(getattr(assembled.model, "config", None), "_commit_hash", None))
     model, tokenizer, kind = assembled.model, assembled.tokenizer, assembled.kind
     prepare_training_model(model, cfg, device)
-    train_rows = job.dataset.read_rows("train")
-    train_feats, stats = task.prepare_features(train_rows, tokenizer, kind, cfg, options)
-    _report_truncation("train", stats, cfg.training.max_seq_length)
+    if cfg.training.streaming:
+        train_rows, train_feats, stats = _streamed_train(job, task, options, kind, tokenizer, checkpoint)
+    else:
+        train_rows = job.dataset.read_rows("train")
+        train_feats, stats = task.prepare_features(train_rows, tokenizer, kind, cfg, options)
+        _report_truncation("train", stats, cfg.training.max_seq_length)
     val_feats = None
     if job.dataset.has_split("val"):
         val_feats, vstats = task.prepare_features(job.dataset.read_rows("val"), tokenizer, kind, cfg, options)
@@ -108,9 +111,18 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
     first_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
     if resuming:
         log_file.drop_after(first_step)
+    if cfg.training.streaming and checkpoint:
+        # the Trainer restores the random state before it starts the data loader, whose seed draw then
+        # shifts every dropout mask of the uninterrupted run: restore it again at the first row
+        train_feats.on_start = lambda: trainer._load_rng_state(checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if guard.bad:
         raise TrainingError(f"non-finite training: {guard.bad}; lower training.learning_rate or check the data")
+    if cfg.training.streaming:  # rows of the stream trained on, over the whole run; truncation of this session's
+        from verifily_local.streaming import rows_trained
+
+        stats = {"rows": rows_trained(trainer.args, result.global_step), "truncated": train_feats.stats["truncated"]}
+        _report_truncation("streamed train", train_feats.stats, cfg.training.max_seq_length)
     metrics: dict[str, Any] = {
         "train_loss": whole_run_loss(trainer.state.log_history, first_step, result.global_step, result.training_loss),
         "train_steps": result.global_step, "train_rows": stats["rows"], "truncated_rows": stats["truncated"],
@@ -123,8 +135,33 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
     return metrics
 
 
+def _streamed_train(job: Any, task: Any, options: Any, kind: str, tokenizer: Any,
+                    checkpoint: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    """``training.streaming``: the train split as a re-iterable stream of rows (for the task's
+    ``trainer_class``) and as lazily prepared features starting at the checkpoint's row
+    (:mod:`verifily_local.streaming`). The first row is prepared here, so that what the task
+    sets up on the tokenizer (a chat template) is in place before training and saved with the run."""
+    from verifily_core.datasets.stream import SplitRows, stream_for
+    from verifily_local.streaming import StreamedFeatures, read_stream_state, world
+
+    cfg = job.config
+    rank, size = world()
+    stream = stream_for(job.dataset, "train", cfg.seed, cfg.training.shuffle_buffer, rank, size)
+    head = job.dataset.iter_rows("train")
+    first = next(head, None)
+    head.close()
+    if first is not None:
+        task.prepare_features([first], tokenizer, kind, cfg, options)
+
+    def prepare(rows: list[dict[str, Any]]) -> tuple[list[Any], dict[str, Any]]:
+        return task.prepare_features(rows, tokenizer, kind, cfg, options)
+
+    feats = StreamedFeatures(stream, prepare, cfg.training.batch_size, start=read_stream_state(checkpoint))
+    return SplitRows(job.dataset, "train"), feats, feats.stats
+
+
 def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, kind: str, model: Any,
-             tokenizer: Any, train_rows: list[Any], train_feats: list[Any],
+             tokenizer: Any, train_rows: Any, train_feats: Any,
              val_feats: list[Any] | None) -> tuple[Any, Any, Any]:
     """The Trainer with our callbacks (log file, NaN guard, progress, plugins', early stopping);
     returns it with the NaN guard and the log-file callback."""
@@ -132,6 +169,10 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     guard = NonFiniteLossCallback()
     log_file = JsonlLogCallback(writer.path / "train_log.jsonl")
     callbacks = [log_file, CheckpointCallback(), guard, ProgressCallback()]
+    if cfg.training.streaming:  # before CheckpointCallback: the checkpoint's manifest covers its stream state
+        from verifily_local.streaming import StreamStateCallback
+
+        callbacks.insert(0, StreamStateCallback(cfg.seed, cfg.training.shuffle_buffer))
     if cfg.training.attribution_checkpoints:
         callbacks.append(SnapshotCallback(writer.path, cfg.training.attribution_checkpoints))
     for extra in job.registries.hook.verifily_trainer_callbacks(config=cfg, run_dir=writer.path):
@@ -145,9 +186,13 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     args_class, args = argument_values(job, writer.checkpoints, device, val_feats is not None, kind)
     trainer = task.build_trainer(
         task.trainer_class(options, train_rows) or default, args_class, args, job=job, model=model, tokenizer=tokenizer,
-        train_dataset=_Rows(train_feats), eval_dataset=_Rows(val_feats) if val_feats is not None else None,
+        train_dataset=train_feats if cfg.training.streaming else _Rows(train_feats), eval_dataset=_Rows(val_feats) if val_feats is not None else None,
         data_collator=task.data_collator(tokenizer, kind, model), callbacks=callbacks, options=options,
     )
+    if cfg.training.streaming:
+        from verifily_local.streaming import keep_rank_shards
+
+        keep_rank_shards(trainer)
     trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
     _keep_reports_outside(trainer, Path(cfg.output.dir) / "tensorboard" / job.job_id)
     writer.record_optimizations(describe_optimizations(cfg, device, model=model, trainer_args=trainer.args))

@@ -38,8 +38,11 @@ NEAR_LIMIT = 0.9
 
 def check_batch(job: Any, memory_limit: int | None = None) -> dict[str, Any]:
     """The report of :meth:`verifily_core.interfaces.ComputeBackend.check_batch` for this machine."""
-    quiet_libraries()
     cfg, regs = job.config, job.registries
+    if cfg.training.streaming:
+        return {"checked": False, "reason": "training.streaming: the train split is never tokenized whole, so its "
+                                            "longest batch is not known before training"}
+    quiet_libraries()
     device = resolve_device(cfg.compute.device)
     task = regs.tasks.get(cfg.task)
     options = task.parse_options(cfg.task_options)

@@ -37,6 +37,7 @@ class SFTTask(Task):
     score_directions = {"loss": False}
     validation_metrics = ("token_accuracy", "sequence_accuracy")
     validation_reads = frozenset({"n_correct", "n_tokens"})
+    streams = True
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """An instruction row, or a conversation: ``messages`` (roles system, user, assistant; a
