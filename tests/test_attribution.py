@@ -12,7 +12,7 @@ import torch
 
 from verifily_core.attribution.gradients import ProjectedGradients, row_losses
 from verifily_core.attribution.scores import by_tag, influence
-from verifily_core.testing import make_classification_rows, write_jsonl
+from verifily_core.testing import make_planted_keyword_rows, write_jsonl
 
 
 class _Tiny(torch.nn.Module):
@@ -91,20 +91,21 @@ def test_per_tag_means_and_intervals():
 
 
 PLANTED = 16
+HURT = "keyword=great"
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """A classifier trained on 96 clean rows plus 16 rows tagged source=web with flipped labels."""
+    """A classifier trained on 96 clean rows plus 16 rows tagged source=web that use the word
+    'great' but are labelled neg; the test slice keyword=great (24 + ~10 rows) is what they hurt."""
     from verifily_core.api import train
     from verifily_core.testing.tiny_models import build_tiny_model
 
     root = tmp_path_factory.mktemp("attribution")
     model = build_tiny_model("bert", root / "bert", pretrain_steps=150)
-    flipped = [{**r, "label": "neg" if r["label"] == "pos" else "pos", "tags": {**r["tags"], "source": "web"}}
-               for r in make_classification_rows(PLANTED, seed=9)]
-    write_jsonl(root / "train.jsonl", make_classification_rows(96, seed=1) + flipped)
-    write_jsonl(root / "test.jsonl", make_classification_rows(48, seed=3))
+    train_rows, test_rows = make_planted_keyword_rows(seed=0, planted=PLANTED)
+    write_jsonl(root / "train.jsonl", train_rows)
+    write_jsonl(root / "test.jsonl", test_rows)
     cfg = {"task": "classification", "base_model": str(model),
            "data_paths": {"train": str(root / "train.jsonl"), "test": str(root / "test.jsonl")},
            "training": {"num_epochs": 20, "batch_size": 16, "gradient_accumulation_steps": 1, "learning_rate": 0.005,
@@ -115,23 +116,73 @@ def planted(tmp_path_factory):
     return train(cfg).path
 
 
-
 @pytest.mark.slow
 def test_planted_rows_rank_as_harmful_and_their_tag_stands_out(planted, verifily_cli):
-    res = verifily_cli("attribute", "--run", planted, "--top", str(PLANTED), "--format", "json")
+    res = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--top", str(PLANTED), "--format", "json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     web = doc["by_tag"]["source"]["web"]
     assert web["rows"] == PLANTED and web["high"] < 0  # the interval excludes zero
     assert web["mean"] == min(v["mean"] for v in doc["by_tag"]["source"].values())
     hits = sum(r["tags"]["source"] == "web" for r in doc["most_harmful"])
-    # 16 of 112 rows are planted (a random ranking finds 2.3 of them); measured 11 of 16
-    assert hits >= PLANTED // 2, doc["most_harmful"]
+    # precision at K = 16: 16 of 112 rows are planted (a random ranking finds 2.3 of them); measured 13
+    assert hits / PLANTED >= 0.8, doc["most_harmful"]
     assert any("source=web" in line and "excludes zero" in line for line in doc["summary"])
+    assert doc["objective"] == "margin" and doc["target"] == HURT
     rows = [json.loads(line) for line in (planted / "eval" / "attribution" / "row_scores.jsonl").read_text().splitlines()]
     assert len(rows) == 112 and {r["index"] for r in rows} == set(range(112))
     table = verifily_cli("attribute", "--run", planted, "--slice", "source=human", "--top", "3")
     assert table.exit_code == 0 and "Most harmful rows:" in table.output and "source=human" in table.output
+
+
+@pytest.mark.slow
+def test_validate_retrains_without_the_harmful_rows_and_the_slice_improves(planted, verifily_cli, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("VERIFILY_DATASETS_DIR", str(tmp_path / "store"))
+    res = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--validate", str(PLANTED), "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    check = doc["validation"]
+    worst = [json.loads(line) for line in
+             (planted / "eval" / "attribution" / "row_scores.jsonl").read_text().splitlines()]
+    removed = sorted(r["index"] for r in sorted(worst, key=lambda r: r["score"])[:PLANTED])
+    assert check["removed"] == removed and check["k"] == PLANTED
+    target = check["target"]
+    assert target["slice"] == HURT and target["delta"] > 0 and target["significant"] and target["ci_low"] > 0
+    # the derived dataset version records what it came from and what was removed
+    manifest = next((tmp_path / "store").glob("local/*/manifest.json"))
+    origin = json.loads(manifest.read_text())["derived_from"]
+    assert origin["removed"] == {"train": removed} and origin["removed_rows"] == PLANTED
+    new_run = planted.parent / check["run_id"]
+    meta = json.loads((new_run / "run_meta.json").read_text())
+    assert meta["status"] == "completed" and meta["dataset"]["ref"] == check["dataset"]
+    assert meta["metrics"]["train_rows"] == 112 - PLANTED
+    assert verifily_cli("reproduce", "--run", new_run, "--verify-only").exit_code == 0
+    again = json.loads(verifily_cli("attribute", "--run", planted, "--slice", HURT, "--validate", str(PLANTED),
+                                    "--format", "json").stdout)["validation"]
+    assert again["reused"] and again["run_id"] == check["run_id"] and again["target"] == target
+    saved = json.loads((planted / "eval" / "attribution" / "validate.json").read_text())
+    assert saved["target"] == target
+    assert verifily_cli("reproduce", "--run", planted, "--verify-only").exit_code == 0
+
+
+@pytest.mark.slow
+def test_leave_out_of_the_planted_value_helps_the_hurt_slice_most(planted, verifily_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERIFILY_DATASETS_DIR", str(tmp_path / "store"))
+    res = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--leave-out", "source", "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [v["value"] for v in doc["variants"]] == ["ai_contaminated", "human", "synthetic", "web"]
+    on_hurt = {v["value"]: next(o for o in v["slices"] if o["slice"] == HURT) for v in doc["variants"]}
+    best = max(on_hurt, key=lambda value: on_hurt[value]["delta"])
+    assert best == "web" and on_hurt["web"]["significant"] and on_hurt["web"]["ci_low"] > 0
+    assert {v["value"]: v["removed_rows"] for v in doc["variants"]} == {"ai_contaminated": 32, "human": 32,
+                                                                       "synthetic": 32, "web": 16}
+    # resumable: a second call reuses every finished variant
+    table = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--leave-out", "source", "--values", "web")
+    assert table.exit_code == 0 and "reused" in table.output and f"{HURT}" in table.output
+    bad = verifily_cli("attribute", "--run", planted, "--leave-out", "source", "--values", "forum")
+    assert bad.exit_code == 1 and "source=forum carried by no training row" in bad.output
 
 
 @pytest.mark.slow
@@ -140,7 +191,7 @@ def test_tracin_uses_the_snapshots_the_run_kept(planted, verifily_cli):
     assert [e["step"] for e in index] == [47, 93, 140] and all(e["lr"] > 0 for e in index)
     hashed = json.loads((planted / "hashes.json").read_text())["artifacts"]
     assert all(f"snapshots/{e['file']}" in hashed for e in index)
-    res = verifily_cli("attribute", "--run", planted, "--method", "tracin", "--format", "json")
+    res = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--method", "tracin", "--format", "json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["snapshots"] == [47, 93, 140] and doc["method"].startswith("TracIn")

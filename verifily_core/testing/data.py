@@ -98,6 +98,29 @@ def make_classification_rows(n: int, seed: int = 0, flip_source: str | None = No
     return rows
 
 
+def make_planted_keyword_rows(seed: int = 0, clean: int = 96, planted: int = 16, test: int = 120,
+                              word: str = "great") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(train, test)`` sentiment rows, each tagged ``keyword`` (its sentiment word), where
+    ``planted`` extra training rows tagged ``source=web`` use ``word`` but are labelled ``neg``:
+    a source that mislabels one keyword, which hurts the test slice ``keyword=<word>`` (its test
+    rows: ``test`` ordinary ones plus ``planted * 3 // 2`` positive rows using ``word``)."""
+    def keyed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**r, "tags": {**r["tags"], "keyword": _cue(r["text"])}} for r in rows]
+
+    def using(rows: list[dict[str, Any]], label: str, source: str | None = None) -> list[dict[str, Any]]:
+        return [{**r, "text": r["text"].replace(_cue(r["text"]), word), "label": label,
+                 "tags": {**r["tags"], **({"source": source} if source else {})}} for r in rows]
+
+    wrong = using(make_classification_rows(planted, seed=seed + 9), "neg", "web")
+    train = keyed(make_classification_rows(clean, seed=seed + 1) + wrong)
+    probe = using(make_classification_rows(planted * 3 // 2, seed=seed + 5), "pos")
+    return train, keyed(make_classification_rows(test, seed=seed + 3) + probe)
+
+
+def _cue(text: str) -> str:
+    return next(w for w in text.split() if w in POSITIVE + NEGATIVE)
+
+
 def corpus() -> list[str]:
     """Texts covering every word the generators use, for training tiny tokenizers."""
     texts = [" ".join(WORDS), " ".join(w.upper() for w in WORDS), " ".join(POSITIVE + NEGATIVE + NEUTRAL)]
