@@ -150,6 +150,23 @@ def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by
                     registries=plugins_or_installed(registries), verify=verify)
 
 
+def report(run_paths: list[str] | tuple[str, ...], out: str | Path = "report.html", metric: str = "main",
+           slice_by: str | None = None, runs_dir: str | Path = "runs", confidence_level: float = 0.95,
+           resamples: int = 1000, registries: Registries | None = None, verify: bool = True) -> Path:
+    """Write one self-contained HTML page about evaluated runs to ``out`` (atomically) and return
+    its path: per run the summary, ``metric`` per slice with intervals, loss curves, confusion
+    matrix, hard examples and attribution; for two runs or more the deltas against the first,
+    their paired intervals and the training-data changes, as :func:`compare` computes them.
+    Reads run files only, after checking them against the runs' hashes (``verify=False`` skips
+    that). Raises ConfigError (bad options, ``out`` not writable) or EvalError (a run not
+    evaluated or not verifying)."""
+    from verifily_core.report import write_report
+
+    return write_report(run_paths, out, registries=plugins_or_installed(registries), metric=metric,
+                        slice_by=slice_by, runs_dir=runs_dir, verify=verify, resamples=resamples,
+                        confidence_level=confidence_level)
+
+
 def predict(run_path: str | Path, rows: list[dict[str, Any]], device: str = "auto", batch_size: int | None = None,
             hf_token: str | None = None, registries: Registries | None = None, verify: bool = True) -> list[dict[str, Any]]:
     """The run's model on ``rows`` (no reference needed): ``{"prediction", "scores"}`` per row,

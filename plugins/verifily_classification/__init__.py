@@ -40,6 +40,7 @@ class ClassificationTask(Task):
     validation_metrics = ("accuracy", "macro_f1", "weighted_f1")
     validation_reads = frozenset({"prediction"})
     prediction_scores = ("p_pred",)
+    label_predictions = True
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job
