@@ -187,6 +187,8 @@ def _tags(tags: Any) -> str:
 
 
 def _text(value: Any, width: int = 400) -> str:
+    if isinstance(value, dict):  # a row's input parts: one "name: text" line each
+        value = "\n".join(f"{k}: {v}" for k, v in value.items())
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     return text if len(text) <= width else text[:width - 3] + "..."
 

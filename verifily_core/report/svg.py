@@ -72,8 +72,9 @@ def bar_chart(metric: str, groups: Sequence[str], runs: Sequence[tuple[str, str]
                    f'<text class="tick" x="{x(t):.1f}" y="{height - 4}" text-anchor="middle">{esc(_fmt(t))}</text>')
     for g, group in enumerate(groups):
         y0 = top + g * group_h
+        short = group if len(group) <= 34 else group[:33] + "\u2026"
         out.append(f'<text class="group" x="{label_w - 8}" y="{y0 + bar_h * len(runs) / 2 + 4:.1f}" '
-                   f'text-anchor="end">{esc(group)}</text>')
+                   f'text-anchor="end"><title>{esc(group)}</title>{esc(short)}</text>')
         for i, (run_id, label) in enumerate(runs):
             y = y0 + i * bar_h
             v = values.get((run_id, group))
