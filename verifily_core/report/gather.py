@@ -21,6 +21,8 @@ HARD_SHOWN = 10
 ATTRIBUTION_SHOWN = 5
 """Most harmful and most helpful training rows shown per run."""
 TRAIN_LOG = "train_log.jsonl"
+TRAIN_LOSS, VAL_LOSS = "loss", "eval_loss"
+"""The fields of ``train_log.jsonl`` lines that hold the training and the validation loss."""
 OTHER = "<other>"
 
 
@@ -130,7 +132,7 @@ def loss_curves(path: Path) -> tuple[list[tuple[float, float]], list[tuple[float
         step = row.get("step")
         if not _number(step):
             continue
-        for key, points in (("loss", train), ("eval_loss", val)):
+        for key, points in ((TRAIN_LOSS, train), (VAL_LOSS, val)):
             if _number(row.get(key)):
                 points.append((float(step), float(row[key])))
     return train, val

@@ -128,7 +128,7 @@ def _loss_plot(plt: Any, train: list[tuple[float, float]], val: list[tuple[float
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", markersize=3, label=label)
         ax.set_xlabel("step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel("training and validation loss")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.savefig(path, dpi=DPI)

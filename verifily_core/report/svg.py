@@ -100,7 +100,7 @@ def bar_chart(metric: str, groups: Sequence[str], runs: Sequence[tuple[str, str]
     return "\n".join(out)
 
 
-def line_chart(series: Sequence[dict[str, Any]], y_label: str = "loss") -> str:
+def line_chart(series: Sequence[dict[str, Any]], y_label: str = "training and validation loss") -> str:
     """Loss curves: one polyline per series (``label``, ``color``, ``dashed``, ``points`` as
     ``(step, value)``), on shared axes, with a legend. Series without points are left out."""
     series = [s for s in series if s["points"]]
