@@ -124,3 +124,24 @@ def test_eval_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_pa
     assert res.exit_code == 1
     assert res.output.strip() == ("Error: --plot needs matplotlib, which is not installed: "
                                   "pip install 'verifily-train[plots]'")
+
+
+def test_plots_have_their_sizes_and_draw_dollar_signs_as_text(tmp_path):
+    from PIL import Image
+
+    from verifily_core.report.plots import LOSS_HEIGHT_PX, WIDTH_PX, slice_plot_height, write_eval_plots
+
+    value = {"value": 0.5, "ci_low": 0.25, "ci_high": 0.75, "n": 4}
+    doc = {"format_version": 1, "task": "t", "overall": {"n": 8, "metrics": {"f1": value, "odd/name": value}},
+           "slices": {"source=$\\bogus{$": {"keys": ["source"], "spec": "source", "n": 4, "small": True,
+                                      "metrics": {"f1": value, "odd/name": {"value": None}}}}}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval_results.json").write_text(json.dumps(doc))
+    (tmp_path / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n')
+    written = write_eval_plots(tmp_path / "eval", tmp_path / "out", tmp_path)
+    assert sorted(p.name for p in written) == ["loss.png", "slices_f1.png", "slices_odd_name.png"]
+    for path in written:
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == (WIDTH_PX, LOSS_HEIGHT_PX if path.name == "loss.png" else slice_plot_height(2))
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no staging left

@@ -221,3 +221,41 @@ def test_eval_plot_into_a_folder_outside_the_run(runs, tmp_path):
     assert res.exit_code == 0, res.output
     assert {p.name for p in (tmp_path / "pics").iterdir()} >= {"loss.png", "slices_token_f1.png"}
     assert not (b / "eval" / "plots").exists()
+
+
+def test_a_report_of_one_run_has_no_deltas(runs, tmp_path):
+    (a, _), _ = runs
+    path = tmp_path / "one.html"
+    res = CliRunner().invoke(cli, ["report", "--runs", str(a), "--out", str(path), "--metric", "loss"])
+    assert res.exit_code == 0, res.output
+    text = path.read_text()
+    assert 'id="slices"' in text and 'id="deltas"' not in text and 'id="data"' not in text
+    doc = json.loads((a / "eval" / "eval_results.json").read_text())
+    assert f'data-metric="loss" data-value="{doc["overall"]["metrics"]["loss"]["value"]!r}"' in text
+
+
+def test_bad_report_input_is_one_line_with_its_exit_code(runs, tmp_path):
+    (a, b), _ = runs
+    cases = [(["--metric", "bleuu"], 1, "--metric bleuu"), (["--slice-by", "colour"], 1, "--slice-by colour"),
+             (["--out", str(tmp_path / "missing" / "r.html")], 1, str(tmp_path / "missing")),
+             (["--runs", f"{a},{a}"], 1, "given twice")]
+    for extra, code, named in cases:
+        args = ["report", "--runs", f"{a},{b}", "--out", str(tmp_path / "r.html"), *extra]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == code, (extra, res.output)
+        assert len(res.output.strip().splitlines()) == 1 and named in res.output, (extra, res.output)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_run_whose_results_were_edited_is_refused_with_exit_4(runs, tmp_path):
+    (a, b), _ = runs
+    copy = tmp_path / a.name
+    shutil.copytree(a, copy)
+    results = copy / "eval" / "eval_results.json"
+    doc = json.loads(results.read_text())
+    doc["overall"]["metrics"]["token_f1"]["value"] = 0.99
+    results.write_text(json.dumps(doc))
+    res = CliRunner().invoke(cli, ["report", "--runs", f"{copy},{b}", "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 4, res.output
+    assert len(res.output.strip().splitlines()) == 1 and "does not verify" in res.output
+    assert not (tmp_path / "r.html").exists()

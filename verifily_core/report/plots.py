@@ -97,9 +97,10 @@ def write_eval_plots(eval_dir: str | Path, out_dir: str | Path, run_path: str | 
 
 
 def _slice_plot(plt: Any, metric: str, rows: list[tuple[str, Any]], path: Path) -> str:
-    fig = plt.figure(figsize=(WIDTH_PX / DPI, slice_plot_height(len(rows)) / DPI), dpi=DPI)
+    height = slice_plot_height(len(rows))
+    fig = plt.figure(figsize=(WIDTH_PX / DPI, height / DPI), dpi=DPI)
     try:
-        ax = fig.add_axes((0.3, 0.12, 0.65, 0.78))
+        ax = fig.add_axes((0.32, 50 / height, 0.63, 1 - 85 / height))
         labels = [g for g, _ in rows]
         values = [v.value if v is not None and v.value is not None else 0.0 for _, v in rows]
         ys = list(range(len(rows)))[::-1]
@@ -110,9 +111,9 @@ def _slice_plot(plt: Any, metric: str, rows: list[tuple[str, Any]], path: Path) 
                             ecolor="black", capsize=4)
             if v is None or v.value is None:
                 ax.text(0, y, " n/a", va="center", color="gray")
-        ax.set_yticks(ys, labels=[_short(s) for s in labels])
-        ax.set_xlabel(metric)
-        ax.set_title(f"{metric} overall and per slice (bars: value, whiskers: 95% interval)", fontsize=10)
+        ax.set_yticks(ys, labels=[_plain(_short(s)) for s in labels])
+        ax.set_xlabel(_plain(metric))
+        ax.set_title(f"{_plain(metric)} overall and per slice (bars: value, whiskers: 95% interval)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         fig.savefig(path, dpi=DPI)
     finally:
@@ -137,5 +138,10 @@ def _loss_plot(plt: Any, train: list[tuple[float, float]], val: list[tuple[float
     return path.name
 
 
-def _short(text: str, width: int = 40) -> str:
+def _short(text: str, width: int = 34) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _plain(text: str) -> str:
+    """``text`` drawn as written: matplotlib would read ``$...$`` in a tag value as math."""
+    return text.replace("$", r"\$")
