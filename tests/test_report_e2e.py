@@ -259,3 +259,22 @@ def test_a_run_whose_results_were_edited_is_refused_with_exit_4(runs, tmp_path):
     assert res.exit_code == 4, res.output
     assert len(res.output.strip().splitlines()) == 1 and "does not verify" in res.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_full_disk_while_sealing_the_plots_leaves_a_verifying_evaluation(runs, monkeypatch):
+    import errno
+
+    from verifily_core.evaluation import seal
+    from verifily_core.evaluation.seal import check_eval
+
+    (a, _), _ = runs
+
+    def full(eval_dir, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(eval_dir / seal.SEAL_FILE))
+
+    monkeypatch.setattr(seal, "seal_eval", full)  # the seal after the plots; the evaluation's own is written before
+    res = CliRunner().invoke(cli, ["eval", "--run", str(a), "--plot"])
+    assert res.exit_code == 4, res.output
+    assert res.output.strip().splitlines()[-1].startswith(f"Error: {a / 'eval' / seal.SEAL_FILE}: no space left")
+    assert not (a / "eval" / "plots").exists()
+    assert check_eval(a / "eval", a)[1] == []

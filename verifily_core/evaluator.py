@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -78,9 +79,15 @@ def _plot(result: Any, run: Any, plot: bool | str | Path) -> None:
 
     eval_dir = Path(result.output_dir)
     target = eval_dir / PLOTS_DIR if plot is True else Path(plot)
-    result.plots = write_eval_plots(eval_dir, target, run.path)
-    if target.resolve().is_relative_to(eval_dir.resolve()):
+    if not target.resolve().is_relative_to(eval_dir.resolve()):
+        result.plots = write_eval_plots(eval_dir, target, run.path)
+        return
+    try:
+        result.plots = write_eval_plots(eval_dir, target, run.path)
         seal_eval(eval_dir, run.path, run.run_id)
+    except OSError:  # the seal on disk is still the evaluation's, without plots: keep it true
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
 def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | None, slice_by: Sequence[str] | None,

@@ -87,6 +87,10 @@ def write_eval_plots(eval_dir: str | Path, out_dir: str | Path, run_path: str | 
             names.append(_loss_plot(plt, train, val, stage / LOSS_PNG))
         for name in names:
             os.replace(stage / name, out / name)
+    except OSError as exc:  # name the plot, not its staging copy
+        if exc.filename and Path(exc.filename).parent == stage:
+            exc.filename = str(out / Path(exc.filename).name)
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if in_eval:
