@@ -278,3 +278,38 @@ def test_a_full_disk_while_sealing_the_plots_leaves_a_verifying_evaluation(runs,
     assert res.output.strip().splitlines()[-1].startswith(f"Error: {a / 'eval' / seal.SEAL_FILE}: no space left")
     assert not (a / "eval" / "plots").exists()
     assert check_eval(a / "eval", a)[1] == []
+
+
+def test_a_classification_run_gets_its_confusion_matrix_from_the_predictions(tmp_path, verifily_tiny_bert_dir):
+    """Evaluated without the confusion-matrix metric, the report counts it from predictions.jsonl."""
+    from collections import Counter
+
+    from verifily_core.api import train
+    from verifily_core.testing import make_classification_rows
+
+    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", make_classification_rows(n, seed=s)))
+            for split, n, s in (("train", 32, 1), ("test", 16, 3))}
+    run = train({"task": "classification", "base_model": str(verifily_tiny_bert_dir), "data_paths": data,
+                 "training": {"max_steps": 3, "batch_size": 16, "max_seq_length": 24, "learning_rate": 0.01},
+                 "lora": {"r": 4, "alpha": 8}, "data_checks": {"leakage": "off"},
+                 "eval": {"metrics": ["accuracy", "macro_f1"], "slice_by_tags": ["source"], "bootstrap_resamples": 20,
+                          "min_slice_size": 1},
+                 "output": {"dir": str(tmp_path / "runs")}})
+    res = CliRunner().invoke(cli, ["report", "--runs", str(run.path), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    parsed = Elements()
+    parsed.feed((tmp_path / "r.html").read_text())
+    text = "".join(parsed.text)
+    assert "(from predictions.jsonl)" in text
+    preds = [json.loads(line) for line in (run.path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    counts = Counter((p["reference"], p["prediction"]) for p in preds)
+    page = (tmp_path / "r.html").read_text()
+    table = page[page.index('<table class="confusion">'):]
+    table = table[:table.index("</table>")]
+    labels = sorted({p["reference"] for p in preds})
+    for label in labels:
+        row = table[table.index(f"<tr><th>{label}</th>"):]
+        row = row[:row.index("</tr>")]
+        cells = [int(c.split(">")[-1]) for c in row.split("</td>")[:-1]]
+        assert cells[:len(labels)] == [counts[(label, p)] for p in labels]
+    assert sum(counts.values()) == len(preds) == 16
