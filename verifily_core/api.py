@@ -116,13 +116,17 @@ def train(
 def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[str] | None = None,
              slice_by: list[str] | None = None, hard_examples: int | None = None, output: str | None = None,
              device: str = "auto", batch_size: int | None = None, hf_token: str | None = None,
-             registries: Registries | None = None, verify: bool = True, hard_by: str | None = None) -> Any:
+             registries: Registries | None = None, verify: bool = True, hard_by: str | None = None,
+             plot: bool | str | Path = False) -> Any:
     """Evaluate a run's model on its test split (or ``test_data``), write ``eval/`` (or
     ``output``) and return the :class:`~verifily_core.evaluation.result.EvalResult`.
 
     ``metrics``, ``slice_by``, ``hard_examples``, ``hard_by`` and ``batch_size`` default to the run's
     ``eval`` config. The run's files are first checked against its ``hashes.json``
-    (``verify=False`` skips that). Raises ConfigError, DataError or EvalError on failure.
+    (``verify=False`` skips that). ``plot`` also draws PNGs of the slices and loss curves
+    (matplotlib, the ``plots`` extra): ``True`` into the evaluation folder's ``plots/`` (sealed
+    with it), a path into that folder; their paths are in ``result.plots``. Raises ConfigError,
+    DataError or EvalError on failure (ConfigError at once for ``plot`` without matplotlib).
     """
     from verifily_core.errors import EvalError, os_errors_as
     from verifily_core.evaluation.writer import ELSEWHERE
@@ -132,7 +136,7 @@ def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[s
         return _evaluate(run_path, test_data=test_data, metrics=metrics, slice_by=slice_by,
                          hard_examples=hard_examples, hard_by=hard_by, output=output, device=device,
                          batch_size=batch_size, hf_token=hf_token, registries=plugins_or_installed(registries),
-                         verify=verify)
+                         verify=verify, plot=plot)
 
 
 def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by: str | None = None,
@@ -148,6 +152,23 @@ def compare(run_paths: list[str] | tuple[str, ...], metric: str = "f1", slice_by
     return _compare(run_paths, metric=metric, slice_by=slice_by, runs_dir=runs_dir,
                     confidence_level=confidence_level, resamples=resamples, seed=seed, data_changes=data_changes,
                     registries=plugins_or_installed(registries), verify=verify)
+
+
+def report(run_paths: list[str] | tuple[str, ...], out: str | Path = "report.html", metric: str = "main",
+           slice_by: str | None = None, runs_dir: str | Path = "runs", confidence_level: float = 0.95,
+           resamples: int = 1000, registries: Registries | None = None, verify: bool = True) -> Path:
+    """Write one self-contained HTML page about evaluated runs to ``out`` (atomically) and return
+    its path: per run the summary, ``metric`` per slice with intervals, loss curves, confusion
+    matrix, hard examples and attribution; for two runs or more the deltas against the first,
+    their paired intervals and the training-data changes, as :func:`compare` computes them.
+    Reads run files only, after checking them against the runs' hashes (``verify=False`` skips
+    that). Raises ConfigError (bad options, ``out`` not writable) or EvalError (a run not
+    evaluated or not verifying)."""
+    from verifily_core.report import write_report
+
+    return write_report(run_paths, out, registries=plugins_or_installed(registries), metric=metric,
+                        slice_by=slice_by, runs_dir=runs_dir, verify=verify, resamples=resamples,
+                        confidence_level=confidence_level)
 
 
 def predict(run_path: str | Path, rows: list[dict[str, Any]], device: str = "auto", batch_size: int | None = None,

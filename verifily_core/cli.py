@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("verifily_core.commands.train", "train", "Fine-tune a model on a dataset version (LoRA/QLoRA)."),
     "eval": ("verifily_core.commands.eval", "eval_cmd", "Evaluate a run with tag-sliced metrics and hard examples."),
     "compare": ("verifily_core.commands.compare", "compare", "Compare metrics across runs, per tag slice."),
+    "report": ("verifily_core.commands.report", "report", "Write an HTML report of evaluated runs (charts, deltas, data)."),
     "reproduce": ("verifily_core.commands.reproduce", "reproduce", "Verify a run's hashes or re-create it."),
     "predict": ("verifily_core.commands.predict", "predict", "Predict rows with a trained run."),
     "generate": ("verifily_core.commands.predict", "generate", "Generate with a trained SFT run from a prompt."),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,6 +37,7 @@ def evaluate(
     registries: Any,
     verify: bool = True,
     hard_by: str | None = None,
+    plot: bool | str | Path = False,
 ) -> Any:
     """Evaluate a completed run and write ``eval/`` files; returns the ``EvalResult``.
 
@@ -47,16 +49,45 @@ def evaluate(
     :param output: directory for the files (default: ``<run>/eval``).
     :param verify: re-hash the run's files against its ``hashes.json`` before loading anything
         from it (``False`` skips the check: ``--no-verify``).
+    :param plot: also draw PNGs of the slices and loss curves (see :mod:`verifily_core.report.plots`):
+        ``True`` into the evaluation folder's ``plots/``, sealed with it; a path: into that folder.
     :raises EvalError: (exit 4) when the run does not verify, or prediction or metric computation fails.
+    :raises ConfigError: ``plot`` without matplotlib installed (checked before anything is evaluated).
     """
     from contextlib import nullcontext
 
     from verifily_core.run_lock import lock_run
 
+    if plot is not False:
+        from verifily_core.report.plots import require_matplotlib
+
+        require_matplotlib()
     run = completed_run(run_path, "evaluate it")
     with nullcontext() if output else lock_run(run.path):  # one writer of the run's eval/ at a time
-        return _evaluate(run, test_data, metrics, slice_by, hard_examples, output, device, batch_size, hf_token,
-                         registries, verify, hard_by)
+        result = _evaluate(run, test_data, metrics, slice_by, hard_examples, output, device, batch_size, hf_token,
+                           registries, verify, hard_by)
+        if plot is not False:
+            _plot(result, run, plot)
+        return result
+
+
+def _plot(result: Any, run: Any, plot: bool | str | Path) -> None:
+    """Draw the evaluation's plots; into its own ``plots/``, then seal the folder again."""
+    from verifily_core.evaluation.seal import seal_eval
+    from verifily_core.evaluation.result import PLOTS_DIR
+    from verifily_core.report.plots import write_eval_plots
+
+    eval_dir = Path(result.output_dir)
+    target = eval_dir / PLOTS_DIR if plot is True else Path(plot)
+    if not target.resolve().is_relative_to(eval_dir.resolve()):
+        result.plots = write_eval_plots(eval_dir, target, run.path)
+        return
+    try:
+        result.plots = write_eval_plots(eval_dir, target, run.path)
+        seal_eval(eval_dir, run.path, run.run_id)
+    except OSError:  # the seal on disk is still the evaluation's, without plots: keep it true
+        shutil.rmtree(target, ignore_errors=True)
+        raise
 
 
 def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | None, slice_by: Sequence[str] | None,

@@ -66,6 +66,9 @@ class Task(ABC):
     prediction_scores: ClassVar[tuple[str, ...]] = ()
     """Per-example scores that mean something without a reference (``p_pred``): what
     ``verifily predict`` shows; scores that compare with a reference are left out there."""
+    label_predictions: ClassVar[bool] = False
+    """Whether predictions and references are labels of a closed set: ``verifily report``
+    then counts a confusion matrix from ``predictions.jsonl`` when the evaluation wrote none."""
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
         """Return the first problem with one data row as a short phrase, or ``None``.

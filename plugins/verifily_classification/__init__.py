@@ -41,6 +41,7 @@ class ClassificationTask(Task):
     validation_reads = frozenset({"prediction"})
     prediction_scores = ("p_pred",)
     streams = True
+    label_predictions = True
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job

@@ -29,22 +29,30 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--no-verify", is_flag=True,
               help="Load the run without first checking its files against hashes.json (a changed adapter, "
                    "tokenizer or config then goes unnoticed).")
+@click.option("--plot", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              type=click.Path(file_okay=False),
+              help="Also draw PNGs of the slice metrics with intervals and the loss curves: into the evaluation "
+                   "folder's plots/ (sealed with it), or into DIR. Needs matplotlib: pip install "
+                   "'verifily-train[plots]'.")
 @format_option(help="table for people; json prints eval_results.json.")
 @verbose_option
 @click.pass_obj
 def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: str | None, slice_by: str | None,
              hard_examples: int | None, hard_by: str | None, output: str | None, device: str, batch_size: int | None, no_verify: bool,
-             fmt: str) -> None:
+             plot: str | None, fmt: str) -> None:
     """Evaluate a trained run: overall and per-tag-slice metrics, hard examples."""
     from verifily_core.api import evaluate
     from verifily_core.evaluation import render_eval
 
     result = evaluate(run_path, test_data=test_data, metrics=_csv(metrics), slice_by=_csv(slice_by),
                       hard_examples=hard_examples, hard_by=hard_by, output=output, device=device, batch_size=batch_size,
-                      hf_token=state.hf_token, registries=state.registries, verify=not no_verify)
+                      hf_token=state.hf_token, registries=state.registries, verify=not no_verify,
+                      plot=False if plot is None else (plot or True))
     if no_verify:
         note(f"--no-verify: {run_path} was loaded without checking its files against its hashes")
     if fmt == "json":
         out(json.dumps(result.to_json_dict(), indent=2))
     else:
         out(render_eval(result))
+    for path in result.plots:
+        note(f"Plot written to {path}")

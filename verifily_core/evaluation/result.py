@@ -20,6 +20,9 @@ NOTE = "Slice metrics show correlation, not causation."
 RESULTS_FILE = "eval_results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 HARD_FILE = "hard_examples.jsonl"
+PLOTS_DIR = "plots"
+"""The folder of an evaluation directory that ``verifily eval --plot`` draws into (removed when
+the folder is evaluated again, so no plot outlives its numbers)."""
 METHOD = "percentile bootstrap"
 
 
@@ -93,6 +96,7 @@ class EvalResult:
     eval_duration_seconds: float = 0.0
     output_dir: str | None = None
     files: dict[str, str] = attrs.field(factory=dict)
+    plots: list[Path] = attrs.field(factory=list, eq=False)
     records: list[dict[str, Any]] = attrs.field(factory=list, repr=False, eq=False)
     metric_objects: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from verifily_core.errors import EvalError, describe_os_error
 from verifily_core.evaluation.records import public_record
-from verifily_core.evaluation.result import HARD_FILE, PREDICTIONS_FILE, RESULTS_FILE, EvalResult, json_safe
+from verifily_core.evaluation.result import HARD_FILE, PLOTS_DIR, PREDICTIONS_FILE, RESULTS_FILE, EvalResult, json_safe
 from verifily_core.files import read_json, write_lines, write_text
 from verifily_core.evaluation.seal import SEAL_FILE, seal_eval
 from verifily_core.hashing import sha256_file
@@ -30,7 +30,8 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
     artifacts (e.g. ``confusion_matrix.png``) into ``out_dir``; return the paths by file name.
 
     ``records`` default to the scored records kept on ``result``. Files a previous evaluation
-    listed in ``eval_results.json`` and this one did not write are removed.
+    listed in ``eval_results.json`` and this one did not write are removed, and so is
+    ``plots/`` (drawn from the previous numbers by ``verifily eval --plot``).
     Sets ``result.files`` (sha256 by file name) and ``result.output_dir``. Last, the folder is
     sealed (``eval_hashes.json``, linked to the run at ``run_path``: see :mod:`.seal`).
     :raises EvalError: when the directory cannot be written (a full disk); the files this call
@@ -62,6 +63,7 @@ def write_eval_files(result: EvalResult, out_dir: str | Path,
         for name in previous - set(names) - {RESULTS_FILE}:
             if "/" not in name and not name.startswith("."):
                 (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / PLOTS_DIR, ignore_errors=True)  # drawn from the previous numbers
         seal_eval(out, run_path, result.run_id)
     except OSError as exc:
         for name in reversed(placed):  # results first: no unsealed evaluation is left to read
