@@ -251,3 +251,37 @@ def test_compare_and_predict_work_on_multilabel_runs(trained, verifily_tiny_llam
     proc = verifily_subprocess("predict", "--run", run, "--set", "text=apple river", "--format", "json")
     got = json.loads(proc.stdout)[0]
     assert got["prediction"] == ["fruit", "water"] and set(got["scores"]["probabilities"]) == set(LABELS)
+
+
+def _qlora_runs_here(bits: str = "4bit") -> str | None:
+    """Why bitsandbytes cannot run quantized layers on this CPU (``None`` when it can)."""
+    try:
+        from verifily_qlora.loading import check_device
+
+        check_device(bits, "cpu")
+    except Exception as exc:  # ImportError or the plugin's ConfigError naming what is missing
+        return str(exc).splitlines()[0]
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, sections", [
+    ("bert", {"task_options": {"pooling": "mean", "head": {"num_layers": 1, "hidden_dims": [32]}}}),
+    ("llama", {"lora": {"quantization": "4bit"}}),
+])
+def test_encoder_custom_head_and_qlora_paths_learn_label_sets(request, tmp_path, kind, sections):
+    if "quantization" in sections.get("lora", {}) and _qlora_runs_here():
+        pytest.skip(f"bitsandbytes cannot run 4-bit layers on this CPU: {_qlora_runs_here()}")
+    if kind == "bert":  # briefly pretrained, so LoRA has an encoder to adapt (as in test_classification_e2e)
+        from verifily_core.testing.tiny_models import build_tiny_model
+
+        model_dir = build_tiny_model("bert", tmp_path / "bert", pretrain_steps=150)
+    else:
+        model_dir = request.getfixturevalue("verifily_tiny_llama_dir")
+    run = train(_config(tmp_path, model_dir, epochs=8, training={"learning_rate": 0.02}, **sections)).path
+    losses = [r["loss"] for r in _read_jsonl(run / "train_log.jsonl") if "loss" in r]
+    assert losses[-1] < 0.8 * losses[0], losses
+    preds = _read_jsonl(run / "eval" / "predictions.jsonl")
+    assert all(isinstance(p["prediction"], list) and set(p["prediction"]) <= set(LABELS) for p in preds)
+    results = json.loads((run / "eval" / "eval_results.json").read_text())
+    assert results["overall"]["metrics"]["micro_f1"]["value"] == pytest.approx(_hand_metrics(preds)["micro_f1"])
