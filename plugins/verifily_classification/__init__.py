@@ -204,8 +204,8 @@ class ClassificationTask(Task):
                                      callbacks=callbacks, options=options)
 
     def trainer_class(self, options: ClassificationOptions, rows: Sequence[Mapping[str, Any]]) -> type:
-        """Cross-entropy (class-weighted per ``task_options.class_weights``) and val metrics."""
-        from verifily_classification.labels import LabelSet
+        """Cross-entropy (class-weighted per ``task_options.class_weights``; multi-label rows: binary
+        cross-entropy of a sigmoid per label) and val metrics."""
         from verifily_classification.trainer import (
             class_weights, label_token_trainer_class, metrics_function, trainer_class,
         )

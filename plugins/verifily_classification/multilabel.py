@@ -12,7 +12,6 @@ micro F1 on the val split, recorded in ``labels.json``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from verifily_core.errors import ConfigError, DataError

@@ -63,7 +63,8 @@ def _print(results: list[dict[str, Any]], fmt: str) -> None:
 @click.pass_obj
 def predict(state: GlobalState, run_path: str, input_file: str | None, fields: tuple[str, ...], device: str,
             no_verify: bool, fmt: str) -> None:
-    """Predict rows with a trained run (a classification run prints the label and its probability)."""
+    """Predict rows with a trained run (a classification run prints the label and its probability;
+    a multi-label run the label set, its probability and every label's)."""
     from verifily_core.api import predict as do_predict
 
     if bool(input_file) == bool(fields):
