@@ -105,7 +105,9 @@ def test_evaluate_modules_work_offline(monkeypatch):
     assert load("token_f1").compute(predictions=["The quick brown fox"], references=["brown fox jumps high"]) == \
         {"token_f1": pytest.approx(4 / 7)}
     assert load("perplexity").compute(losses=[1.0, 2.0], n_tokens=[1, 3])["perplexity"] == pytest.approx(2.71828 ** 1.75, rel=1e-4)
-    assert set(MODULES) >= {"exact_match", "accuracy", "confusion_matrix", "loss"}
+    assert set(MODULES) >= {"exact_match", "accuracy", "confusion_matrix", "loss", "micro_f1", "hamming_loss"}
+    assert load("hamming_loss").compute(predictions=PREDS, references=REFS)["hamming_loss"] == pytest.approx(
+        sk.hamming_loss(REFS, PREDS))
 
 
 # -- multi-label --------------------------------------------------------------------------------
