@@ -199,3 +199,44 @@ def test_label_tokens_use_their_own_loader_and_refuse_another():
                             "got 'causal_lm'") for p in problems), problems
     assert "label_token_lm" in regs.model_loaders
     assert parse_options(base["task_options"]).uses_label_tokens
+
+
+def _qlora_problem(bits: str) -> str | None:
+    """Why bitsandbytes cannot run quantized layers on this CPU (``None`` when it can)."""
+    try:
+        from verifily_qlora.loading import check_device
+
+        check_device(bits, "cpu")
+    except Exception as exc:  # ImportError, or the plugin's ConfigError naming what is missing
+        return str(exc).splitlines()[0]
+    return None
+
+
+@pytest.mark.slow
+def test_label_tokens_learn_with_qlora_and_a_fresh_process_agrees(tmp_path, verifily_tiny_llama_dir,
+                                                                    verifily_subprocess):
+    """4-bit backbone, LoRA on it, the LM head scoring the label tokens; evaluation rebuilds the
+    quantized model from the run directory."""
+    problem = _qlora_problem("4bit")
+    if problem:
+        pytest.skip(f"bitsandbytes cannot run 4-bit layers on this CPU: {problem}")
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", make_classification_rows(128, seed=1, pair=True)),
+            "test": write_jsonl(tmp_path / "test.jsonl", make_classification_rows(48, seed=3, pair=True))}
+    cfg = {"task": "classification", "base_model": str(verifily_tiny_llama_dir),
+           "data_paths": {k: str(v) for k, v in data.items()},
+           "task_options": {"formulation": "label_tokens", "label_tokens": {"verbalizer": SINGLE}},
+           "training": {"num_epochs": 10, "batch_size": 16, "gradient_accumulation_steps": 1, "learning_rate": 0.02,
+                        "logging_steps": 8, "save_steps": 1000, "max_seq_length": 64, "warmup_ratio": 0.0},
+           "lora": {"r": 8, "alpha": 16, "quantization": "4bit"},
+           "eval": {"bootstrap_resamples": 0}, "data_checks": {"leakage": "off"}, "output": {"dir": str(tmp_path / "runs")}}
+    run = train(cfg).path
+    losses = [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert losses[-1] < 0.7 * losses[0], losses
+    meta = json.loads((run / "run_meta.json").read_text())
+    assert meta["model"]["auto_class"] == "AutoModelForCausalLM"
+    assert _results(run)["overall"]["metrics"]["accuracy"]["value"] > CHANCE + 0.1
+    proc = verifily_subprocess("eval", "--run", run, "--output", tmp_path / "fresh", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    before = _predictions(run / "eval" / "predictions.jsonl")
+    after = _predictions(tmp_path / "fresh" / "predictions.jsonl")
+    assert [p["prediction"] for p in after] == [p["prediction"] for p in before]

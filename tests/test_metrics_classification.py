@@ -105,4 +105,75 @@ def test_evaluate_modules_work_offline(monkeypatch):
     assert load("token_f1").compute(predictions=["The quick brown fox"], references=["brown fox jumps high"]) == \
         {"token_f1": pytest.approx(4 / 7)}
     assert load("perplexity").compute(losses=[1.0, 2.0], n_tokens=[1, 3])["perplexity"] == pytest.approx(2.71828 ** 1.75, rel=1e-4)
-    assert set(MODULES) >= {"exact_match", "accuracy", "confusion_matrix", "loss"}
+    assert set(MODULES) >= {"exact_match", "accuracy", "confusion_matrix", "loss", "micro_f1", "hamming_loss"}
+    assert load("hamming_loss").compute(predictions=PREDS, references=REFS)["hamming_loss"] == pytest.approx(
+        sk.hamming_loss(REFS, PREDS))
+
+
+# -- multi-label --------------------------------------------------------------------------------
+
+ML_LABELS = ["a", "b", "c", "d"]  # "d" never occurs
+ML_REFS = [["a"], ["a", "b"], [], ["c"], ["b", "c"], ["a", "c"], ["b"], []]
+ML_PREDS = [["a"], ["a"], ["b"], ["c"], ["b", "c"], ["c"], [], []]
+
+
+def _indicator(sets):
+    return [[int(label in s) for label in ML_LABELS] for s in sets]
+
+
+def test_multilabel_metrics_equal_sklearn():
+    from verifily_metrics.classification import HammingLoss, MicroF1, SubsetAccuracy
+
+    y, p = _indicator(ML_REFS), _indicator(ML_PREDS)
+    kw = {"preds": ML_PREDS, "refs": ML_REFS, "labels": ML_LABELS}
+    for metric, average in ((MacroF1(), "macro"), (WeightedF1(), "weighted"), (MicroF1(), "micro")):
+        assert _compute(metric, **kw) == pytest.approx(sk.f1_score(y, p, average=average, zero_division=0))
+    assert _compute(SubsetAccuracy(), **kw) == pytest.approx(sk.accuracy_score(y, p)) == 4 / 8
+    assert _compute(Accuracy(), **kw) == 4 / 8  # accuracy of label sets is subset accuracy
+    assert _compute(HammingLoss(), **kw) == pytest.approx(sk.hamming_loss(y, p)) == 4 / 32
+    pr, rc, f1, support = sk.precision_recall_fscore_support(y, p, zero_division=0)
+    got = _compute(PerClass(), **kw)
+    assert list(got) == ML_LABELS
+    for i, label in enumerate(ML_LABELS):
+        assert got[label] == pytest.approx({"precision": pr[i], "recall": rc[i], "f1": f1[i], "support": support[i]})
+    report = _compute(ClassificationReport(), **kw)
+    expected = sk.classification_report(y, p, target_names=ML_LABELS, output_dict=True, zero_division=0)
+    expected.pop("samples avg")
+    assert set(report) == set(expected)
+    for key, value in expected.items():
+        assert report[key] == pytest.approx(value), key
+    cm = _compute(ConfusionMatrix(), **kw)
+    assert cm["multi_label"] and cm["columns"] == ["tp", "fp", "fn", "tn"]
+    assert cm["matrix"] == [[m[1][1], m[0][1], m[1][0], m[0][0]] for m in sk.multilabel_confusion_matrix(y, p).tolist()]
+    # order and spelling inside a set do not matter; the union is the label set when none is given
+    assert _compute(SubsetAccuracy(), preds=[["b", "a"]], refs=[["a", "b"]]) == 1.0
+    assert _compute(HammingLoss(), preds=[["b"]], refs=[["a", "b"]]) == 0.5
+
+
+def test_multilabel_statistics_reproduce_compute_and_are_told_from_a_confusion_matrix():
+    from verifily_metrics.classification import HammingLoss, MicroF1
+
+    for k in range(1, 40):  # 3K + 1 label counts are never K'(K' + 1) confusion cells
+        assert all(j * (j + 1) != 3 * k + 1 for j in range(1, 60))
+    for metric in (MacroF1(), WeightedF1(), MicroF1(), HammingLoss()):
+        stats = metric.statistics(ML_PREDS, ML_REFS, [{}] * 8, labels=ML_LABELS)
+        assert stats.shape == (8, 13)
+        assert float(metric.from_statistics(stats.sum(axis=0))) == pytest.approx(
+            _compute(metric, preds=ML_PREDS, refs=ML_REFS, labels=ML_LABELS))
+
+
+def test_single_label_micro_f1_and_hamming_loss_equal_sklearn():
+    from verifily_metrics.classification import HammingLoss, MicroF1, SubsetAccuracy
+
+    assert _compute(MicroF1(), labels=LABELS) == pytest.approx(sk.f1_score(REFS, PREDS, average="micro"))
+    assert _compute(HammingLoss(), labels=LABELS) == pytest.approx(sk.hamming_loss(REFS, PREDS))
+    assert _compute(SubsetAccuracy()) == pytest.approx(sk.accuracy_score(REFS, PREDS))
+
+
+def test_multilabel_reference_problems_are_data_errors():
+    from verifily_metrics.classification import MicroF1
+
+    with pytest.raises(DataError, match="reference label 'z' is not in the run's label set"):
+        _compute(MicroF1(), preds=[["a"]], refs=[["z"]], labels=ML_LABELS)
+    with pytest.raises(DataError, match="mix label lists"):
+        _compute(MicroF1(), preds=["a", ["a"]], refs=["a", ["a"]], labels=ML_LABELS)

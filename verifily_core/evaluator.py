@@ -99,7 +99,7 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
         log.warning("%s: its config.yaml sets model.trust_remote_code: true, so loading it runs Python code "
                     "shipped with its model and tokenizer files", run.path)
     task = registries.tasks.get(cfg.task)
-    names = list(metrics or cfg.eval.metrics or task.default_metrics)
+    names = list(metrics or cfg.eval.metrics or task.eval_default_metrics(run.path))
     chosen = {name: registries.metrics.get(name) for name in names}
     keys = list(slice_by if slice_by is not None else cfg.eval.slice_by_tags)
     rows, test_info = _test_rows(cfg, registries, task, test_data)
@@ -199,7 +199,7 @@ class Predictor:
 
             quiet_libraries()
             self.device = resolve_device(self.device)
-            self.options = self.task.parse_options(self.cfg.task_options)
+            self.options = self.task.trained_options(self.task.parse_options(self.cfg.task_options), self.run.path)
             self.built = load_run_model(self.run, self.cfg, self.regs, self.device, self.hf_token, self.options)
         extra = {"needs": needs} if "needs" in inspect.signature(self.task.predict).parameters else {}
         preds = self.task.predict(self.built.model, self.built.tokenizer, rows, self.built.kind, self.cfg,

@@ -212,9 +212,16 @@ class Task(ABC):
 
     def trained_options(self, options: Any, run_path: Path) -> Any:
         """The parsed ``task_options`` completed with what training resolved and the run directory
-        records (a classifier's label set), for computing training features of a trained run
+        records (a classifier's label set, a multi-label decision threshold), for predicting with
+        a trained run (evaluation, ``verifily predict``) and computing its training features
         (``verifily attribute``). The default returns ``options``."""
         return options
+
+    def eval_default_metrics(self, run_path: Path) -> tuple[str, ...]:
+        """The metrics a trained run is evaluated with when ``eval.metrics`` is not set, read from
+        the run directory alone (a multi-label classifier has its own). Default
+        :attr:`default_metrics`."""
+        return self.default_metrics
 
     def reference_placeholder(self, run_path: Path) -> Any:
         """A valid reference for rows predicted without one (``verifily predict``): the scores

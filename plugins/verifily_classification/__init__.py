@@ -1,6 +1,8 @@
 """Built-in task plugin ``classification`` and model loader ``sequence_classification``.
 
-Rows are ``{"text", "text_pair"?, "label", "tags"?}``: a text (or a sentence pair) to a label.
+Rows are ``{"text", "text_pair"?, "label", "tags"?}``: a text (or a sentence pair) to a label;
+or, in a multi-label dataset, ``{"text", "text_pair"?, "labels": [..], "tags"?}``: to a set of
+labels (:mod:`verifily_classification.multilabel`; a sigmoid per label).
 Any ``AutoModelForSequenceClassification`` works: encoders (BERT, DeBERTa-v2/v3, RoBERTa, ...)
 and decoders with a last-token head (``LlamaForSequenceClassification``, ...). LoRA adapts the
 backbone; the head is trained in full and saved with the adapter (``modules_to_save``). The
@@ -21,6 +23,9 @@ from verifily_core.modeling import PretrainedLoader
 from verifily_classification.options import LABEL_TOKEN_LOADER, ClassificationOptions, config_problems, parse_options
 
 TASK = "classification"
+MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "per_class",
+                       "confusion_matrix", "classification_report")
+MULTI_LABEL_VALIDATION_METRICS = ("micro_f1", "macro_f1", "subset_accuracy")
 LOADER = "sequence_classification"
 LABEL_TOKENS = "label_tokens"  # the model kind of LABEL_TOKEN_LOADER
 
@@ -39,15 +44,25 @@ class ClassificationTask(Task):
     score_directions = {"p_true": True, "p_pred": True, "loss": False}
     validation_metrics = ("accuracy", "macro_f1", "weighted_f1")
     validation_reads = frozenset({"prediction"})
-    prediction_scores = ("p_pred",)
+    prediction_scores = ("p_pred", "probabilities")
     streams = True
     label_predictions = True
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job
+        self._tokenizers: dict[str, Any] = {}  # job id -> tokenizer of a multi-label training job
 
     def validate_row(self, row: Mapping[str, Any]) -> str | None:
-        """Like the default, but ``label`` may be a string or an integer."""
+        """Like the default, but ``label`` may be a string or an integer, and a multi-label row has
+        ``labels`` (a list of distinct label names, possibly empty) instead."""
+        from verifily_classification.multilabel import FIELD, is_multilabel_row, row_problem
+
+        if is_multilabel_row(row):
+            problem = row_problem(row)
+            if problem:
+                return problem
+            probe = {k: v for k, v in row.items() if k != FIELD}
+            return super().validate_row({**probe, "label": "-"})
         label = row.get("label")
         if "label" in row and (isinstance(label, bool) or not isinstance(label, (str, int))):
             return "field 'label' must be a string or an integer"
@@ -72,12 +87,19 @@ class ClassificationTask(Task):
     # -- training ----------------------------------------------------------------------------
 
     def validate_dataset(self, dataset: Any, options: ClassificationOptions) -> None:
-        """The label set (``task_options.labels``, else the training labels, at least 2) holds
-        every label of the train, val and test splits (DataError naming the row); run when the
-        dataset is resolved, so ``--dry-run`` finds a stray label and training never loads a model
-        for one."""
+        """Every row is single-label or every row multi-label (a mix is a DataError naming a row of
+        each by ``file:line``), the options fit that form (ConfigError), and the label set
+        (``task_options.labels``, else the training labels, at least 2) holds every label of the
+        train, val and test splits (DataError naming the row); run when the dataset is resolved,
+        so ``--dry-run`` finds a stray label and training never loads a model for one."""
         from verifily_classification.labels import check_rows, resolve_labels
+        from verifily_classification.multilabel import check_options, dataset_is_multilabel, resolve_multilabels
 
+        multi = dataset_is_multilabel(dataset)
+        check_options(options, multi, dataset.has_split("val"))
+        if multi:
+            resolve_multilabels(options.labels, dataset)
+            return
         labels = resolve_labels(options.labels, dataset.iter_rows("train"))
         for split in ("val", "test"):
             if dataset.has_split(split):
@@ -89,10 +111,15 @@ class ClassificationTask(Task):
         return self._labels(job).model_kwargs()
 
     def trained_options(self, options: ClassificationOptions, run_path: Path) -> ClassificationOptions:
-        """``label_names`` from the run's ``labels.json``."""
+        """``label_names``, ``multi_label`` and the decision ``threshold`` (tuned or configured) from
+        the run's ``labels.json``."""
         from verifily_classification.labels import read_labels
 
-        options.label_names = list(read_labels(run_path).labels)
+        labels = read_labels(run_path)
+        options.label_names = list(labels.labels)
+        options.multi_label = labels.multi_label
+        if labels.multi_label:
+            options.threshold = labels.threshold
         return options
 
     def prepare_model(self, model: Any, tokenizer: Any, job: Any, options: ClassificationOptions) -> Any:
@@ -106,9 +133,13 @@ class ClassificationTask(Task):
             raise ConfigError(f"$.task_options.formulation: label_tokens needs a causal LM (a decoder with an LM "
                               f"head); {type(model).__name__} is not one; use formulation: head")
         if getattr(job, "dataset", None) is not None:  # training (evaluation reads the run's labels.json)
-            options.label_names = self._labels(job).labels
+            labels = self._labels(job)
+            options.label_names, options.multi_label = labels.labels, labels.multi_label
+            if labels.multi_label:
+                self._tokenizers[job.job_id] = tokenizer  # for tune_threshold after training
             t = job.config.training
-            chosen = self.validation_metrics if t.validation_metrics is None else t.validation_metrics
+            default = MULTI_LABEL_VALIDATION_METRICS if labels.multi_label else self.validation_metrics
+            chosen = default if t.validation_metrics is None else t.validation_metrics
             options.validation = validation_metrics(chosen, t.metric_for_best_model, job.registries)
             if options.uses_label_tokens:
                 from verifily_classification.labeltokens import label_token_ids
@@ -143,7 +174,7 @@ class ClassificationTask(Task):
                                                     options.label_token_ids, options.tokens.template,
                                                     options.truncation, config.training.max_seq_length)
             return feats, {"rows": len(feats), "truncated": truncated}
-        feats, truncated = features(rows, tokenizer, LabelSet(options.label_names), config.training.max_seq_length,
+        feats, truncated = features(rows, tokenizer, self._label_set(options), config.training.max_seq_length,
                                     truncation=options.truncation)
         return feats, {"rows": len(feats), "truncated": truncated}
 
@@ -175,27 +206,33 @@ class ClassificationTask(Task):
                                      callbacks=callbacks, options=options)
 
     def trainer_class(self, options: ClassificationOptions, rows: Sequence[Mapping[str, Any]]) -> type:
-        """Cross-entropy (class-weighted per ``task_options.class_weights``) and val metrics."""
-        from verifily_classification.labels import LabelSet
+        """Cross-entropy (class-weighted per ``task_options.class_weights``; multi-label rows: binary
+        cross-entropy of a sigmoid per label) and val metrics."""
         from verifily_classification.trainer import (
             class_weights, label_token_trainer_class, metrics_function, trainer_class,
         )
 
-        labels = LabelSet(options.label_names)
-        weights = class_weights(options.class_weights, rows, labels)
+        labels = self._label_set(options)
+        weights = None if labels.multi_label else class_weights(options.class_weights, rows, labels)
         metrics, higher = options.validation
         compute = metrics_function(labels, metrics) if metrics else None
         if options.uses_label_tokens:
             return label_token_trainer_class(weights, options.label_token_ids, options.pad_id, compute, higher)
-        return trainer_class(weights, compute, higher)
+        return trainer_class(weights, compute, higher, multi_label=labels.multi_label)
 
     def save_artifacts(self, run_dir: Path, model: Any, job: Any) -> None:
         """``labels.json``: the label set in id order, ``id2label``/``label2id`` and the custom head."""
         from verifily_classification.labels import write_labels
 
         labels = self._label_sets.pop(job.job_id, None) or self._labels(job)
+        tokenizer = self._tokenizers.pop(job.job_id, None)
         options = parse_options(job.config.task_options)
-        extra = {}
+        extra: dict[str, Any] = {}
+        if labels.multi_label and options.tune_threshold:
+            from verifily_classification.predict import tune_on_val
+
+            extra["threshold_tuning"] = tune_on_val(model, tokenizer, job, labels, options)
+            labels.threshold = extra["threshold_tuning"]["threshold"]
         if options.uses_label_tokens:
             from verifily_classification.labeltokens import verbalizer_texts
 
@@ -206,10 +243,22 @@ class ClassificationTask(Task):
     def _labels(self, job: Any) -> Any:
         if job.job_id not in self._label_sets:
             from verifily_classification.labels import resolve_labels
+            from verifily_classification.multilabel import dataset_is_multilabel, resolve_multilabels
 
-            explicit = parse_options(job.config.task_options).labels
-            self._label_sets[job.job_id] = resolve_labels(explicit, job.dataset.iter_rows("train"))
+            options = parse_options(job.config.task_options)
+            if dataset_is_multilabel(job.dataset):
+                labels = resolve_multilabels(options.labels, job.dataset)
+                labels.threshold = options.decision_threshold
+            else:
+                labels = resolve_labels(options.labels, job.dataset.iter_rows("train"))
+            self._label_sets[job.job_id] = labels
         return self._label_sets[job.job_id]
+
+    @staticmethod
+    def _label_set(options: ClassificationOptions) -> Any:
+        from verifily_classification.labels import LabelSet
+
+        return LabelSet(options.label_names, options.multi_label, options.decision_threshold)
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -220,10 +269,34 @@ class ClassificationTask(Task):
         return read_labels(run_path).model_kwargs()
 
     def reference_placeholder(self, run_path: Path) -> Any:
-        """The run's first label (the reference must be a label of the run)."""
+        """The run's first label (the reference must be a label of the run); for a multi-label run,
+        the empty label set."""
         from verifily_classification.labels import read_labels
 
-        return read_labels(run_path).labels[0]
+        labels = read_labels(run_path)
+        return [] if labels.multi_label else labels.labels[0]
+
+    def with_reference(self, row: Mapping[str, Any], reference: Any) -> dict[str, Any]:
+        """A copy of ``row`` with ``reference`` as its ``label`` (a list: as its ``labels``) where
+        it has neither."""
+        from verifily_classification.multilabel import FIELD
+
+        out = dict(row)
+        if "label" not in out and FIELD not in out:
+            out[FIELD if isinstance(reference, list) else "label"] = reference
+        return out
+
+    def reference(self, row: Mapping[str, Any]) -> Any:
+        """The row's ``label``, or its ``labels`` list in a multi-label dataset."""
+        from verifily_classification.multilabel import FIELD
+
+        return row[FIELD] if FIELD in row else row["label"]
+
+    def eval_default_metrics(self, run_path: Path) -> tuple[str, ...]:
+        """The multi-label metrics for a multi-label run, else :attr:`default_metrics`."""
+        from verifily_classification.labels import read_labels
+
+        return MULTI_LABEL_METRICS if read_labels(run_path).multi_label else self.default_metrics
 
     def eval_metric_kwargs(self, run_path: Path) -> dict[str, Any]:
         """``labels``: the run's label set in id order (from its ``labels.json``)."""
@@ -233,11 +306,17 @@ class ClassificationTask(Task):
 
     def predict(self, model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], model_kind: str,
                 config: Any, options: Any, batch_size: int, device: str) -> list[dict[str, Any]]:
-        """Per row: the predicted label, the reference, and ``scores`` ``p_true``, ``p_pred``, ``loss``."""
-        from verifily_classification.labels import LabelSet
+        """Per row: the predicted label, the reference, and ``scores`` ``p_true``, ``p_pred``, ``loss``
+        (multi-label: the predicted label set, and also ``probabilities``, see
+        :func:`~verifily_classification.predict.multilabel_record`)."""
+        from verifily_classification.labels import MULTI_LABEL_PROBLEM, LabelSet
         from verifily_classification.predict import predict
 
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if getattr(model.config, "problem_type", None) == MULTI_LABEL_PROBLEM:
+            return predict(model, tokenizer, rows, LabelSet(names, True, options.decision_threshold),
+                           config.training.max_seq_length, batch_size, device, truncation=options.truncation,
+                           padding=options.padding)
         if model_kind == LABEL_TOKENS:
             from verifily_classification.predict import predict_label_tokens
 

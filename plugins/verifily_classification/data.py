@@ -38,15 +38,25 @@ def encode(tokenizer: Any, row: Mapping[str, Any], max_len: int, truncation: str
 
 def features(rows: Sequence[Mapping[str, Any]], tokenizer: Any, labels: LabelSet, max_len: int,
              split: str | None = None, truncation: str = "longest_first") -> tuple[list[dict[str, Any]], int]:
-    """Model inputs with ``labels`` ids for ``rows``; returns them and the number of truncated rows.
+    """Model inputs with ``labels`` for ``rows`` (a label id; for a multi-label set the 0/1 vector
+    of the row's ``labels`` in id order); returns them and the number of truncated rows.
 
     :raises DataError: a row's label is outside ``labels``, or it cannot be truncated as asked
         (the error names the row, and ``split``).
     """
+    from verifily_classification.multilabel import FIELD, multi_hot
+
     feats, truncated = [], 0
     for i, row in enumerate(rows, start=1):
         where = f"{split} row {i}" if split else f"row {i}"
-        label_id = labels.index(row["label"], where)
+        if labels.multi_label:
+            if FIELD not in row:
+                raise DataError(f"{where}: the run is multi-label and the row has no 'labels' list")
+            label_id: Any = multi_hot(row[FIELD], labels, where)
+        elif "label" not in row:
+            raise DataError(f"{where}: the run is single-label and the row has no 'label'")
+        else:
+            label_id = labels.index(row["label"], where)
         item, cut = encode(tokenizer, row, max_len, truncation, where)
         truncated += cut
         item["labels"] = label_id

@@ -88,7 +88,9 @@ class _PooledForward:
         hidden = self.base_model(**inputs)[0]
         logits = getattr(self, self._verifily_head_attr)(hidden, attention_mask)
         loss = None
-        if labels is not None:
+        if labels is not None and self.config.problem_type == "multi_label_classification":
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device).float())
+        elif labels is not None:
             loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -17,6 +17,7 @@ from verifily_core.files import read_json, write_json
 from verifily_core.errors import DataError
 
 LABELS_FILE = "labels.json"
+MULTI_LABEL_PROBLEM = "multi_label_classification"  # transformers' problem_type: sigmoid + BCEWithLogits
 
 
 def sort_labels(values: Iterable[Any]) -> list[Any]:
@@ -32,10 +33,14 @@ def sort_labels(values: Iterable[Any]) -> list[Any]:
 
 
 class LabelSet:
-    """Labels in id order with string-keyed lookup; ``index`` raises a DataError naming the row."""
+    """Labels in id order with string-keyed lookup; ``index`` raises a DataError naming the row.
 
-    def __init__(self, labels: Sequence[Any]) -> None:
+    ``multi_label``: rows carry label sets (a sigmoid per label); ``threshold``: the probability
+    from which a multi-label classifier predicts a label."""
+
+    def __init__(self, labels: Sequence[Any], multi_label: bool = False, threshold: float = 0.5) -> None:
         self.labels = list(labels)
+        self.multi_label, self.threshold = multi_label, threshold
         self._ids = {str(label): i for i, label in enumerate(self.labels)}
 
     def __len__(self) -> int:
@@ -60,8 +65,11 @@ class LabelSet:
     def model_kwargs(self) -> dict[str, Any]:
         """``from_pretrained`` arguments that size the head and name its outputs; a base model
         whose classification head has another number of labels gets a new head."""
-        return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.names())),
-                "label2id": {name: i for i, name in enumerate(self.names())}, "ignore_mismatched_sizes": True}
+        out = {"num_labels": len(self.labels), "id2label": dict(enumerate(self.names())),
+               "label2id": {name: i for i, name in enumerate(self.names())}, "ignore_mismatched_sizes": True}
+        if self.multi_label:
+            out["problem_type"] = MULTI_LABEL_PROBLEM
+        return out
 
 
 def resolve_labels(explicit: Sequence[Any] | None, train_rows: Iterable[Mapping[str, Any]]) -> LabelSet:
@@ -88,12 +96,16 @@ def check_rows(labels: LabelSet, rows: Iterable[Mapping[str, Any]], split: str, 
 
 def write_labels(run_dir: str | Path, labels: LabelSet, head: Mapping[str, Any] | None = None,
                  **extra: Any) -> Path:
-    """Write ``labels.json`` (``labels`` in id order, ``id2label``, ``label2id``, the custom ``head``,
-    and ``extra`` keys such as the label-token ``formulation`` and ``verbalizer``) atomically;
-    returns its path."""
+    """Write ``labels.json`` (``labels`` in id order, ``id2label``, ``label2id``, the custom ``head``;
+    for a multi-label set ``multi_label: true`` and the decision ``threshold``; and ``extra`` keys
+    such as the label-token ``formulation`` and ``verbalizer`` or the ``threshold_tuning``)
+    atomically; returns its path."""
     path = Path(run_dir) / LABELS_FILE
     doc = {"labels": labels.labels, "id2label": {str(i): n for i, n in enumerate(labels.names())},
-           "label2id": {n: i for i, n in enumerate(labels.names())}, "head": dict(head or {}), **extra}
+           "label2id": {n: i for i, n in enumerate(labels.names())}, "head": dict(head or {})}
+    if labels.multi_label:
+        doc.update(multi_label=True, threshold=labels.threshold)
+    doc.update(extra)
     return write_json(path, doc)
 
 
@@ -102,7 +114,7 @@ def read_labels(run_dir: str | Path) -> LabelSet:
     path = Path(run_dir) / LABELS_FILE
     try:
         doc = read_json(path)
-        return LabelSet(doc["labels"])
+        return LabelSet(doc["labels"], bool(doc.get("multi_label", False)), float(doc.get("threshold", 0.5)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: cannot read the run's label set ({type(exc).__name__}); "
                         "the run directory is incomplete") from None

@@ -17,6 +17,8 @@ task_options:
     template: "{text}\nLabel:"   # the prompt ({text}, {text_pair}); default below
     verbalizer: {pos: " positive", neg: " negative"}   # label -> text (default: " <label>")
     single_token_labels: false         # require one token per label
+  threshold: 0.5                # multi-label rows: predict the labels with a probability >= this
+  tune_threshold: false         # multi-label rows: pick the threshold with the best val micro F1
 ```
 
 Leaving ``pooling: auto`` and ``head`` unset keeps the model's standard head (BERT: pooler +
@@ -71,8 +73,9 @@ class LabelTokenOptions:
 class ClassificationOptions:
     """The classification task's options, structured from ``config.task_options``.
 
-    ``label_names`` and ``validation`` are not options: training fills them with the resolved
-    label set (id order), so feature preparation and the trainer agree with the model's head,
+    ``label_names``, ``multi_label`` and ``validation`` are not options: training fills them with
+    the resolved label set (id order) and the rows' form (label sets or one label per row), so
+    feature preparation and the trainer agree with the model's head,
     and with the metric plugins that score the val split for ``training.metric_for_best_model``
     (``({name: metric}, higher_is_better)``).
     """
@@ -85,7 +88,10 @@ class ClassificationOptions:
     padding: Padding = "longest"
     formulation: Formulation = "head"
     label_tokens: LabelTokenOptions | None = None
+    threshold: float | None = None
+    tune_threshold: bool = False
     label_names: list[Any] = field(init=False, factory=list)
+    multi_label: bool = field(init=False, default=False)
     validation: tuple[dict[str, Any], bool | None] = field(init=False, factory=lambda: ({}, None))
     label_token_ids: list[list[int]] = field(init=False, factory=list)
     pad_id: int = field(init=False, default=0)
@@ -99,6 +105,11 @@ class ClassificationOptions:
     def tokens(self) -> "LabelTokenOptions":
         """The label-token settings (defaults when ``label_tokens`` is not given)."""
         return self.label_tokens or LabelTokenOptions()
+
+    @property
+    def decision_threshold(self) -> float:
+        """The multi-label decision threshold (``threshold``, default 0.5)."""
+        return 0.5 if self.threshold is None else float(self.threshold)
 
     @property
     def custom_head(self) -> bool:
@@ -136,6 +147,8 @@ def parse_options(options: Mapping[str, Any]) -> ClassificationOptions:
     if opts.label_tokens is not None:
         opts.label_tokens.verbalizer = _check_verbalizer(verbalizer)
         _check_template(opts.label_tokens.template)
+    if opts.threshold is not None and not 0.0 < opts.threshold < 1.0:
+        raise ConfigError(f"{ROOT}.threshold: expected a probability between 0 and 1 (exclusive), got {opts.threshold}")
     return opts
 
 

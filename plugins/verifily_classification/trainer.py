@@ -20,14 +20,27 @@ def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: Sequence[
     return torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device), weight=w)
 
 
+def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of a sigmoid per label, averaged over rows and labels."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device).float())
+
+
 def metrics_function(labels: LabelSet, metrics: Mapping[str, Any]) -> Any:
-    """``compute_metrics`` for the Trainer: the given metric plugins on the val split's argmax predictions."""
+    """``compute_metrics`` for the Trainer: the given metric plugins on the val split's argmax
+    predictions (multi-label: the label sets over ``labels.threshold``)."""
+    import numpy as np
+
     names = labels.names()
 
     def compute(prediction: Any) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        predicted = [names[int(i)] for i in logits.argmax(axis=-1)]
-        gold = [names[int(i)] for i in prediction.label_ids]
+        if labels.multi_label:
+            probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+            predicted: list[Any] = [[names[k] for k in np.flatnonzero(row >= labels.threshold)] for row in probs]
+            gold: list[Any] = [[names[k] for k in np.flatnonzero(row > 0.5)] for row in prediction.label_ids]
+        else:
+            predicted = [names[int(i)] for i in logits.argmax(axis=-1)]
+            gold = [names[int(i)] for i in prediction.label_ids]
         n = len(gold)
         out = {}
         for name, metric in metrics.items():
@@ -39,9 +52,10 @@ def metrics_function(labels: LabelSet, metrics: Mapping[str, Any]) -> Any:
 
 
 def trainer_class(weights: Sequence[float] | None, compute_metrics: Any = None,
-                  greater_is_better: bool | None = None) -> type:
-    """A ``Trainer`` whose loss is (class-weighted) cross-entropy on the logits and which scores the
-    val split with ``compute_metrics`` (for ``training.metric_for_best_model``)."""
+                  greater_is_better: bool | None = None, multi_label: bool = False) -> type:
+    """A ``Trainer`` whose loss is (class-weighted) cross-entropy on the logits (``multi_label``:
+    binary cross-entropy of a sigmoid per label) and which scores the val split with
+    ``compute_metrics`` (for ``training.metric_for_best_model``)."""
 
     class ClassificationTrainer(Trainer):
         loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
@@ -59,7 +73,10 @@ def trainer_class(weights: Sequence[float] | None, compute_metrics: Any = None,
             inputs = dict(inputs)
             labels = inputs.pop("labels")
             outputs = model(**inputs)
-            loss = weighted_loss(outputs.logits, labels, weights)
+            if multi_label:
+                loss = multilabel_loss(outputs.logits, labels)
+            else:
+                loss = weighted_loss(outputs.logits, labels, weights)
             return (loss, outputs) if return_outputs else loss
 
     return ClassificationTrainer

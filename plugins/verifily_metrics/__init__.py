@@ -3,7 +3,8 @@
 SFT: ``loss``, ``perplexity``, ``token_accuracy``, ``sequence_accuracy`` (teacher-forced, from
 the model's per-example scores),
 ``exact_match``, ``token_f1`` (SQuAD normalisation), ``format_compliance``, ``gold_exact_match``.
-Classification: ``accuracy``, ``macro_f1``, ``weighted_f1`` and the non-scalar ``per_class``,
+Classification (single- and multi-label): ``accuracy``, ``macro_f1``, ``weighted_f1``,
+``micro_f1``, ``subset_accuracy``, ``hamming_loss`` and the non-scalar ``per_class``,
 ``confusion_matrix`` (JSON and PNG) and ``classification_report``.
 
 The math is pure Python and NumPy (imported when computing). ``verifily_metrics.hf`` offers
@@ -16,14 +17,16 @@ from typing import Any
 
 from verifily_core import hookimpl
 from verifily_metrics.classification import (
-    Accuracy, ClassificationReport, ConfusionMatrix, MacroF1, PerClass, WeightedF1,
+    Accuracy, ClassificationReport, ConfusionMatrix, HammingLoss, MacroF1, MicroF1, PerClass, SubsetAccuracy,
+    WeightedF1,
 )
 from verifily_metrics.lm import Loss, Perplexity, SequenceAccuracy, TokenAccuracy
 from verifily_metrics.text import ExactMatch, FormatCompliance, GoldExactMatch, TokenF1
 
 BUILTIN_METRICS = (
     Loss, Perplexity, TokenAccuracy, SequenceAccuracy, ExactMatch, TokenF1, FormatCompliance, GoldExactMatch,
-    Accuracy, MacroF1, WeightedF1, PerClass, ConfusionMatrix, ClassificationReport,
+    Accuracy, MacroF1, WeightedF1, MicroF1, SubsetAccuracy, HammingLoss, PerClass, ConfusionMatrix,
+    ClassificationReport,
 )
 
 

@@ -8,6 +8,8 @@ verifily's own evaluation calls the plugin metrics directly. Use it where an
     load("token_f1").compute(predictions=["the cat"], references=["cat"])  # {"token_f1": 1.0}
 
 Each module holds its data in memory (``keep_in_memory=True``): no cache files are written.
+The classification modules take one label per row (string features); multi-label label sets
+are scored by the plugin metrics themselves (``verifily_metrics.classification``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import evaluate
 
 from verifily_core.interfaces import Metric
 from verifily_metrics.classification import (
-    Accuracy, ClassificationReport, ConfusionMatrix, MacroF1, PerClass, WeightedF1,
+    Accuracy, ClassificationReport, ConfusionMatrix, HammingLoss, MacroF1, MicroF1, PerClass, SubsetAccuracy,
+    WeightedF1,
 )
 from verifily_metrics.lm import Loss, Perplexity
 from verifily_metrics.text import ExactMatch, FormatCompliance, GoldExactMatch, TokenF1
@@ -111,6 +114,18 @@ class ClassificationReportModule(VerifilyTextMetric):
     metric = ClassificationReport()
 
 
+class MicroF1Module(VerifilyTextMetric):
+    metric = MicroF1()
+
+
+class SubsetAccuracyModule(VerifilyTextMetric):
+    metric = SubsetAccuracy()
+
+
+class HammingLossModule(VerifilyTextMetric):
+    metric = HammingLoss()
+
+
 class LossModule(VerifilyLossMetric):
     metric = Loss()
 
@@ -123,7 +138,7 @@ MODULES: dict[str, type[evaluate.Metric]] = {
     cls.metric.name: cls for cls in (
         ExactMatchModule, TokenF1Module, GoldExactMatchModule, FormatComplianceModule, AccuracyModule,
         MacroF1Module, WeightedF1Module, PerClassModule, ConfusionMatrixModule, ClassificationReportModule,
-        LossModule, PerplexityModule,
+        MicroF1Module, SubsetAccuracyModule, HammingLossModule, LossModule, PerplexityModule,
     )
 }
 

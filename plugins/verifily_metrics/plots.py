@@ -9,8 +9,9 @@ PNG = "confusion_matrix.png"
 
 
 def write_confusion_png(details: Mapping[str, Any], out_dir: str | Path) -> list[str]:
-    """Draw ``details`` (``labels``, ``columns``, ``matrix``) as a heat map with counts; return the
-    file names written (none when matplotlib is not installed)."""
+    """Draw ``details`` (``labels``, ``columns``, ``matrix``; multi-label: a row of ``tp, fp, fn, tn``
+    per label) as a heat map with counts; return the file names written (none when matplotlib is
+    not installed)."""
     try:
         import matplotlib
 
@@ -25,8 +26,8 @@ def write_confusion_png(details: Mapping[str, Any], out_dir: str | Path) -> list
         image = ax.imshow(matrix, cmap="Blues")
         ax.set_xticks(range(len(cols)), labels=[str(c) for c in cols], rotation=45, ha="right")
         ax.set_yticks(range(len(rows)), labels=[str(r) for r in rows])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set_xlabel("count" if details.get("multi_label") else "predicted")
+        ax.set_ylabel("label" if details.get("multi_label") else "true")
         peak = max((max(r) for r in matrix if r), default=0)
         for i, row in enumerate(matrix):
             for j, count in enumerate(row):

@@ -40,9 +40,15 @@ def _print(results: list[dict[str, Any]], fmt: str) -> None:
         out(json.dumps([{"index": i, **r} for i, r in enumerate(results)], indent=2, ensure_ascii=False))
         return
     for r in results:
-        shown = {k: v for k, v in r["scores"].items() if k.startswith("p_")}
+        shown = {k: v for k, v in r["scores"].items() if k.startswith("p_") and isinstance(v, (int, float))}
         extra = "  " + "  ".join(f"{k}={v:.4f}" for k, v in shown.items()) if shown else ""
-        out(f"{r['prediction']}{extra}")
+        for k, v in r["scores"].items():  # per-label values (a multi-label classifier's probabilities)
+            if isinstance(v, dict) and v:
+                extra += f"  {k}: " + " ".join(f"{name}={p:.4f}" for name, p in v.items())
+        prediction = r["prediction"]
+        if isinstance(prediction, list):  # a label set
+            prediction = ", ".join(str(x) for x in prediction) if prediction else "(none)"
+        out(f"{prediction}{extra}")
 
 
 @click.command()
@@ -57,7 +63,8 @@ def _print(results: list[dict[str, Any]], fmt: str) -> None:
 @click.pass_obj
 def predict(state: GlobalState, run_path: str, input_file: str | None, fields: tuple[str, ...], device: str,
             no_verify: bool, fmt: str) -> None:
-    """Predict rows with a trained run (a classification run prints the label and its probability)."""
+    """Predict rows with a trained run (a classification run prints the label and its probability;
+    a multi-label run the label set, its probability and every label's)."""
     from verifily_core.api import predict as do_predict
 
     if bool(input_file) == bool(fields):

@@ -11,10 +11,12 @@ from verifily_core.testing.data import (
     corpus,
     make_chat_rows,
     make_classification_rows,
+    make_multilabel_rows,
     make_planted_keyword_rows,
     make_sft_rows,
     write_jsonl,
 )
 from verifily_core.testing.runs import seal_run, train_run
 
-__all__ = ["SOURCES", "corpus", "make_chat_rows", "make_classification_rows", "make_planted_keyword_rows", "make_sft_rows", "seal_run", "train_run", "write_jsonl"]
+__all__ = ["SOURCES", "corpus", "make_chat_rows", "make_classification_rows", "make_multilabel_rows",
+           "make_planted_keyword_rows", "make_sft_rows", "seal_run", "train_run", "write_jsonl"]

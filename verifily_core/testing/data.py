@@ -121,6 +121,25 @@ def _cue(text: str) -> str:
     return next(w for w in text.split() if w in POSITIVE + NEGATIVE)
 
 
+TOPICS = {"fruit": ("apple", "lemon", "bread"), "water": ("river", "ocean", "water"),
+          "home": ("house", "chair", "table")}
+"""The labels of :func:`make_multilabel_rows` and the words that signal each."""
+
+
+def make_multilabel_rows(n: int, seed: int = 0, p: float = 0.4) -> list[dict[str, Any]]:
+    """Multi-label rows: ``labels`` holds each topic of :data:`TOPICS` (``fruit``, ``water``,
+    ``home``) whose word is in the text, each present with probability ``p`` (the set may be
+    empty), among three neutral words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        labels = [topic for topic in TOPICS if rng.random() < p]
+        words = rng.sample(NEUTRAL, 3) + [rng.choice(TOPICS[t]) for t in labels]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": labels, "tags": _tags(rng, i)})
+    return rows
+
+
 def corpus() -> list[str]:
     """Texts covering every word the generators use, for training tiny tokenizers."""
     texts = [" ".join(WORDS), " ".join(w.upper() for w in WORDS), " ".join(POSITIVE + NEGATIVE + NEUTRAL)]
