@@ -167,7 +167,7 @@ def test_a_value_breaking_a_range_rule_is_a_config_error_naming_the_field(path, 
 
 
 @pytest.mark.parametrize("name", ["train", "evaluate", "compare", "reproduce", "list_runs", "create_dataset",
-                                  "export_run", "push_run", "report"])
+                                  "export_run", "push_run", "report", "attribute", "leave_out"])
 def test_every_api_function_is_documented_with_its_signature(name):
     """docs/python-api.md's heading for each function lists its parameters and defaults as the code does."""
     from verifily_core import api
