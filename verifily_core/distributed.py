@@ -241,7 +241,7 @@ def launch(spec: Launch, nproc: int, nnodes: int, run_dir: Path | None, run_id: 
 
     if not log.isEnabledFor(logging.DEBUG):
         for name in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # the failure is reported in one line below
     os.environ[ENV_RUN_ID] = run_id
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _launched.append(run_id)

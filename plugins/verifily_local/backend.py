@@ -6,6 +6,7 @@ Imported only when a local run starts (it imports torch, transformers and peft).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ def run_local(job: Any, resume_dir: Path | None = None) -> Run | None:
             raise
         if distributed.world().is_distributed and distributed.peer_lost(exc):
             writer.fail(f"{distributed.PEER_LOST} ({type(exc).__name__})")
+            if os.environ.get(distributed.ENV_RUN_ID):  # the --nproc launcher names the rank that ended
+                raise distributed.QuietWorkerError(TrainingError.exit_code) from exc
             raise TrainingError(f"{distributed.PEER_LOST}; the run is marked failed: {writer.path}") from exc
         _fail(writer, exc)
         raise
