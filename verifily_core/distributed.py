@@ -159,11 +159,17 @@ def check_same_data(data_hash: str) -> None:
         data_hash = "sha256:" + "0" * 64
     hashes = gather(data_hash)
     differ = [r for r, h in enumerate(hashes) if h != hashes[0]]
-    if differ:
+    if not differ:
+        return
+    if w.is_main:
         names = ", ".join(f"rank {r} ({hashes[r]})" for r in differ)
         raise DataError(f"the dataset differs between the processes of this run: {names} against rank 0 "
-                        f"({hashes[0]}); give every node the same data files (a shared or identical copy)",
-                        ) if w.is_main else QuietWorkerError(DataError.exit_code)
+                        f"({hashes[0]}); give every node the same data files (a shared or identical copy)")
+    try:  # rank 0 never joins: this returns when it has reported and exited, so the launcher sees its code first
+        barrier()
+    except Exception:  # noqa: BLE001 - the lost peer is the expected way out
+        pass
+    raise QuietWorkerError(DataError.exit_code)
 
 
 class QuietWorkerError(TrainingError):
