@@ -222,6 +222,9 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
     cfg = plan.config
     backend = plan.registries.backends.get(cfg.compute.mode)
     w = distributed.world()
+    if cfg.compute.num_processes * cfg.compute.num_nodes > 1 and not w.is_distributed:
+        raise ConfigError("compute.num_processes/num_nodes above 1 need a launcher: run `verifily train --nproc N`, "
+                          "or start this under torchrun or accelerate launch")
     if w.is_distributed and backend.reads_data:
         distributed.init(cfg.compute.device)
     # a resumed run is locked before it is read, so two resumes (or a resume of a run still
