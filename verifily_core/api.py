@@ -28,6 +28,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "seed": "seed",
     "name": "output.name",
     "report_to": "training.report_to",
+    "nproc": "compute.num_processes",
+    "nnodes": "compute.num_nodes",
 }
 """The one flag table: each :func:`train` parameter (and ``verifily train`` option) that sets a
 config field, with the field's dotted path. Flags beat overrides, which beat the file."""
@@ -68,6 +70,9 @@ def train(
     on_push: Callable[[Any], None] | None = None,
     check_batch: bool = False,
     memory_limit: int | str | None = None,
+    nproc: int | None = None,
+    nnodes: int | None = None,
+    launch: Any = None,
 ) -> Any:
     """Run a training job and return the finished :class:`~verifily_core.runs.Run`.
 
@@ -83,6 +88,12 @@ def train(
     failed (its ``run`` is the completed run). With ``dry_run`` and ``check_batch`` the model is
     loaded and the largest batch tried (``plan.batch_check``; ConfigError when it does not fit in
     ``memory_limit``, bytes or a size such as ``"8GiB"``, else the device's memory).
+
+    With ``compute.num_processes`` (``nproc``) or ``compute.num_nodes`` (``nnodes``) above 1 in a
+    process that no launcher started, ``launch`` (a :class:`~verifily_core.distributed.Launch`: the
+    command each worker runs and the rendezvous) starts the workers and the sealed run is returned
+    when they finish; without it that is a ConfigError. In a worker (``WORLD_SIZE`` set, e.g. under
+    ``torchrun``) rank 0 returns the run and the other ranks ``None``.
     """
     import attrs
 
@@ -91,7 +102,7 @@ def train(
 
     given = dict(dataset=dataset, base_model=base_model, output_dir=output_dir, device=device, seed=seed, name=name,
                  task=task, mode=mode, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                 lora_r=lora_r, quantization=quantization, report_to=report_to)
+                 lora_r=lora_r, quantization=quantization, report_to=report_to, nproc=nproc, nnodes=nnodes)
     flags = {TRAIN_FLAGS[key]: value for key, value in given.items()}
     plan = plan_training(config, overrides=overrides, flags=flags, registries=plugins_or_installed(registries))
     if plan.config.output.push_to_hub:  # refused now rather than after training
@@ -109,6 +120,13 @@ def train(
             limit = parse_size(memory_limit) if isinstance(memory_limit, str) else memory_limit
             plan = check_plan_batch(plan, hf_token=hf_token, memory_limit=limit)
         return plan
+    from verifily_core.distributed import world
+
+    c = plan.config.compute
+    if c.num_processes * c.num_nodes > 1 and not world().is_distributed:
+        from verifily_core.training import launch_plan
+
+        return launch_plan(plan, launch, resume_from=resume_from)
     with os_errors_as(TrainingError, "set output.dir elsewhere"):
         return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval, on_push=on_push)
 

@@ -97,7 +97,8 @@ class LazyGroup(click.Group):
             click.echo(str(exc), err=True)
             ctx.exit(exc.exit_code)
         except VerifilyTrainError as exc:
-            _report(ctx, f"Error: {exc}", exc)
+            if not getattr(exc, "quiet", False):  # a worker whose error rank 0 or the launcher reports
+                _report(ctx, f"Error: {exc}", exc)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -161,6 +162,9 @@ def _module_exists(module: str) -> bool:
 
 
 def _report(ctx: click.Context, line: str, exc: BaseException) -> None:
+    rank = os.environ.get("RANK", "0")
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and rank != "0":  # a worker of a distributed run
+        line = f"[rank {rank}] {line}"
     state = ctx.find_object(GlobalState)
     if state is not None and state.verbose:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
@@ -255,3 +259,7 @@ def cli(ctx: click.Context, hf_token: str | None, verifily_token: str | None, lo
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="verifily")
+
+
+if __name__ == "__main__":  # `python -m verifily_core.cli` (how the --nproc launcher starts its workers)
+    main()

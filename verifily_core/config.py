@@ -137,6 +137,10 @@ class ComputeParams:
     device: str = "auto"
     fp16: bool = False
     bf16: bool = True
+    num_processes: int = 1
+    """Training processes per machine (data parallel; ``verifily train --nproc``)."""
+    num_nodes: int = 1
+    """Machines the processes run on (``verifily train --nnodes``)."""
 
 
 @define
@@ -299,7 +303,7 @@ hash the same whether or not it was tracked (a tracked run and its untracked rer
 checkpointing recomputes the same activations, with the same dropout masks; data-loader workers
 and pinned memory only prepare and copy batches."""
 HASHED_WHEN_SET = ("training.group_by_length", "training.dataloader_persistent_workers", "training.streaming",
-                   "training.shuffle_buffer",
+                   "training.shuffle_buffer", "compute.num_processes", "compute.num_nodes",
                    *(f"training.optimizations.{name}" for name in ("optimizer_type", "use_amp", "amp_dtype",
                                                                    "enable_tf32", "attention_implementation",
                                                                    "use_compile", "compile_mode")))

@@ -30,6 +30,8 @@ _HUB_PART_RE = re.compile(r"[A-Za-z0-9_.-]{1,96}")
 RANGE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("training.num_epochs", lambda v: v > 0, "> 0"),
     ("training.batch_size", lambda v: v >= 1, ">= 1"),
+    ("compute.num_processes", lambda v: v >= 1, ">= 1"),
+    ("compute.num_nodes", lambda v: v >= 1, ">= 1"),
     ("training.gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),
     ("training.learning_rate", lambda v: 0 < v < 1, "in (0, 1)"),
     ("training.warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -63,6 +63,7 @@ class RunWriter:
         self.optimizations: dict[str, Any] = {}
         self.base_commit: str | None = None
         self.tracking: dict[str, Any] = {}
+        self.distributed: dict[str, Any] = distributed_record(job.config)
         self._lock: RunLock | None = None
 
     def record_optimizations(self, description: dict[str, Any]) -> None:
@@ -116,7 +117,7 @@ class RunWriter:
             metrics=metrics, artifact_path=str(path), config_hash=job.config_hash, data_hash=job.data_hash,
             env_hash=self.env_hash,
             reproducibility_hash=reproducibility_hash(job.config_hash, job.data_hash, self.env_hash), error=error,
-            tracking=self.tracking,
+            tracking=self.tracking, distributed=self.distributed,
         )
 
     def _write_meta(self, status: str, metrics: dict[str, Any], error: str | None, final: Path | None = None) -> Run:
@@ -225,8 +226,58 @@ class RunWriter:
             self._lock.release()
 
 
+def distributed_record(config: Any) -> dict[str, Any]:
+    """``run_meta.json``'s ``distributed``: the world size, the collective backend of this process
+    group (``None`` for one process) and the effective global batch."""
+    from verifily_core.distributed import world
+
+    w, t = world(), config.training
+    backend = None
+    if w.is_distributed:
+        import torch.distributed as dist
+
+        backend = str(dist.get_backend()) if dist.is_initialized() else None
+    return {"world_size": w.world_size, "num_nodes": w.num_nodes, "backend": backend,
+            "per_device_batch_size": t.batch_size, "gradient_accumulation_steps": t.gradient_accumulation_steps,
+            "global_batch_size": t.batch_size * t.gradient_accumulation_steps * w.world_size}
+
+
 def _read_only(path: Path) -> None:
     """Remove write permission everywhere except ``eval/`` (evaluation may be re-run)."""
     for p in [*path.rglob("*"), path]:
         if not p.is_symlink() and not p.relative_to(path).parts[:1] == ("eval",):
             p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def unsealed_folder(path: Path) -> Path | None:
+    """The folder of the unsealed run ``path`` names (its ``.partial`` or ``.failed`` form, whichever
+    exists), or ``None`` when there is none (never created, or sealed)."""
+    run_id = path.name.removesuffix(PARTIAL).removesuffix(FAILED)
+    for folder in (path, path.with_name(run_id + PARTIAL), path.with_name(run_id + FAILED)):
+        if folder.is_dir() and folder.name.endswith((PARTIAL, FAILED)):
+            return folder
+    return None
+
+
+def mark_failed(path: Path, error: str) -> Path | None:
+    """Mark the unsealed run at ``path`` failed with ``error`` when its own writer could not (a
+    distributed run's rank 0 that died): ``run_meta.json`` gets the status, error and end time, the
+    folder is renamed to ``<run_id>.failed``. Returns the folder, ``None`` when there is no unsealed run."""
+    folder = unsealed_folder(path)
+    if folder is None:
+        return None
+    meta_path = folder / RUN_META
+    try:
+        meta = read_json(meta_path) if meta_path.is_file() else None
+        if meta is not None:
+            meta.update(status=STATUS_FAILED, error=error, completed_at=meta.get("completed_at") or utc_now())
+            write_json(meta_path, meta, default=str)
+    except (OSError, ValueError) as exc:
+        log.debug("%s: failure not recorded in run_meta.json (%s)", folder, exc)
+    if folder.name.endswith(PARTIAL):
+        final = folder.with_name(folder.name.removesuffix(PARTIAL) + FAILED)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(folder, final)
+        folder = final
+    return folder

@@ -56,6 +56,10 @@ class Run:
     optimizations: dict[str, Any] = attrs.field(factory=dict)
     """What training ran with: ``optimizer_type``, ``precision``, ``tf32``, ``attention_implementation``,
     ``gradient_checkpointing``, ``compile`` (empty in older runs)."""
+    distributed: dict[str, Any] = attrs.field(factory=dict)
+    """How many processes trained the run: ``world_size``, ``num_nodes``, ``backend`` (``gloo``,
+    ``nccl`` or ``null`` for one process), ``per_device_batch_size``, ``gradient_accumulation_steps``
+    and ``global_batch_size`` (their product with the world size; empty in older runs)."""
 
     @property
     def path(self) -> Path:

@@ -85,8 +85,64 @@ def plan_training(
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"{path}: config file not found; pass --config PATH")
     cfg = resolve_config(path=path, data=data, overrides=overrides, flags=flags)
+    cfg = config_for_world(cfg)
     cfg.validate(registries)
     return TrainPlan(config=cfg, config_hash=cfg.to_hash(), registries=registries)
+
+
+def config_for_world(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``compute.num_processes``/``num_nodes`` as the launcher that started this process
+    set them (``LOCAL_WORLD_SIZE``, ``WORLD_SIZE``): the recorded config says how the run was trained."""
+    from verifily_core.distributed import world
+
+    w = world()
+    if not w.is_distributed or (cfg.compute.num_processes, cfg.compute.num_nodes) == (w.local_world_size, w.num_nodes):
+        return cfg
+    return attrs.evolve(cfg, compute=attrs.evolve(cfg.compute, num_processes=w.local_world_size, num_nodes=w.num_nodes))
+
+
+def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None) -> Any:
+    """Start the workers of a distributed plan (``launch``: a :class:`~verifily_core.distributed.Launch`)
+    and return the run they sealed (loaded from its directory).
+
+    :raises ConfigError: no launch command was given (the Python API without a launcher).
+    :raises VerifilyTrainError: a worker failed (the run marked failed; the line already printed).
+    """
+    from verifily_core import distributed
+    from verifily_core.errors import TrainingError
+    from verifily_core.jobs import new_run_id
+    from verifily_core.runs import load_run
+
+    cfg = plan.config
+    backend = plan.registries.backends.get(cfg.compute.mode)
+    if launch is None:
+        raise ConfigError("compute.num_processes/num_nodes above 1 need a launcher: run `verifily train --nproc N`, "
+                          "or start this under torchrun or accelerate launch")
+    if not backend.reads_data:
+        raise ConfigError(f"compute.num_processes: compute backend '{cfg.compute.mode}' does not train on this "
+                          "machine; set compute.num_processes=1")
+    if resume_from:
+        import json
+
+        from verifily_core.runs import RUN_META
+
+        meta_path = Path(resume_from) / RUN_META
+        if not meta_path.is_file():
+            raise ConfigError(f"--resume {resume_from}: not a run directory (no {RUN_META})")
+        run_id, run_dir = str(json.loads(meta_path.read_text(encoding="utf-8"))["run_id"]), Path(resume_from)
+    else:
+        run_id = new_run_id()
+        run_dir = Path(cfg.output.dir) / f"{run_id}.partial"
+    code = distributed.launch(launch, cfg.compute.num_processes, cfg.compute.num_nodes, run_dir, run_id)
+    if code:
+        err = distributed.QuietWorkerError(code)
+        raise err
+    if launch.node_rank:
+        return None
+    final = (run_dir.parent if resume_from else Path(cfg.output.dir)) / run_id
+    if not final.is_dir():
+        raise TrainingError(f"{final}: the workers finished but the run was not sealed; see the lines above")
+    return load_run(final)
 
 
 def check_plan_data(plan: TrainPlan) -> TrainPlan:
@@ -160,15 +216,23 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
     :raises RunLocked: ``resume_from`` is being trained by another process.
     :raises PushError: only the push failed; the run stays completed (the error's ``run``).
     """
+    from verifily_core import distributed
     from verifily_core.jobs import TrainJob, new_run_id, utc_now
 
     cfg = plan.config
     backend = plan.registries.backends.get(cfg.compute.mode)
+    w = distributed.world()
+    if cfg.compute.num_processes * cfg.compute.num_nodes > 1 and not w.is_distributed:
+        raise ConfigError("compute.num_processes/num_nodes above 1 need a launcher: run `verifily train --nproc N`, "
+                          "or start this under torchrun or accelerate launch")
+    if w.is_distributed and backend.reads_data:
+        distributed.init(cfg.compute.device)
     # a resumed run is locked before it is read, so two resumes (or a resume of a run still
-    # training) cannot both write it: the second gets RunLocked (exit 1)
-    with lock_run(resume_from) if resume_from else contextlib.nullcontext():
+    # training) cannot both write it: the second gets RunLocked (exit 1); rank 0 holds it for all
+    with lock_run(resume_from) if resume_from and w.is_main else contextlib.nullcontext():
         dataset = _resolve_dataset(plan, backend)
-        job_id = new_run_id()
+        distributed.check_same_data(getattr(dataset, "content_hash", ""))
+        job_id = distributed.agree_run_id(new_run_id())
         if resume_from:
             job_id = check_resumable(resume_from, plan, getattr(dataset, "content_hash", ""))
             cfg = resumed_config(cfg, Path(resume_from))
@@ -184,6 +248,10 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
             resume_from=resume_from,
         )
         run = backend.run(job)
+    if not w.is_main:  # rank 0 evaluates and pushes; the others wait for it, then leave
+        distributed.barrier()
+        distributed.finish()
+        return None
     plan.registries.hook.verifily_run_written(run=run)
     if cfg.eval.enabled and dataset is not None and dataset.has_split("test"):
         from verifily_core.evaluator import evaluate
@@ -197,6 +265,8 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
         pushed = push_trained_run(run, cfg, plan.registries, hf_token)
         if on_push is not None:
             on_push(pushed)
+    distributed.barrier()
+    distributed.finish()
     return run
 
 

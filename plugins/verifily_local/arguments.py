@@ -62,6 +62,7 @@ def argument_values(job: Any, checkpoints: Path, device: str, has_val: bool,
         use_cpu=device == "cpu",
         **dataloader_flags(t, device),
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # LoRA and heads train every parameter they add
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         **_streaming_values(t),
         **precision,

@@ -6,6 +6,7 @@ Imported only when a local run starts (it imports torch, transformers and peft).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import Seq2SeqTrainer, Trainer  # noqa: E402
 
+from verifily_core import distributed
 from verifily_core.errors import RunLocked, TrainingError, VerifilyTrainError, is_full_disk
 from verifily_core.files import read_json, write_json
 from verifily_core.modeling import (
@@ -26,8 +28,8 @@ from verifily_core.run_writer import FAILED, RunWriter
 from verifily_core.runs import RUN_META, Run
 from verifily_local.arguments import argument_values
 from verifily_local.callbacks import (
-    CheckpointCallback, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback, SnapshotCallback, eval_metrics,
-    whole_run_loss,
+    CheckpointCallback, ExitAtStepForTests, JsonlLogCallback, NonFiniteLossCallback, ProgressCallback,
+    SnapshotCallback, eval_metrics, whole_run_loss,
 )
 from verifily_local.checkpoints import latest_checkpoint
 from verifily_local.optimizations import describe as describe_optimizations
@@ -47,13 +49,16 @@ class _Rows(torch.utils.data.Dataset):
         return self.features[i]
 
 
-def run_local(job: Any, resume_dir: Path | None = None) -> Run:
+def run_local(job: Any, resume_dir: Path | None = None) -> Run | None:
     """Train ``job`` on this machine and return the sealed run.
 
     Any failure, from creating the run directory to sealing it, marks the run failed
     (``<run_id>.failed``) and raises :class:`TrainingError` (or the project error it was); a
-    file system error (a full disk) names the file and what to do.
+    file system error (a full disk) names the file and what to do. In a distributed run every rank
+    trains (the Trainer's DDP) but only rank 0 writes the run directory and returns the run; the
+    other ranks return ``None`` and write nothing there but their RNG state in checkpoints.
     """
+    main = distributed.world().is_main
     quiet_libraries()
     device = resolve_device(job.config.compute.device)
     _, precision = training_precision(job.config, device)
@@ -61,13 +66,34 @@ def run_local(job: Any, resume_dir: Path | None = None) -> Run:
     # chosen before the run is touched: no usable checkpoint leaves it as it was (exit 3)
     checkpoint = latest_checkpoint(writer.checkpoints) if resume_dir is not None else None
     try:
-        writer.start(describe_plugins(job.registries))
-        verb = "resuming" if resume_dir is not None else "training"
-        print(f"Run {job.job_id}: {verb} {job.base_model} ({job.task}) on {device}, {precision}", file=sys.stderr)
+        if main:
+            writer.start(describe_plugins(job.registries))
+            verb = "resuming" if resume_dir is not None else "training"
+            world = distributed.world()
+            procs = f" x {world.world_size} processes ({writer.distributed['backend']})" if world.is_distributed else ""
+            print(f"Run {job.job_id}: {verb} {job.base_model} ({job.task}) on {device}{procs}, {precision}",
+                  file=sys.stderr)
+        distributed.barrier()  # the run directory exists before any rank trains
         metrics = _train(job, writer, device, resume_dir is not None, checkpoint)
-        return writer.complete(metrics)
+        return writer.complete(metrics) if main else None
     except RunLocked:  # another process owns the run: leave it as it is
         raise
+    except BaseException as exc:
+        if not main:  # rank 0 (or the launcher) records the failure
+            raise
+        if distributed.world().is_distributed and distributed.peer_lost(exc):
+            writer.fail(f"{distributed.PEER_LOST} ({type(exc).__name__})")
+            if os.environ.get(distributed.ENV_RUN_ID):  # the --nproc launcher names the rank that ended
+                raise distributed.QuietWorkerError(TrainingError.exit_code) from exc
+            raise TrainingError(f"{distributed.PEER_LOST}; the run is marked failed: {writer.path}") from exc
+        _fail(writer, exc)
+        raise
+
+
+def _fail(writer: RunWriter, exc: BaseException) -> None:
+    """Mark the run failed for ``exc`` (raising the project error it becomes)."""
+    try:
+        raise exc
     except VerifilyTrainError as exc:
         writer.fail(str(exc))
         raise
@@ -109,7 +135,7 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
     if resuming and checkpoint is None:
         log.warning("no complete checkpoint in %s; training from the start", writer.checkpoints)
     first_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
-    if resuming:
+    if resuming and distributed.world().is_main:
         log_file.drop_after(first_step)
     if cfg.training.streaming and checkpoint:
         # the Trainer restores the random state before it starts the data loader, whose seed draw then
@@ -131,7 +157,8 @@ def _train(job: Any, writer: RunWriter, device: str, resuming: bool, checkpoint:
     if val_feats is not None:
         metrics.update(_final_eval(trainer))
         metrics["val_truncated_rows"] = vstats["truncated"]
-    _save(trainer, tokenizer, writer.path, task, job)
+    if distributed.world().is_main:
+        _save(trainer, tokenizer, writer.path, task, job)
     return metrics
 
 
@@ -175,8 +202,11 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
         callbacks.insert(0, StreamStateCallback(cfg.seed, cfg.training.shuffle_buffer))
     if cfg.training.attribution_checkpoints:
         callbacks.append(SnapshotCallback(writer.path, cfg.training.attribution_checkpoints))
-    for extra in job.registries.hook.verifily_trainer_callbacks(config=cfg, run_dir=writer.path):
-        callbacks.extend(extra or [])
+    if ExitAtStepForTests.requested():
+        callbacks.append(ExitAtStepForTests())
+    if distributed.world().is_main:  # plugins' callbacks observe the run once, on rank 0
+        for extra in job.registries.hook.verifily_trainer_callbacks(config=cfg, run_dir=writer.path):
+            callbacks.extend(extra or [])
     if cfg.training.early_stopping_patience:
         if val_feats is None:
             log.warning("training.early_stopping_patience is ignored: the dataset has no val split")

@@ -14,6 +14,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from verifily_core.attribution import snapshots
 from verifily_core.console import is_quiet
+from verifily_core.distributed import TEST_EXIT_AT_STEP, barrier, world
 from verifily_core.files import append_line, read_jsonl, write_jsonl
 from verifily_local.checkpoints import write_checkpoint_manifest
 
@@ -87,6 +88,7 @@ class CheckpointCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        barrier()  # every rank's RNG state is in the checkpoint before its manifest is taken
         if state.is_world_process_zero and folder.is_dir():
             write_checkpoint_manifest(folder)
 
@@ -117,7 +119,7 @@ class ProgressCallback(TrainerCallback):
         self.start, self.first_step = time.monotonic(), state.global_step  # a resumed run starts late
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-        if is_quiet():
+        if is_quiet() or not state.is_world_process_zero:
             return
         values = eval_metrics(logs or {})
         if values:
@@ -167,7 +169,7 @@ class SnapshotCallback(TrainerCallback):
         self._lr = float(scheduler.get_last_lr()[0]) if scheduler is not None else float(args.learning_rate)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if state.global_step not in self._steps:
+        if state.global_step not in self._steps or not state.is_world_process_zero:
             return
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
@@ -184,3 +186,23 @@ class SnapshotCallback(TrainerCallback):
         index = [e for e in (read_json(index_path) if index_path.is_file() else []) if e["step"] != state.global_step]
         index.append({"step": state.global_step, "lr": self._lr, "file": name})
         write_json(index_path, sorted(index, key=lambda e: e["step"]))
+
+
+class ExitAtStepForTests(TrainerCallback):
+    """Test hook only (``VERIFILY_TEST_EXIT_AT_STEP=RANK:STEP``): the process of that rank ends at once
+    with ``os._exit(17)`` after that optimizer step, as a worker that crashes or is killed would.
+    Added by the local backend only when the variable is set."""
+
+    @staticmethod
+    def requested() -> bool:
+        """The variable is set."""
+        import os
+
+        return bool(os.environ.get(TEST_EXIT_AT_STEP))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import os
+
+        rank, step = (int(x) for x in os.environ[TEST_EXIT_AT_STEP].split(":"))
+        if world().rank == rank and state.global_step == step:
+            os._exit(17)

@@ -43,13 +43,24 @@ from verifily_core.console import fmt_duration, note, out, style
 @click.option("--memory-limit", metavar="SIZE", envvar="VERIFILY_MEMORY_LIMIT",
               help="With --check-batch: the memory the batch may use, e.g. 12GiB or 500MB [env: VERIFILY_MEMORY_LIMIT; "
               "default: the GPU's memory, or the RAM available].")
+@click.option("--nproc", type=click.IntRange(min=1), help="Training processes on this machine (data parallel through "
+              "torch.distributed: gloo on CPU, nccl on CUDA); sets compute.num_processes and starts them "
+              "[config default: 1].")
+@click.option("--nnodes", type=click.IntRange(min=1), help="Machines of a multi-node run, each running this command "
+              "with its --node-rank; sets compute.num_nodes [config default: 1].")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="This machine's rank in a multi-node run (0 writes the run).")
+@click.option("--master-addr", metavar="HOST", help="Address of the node-rank 0 machine (static rendezvous).")
+@click.option("--master-port", type=int, help="Port on --master-addr [default: 29500].")
+@click.option("--rdzv-endpoint", metavar="HOST:PORT", help="A c10d rendezvous endpoint instead of --master-addr/--master-port.")
 @click.option("--resume", "resume", metavar="RUN_PATH", help="Continue an interrupted run from its latest checkpoint.")
 @format_option(help="table for people; json prints the plan (--dry-run) or run_meta.json.")
 @verbose_option
 @click.argument("overrides", nargs=-1, metavar="[SECTION.KEY=VALUE]...")
 @click.pass_obj
 def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bool, check_batch: bool,
-          memory_limit: str | None, resume: str | None, fmt: str, overrides: tuple[str, ...], **flags: Any) -> None:
+          memory_limit: str | None, resume: str | None, fmt: str, overrides: tuple[str, ...], node_rank: int,
+          master_addr: str | None, master_port: int | None, rdzv_endpoint: str | None, **flags: Any) -> None:
     """Fine-tune a model with LoRA/QLoRA on a dataset version.
 
     Extra SECTION.KEY=VALUE arguments override the config file, e.g.
@@ -62,7 +73,14 @@ def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bo
         raise click.UsageError("--no-data-check applies only with --dry-run (a real run always checks the data)")
     if check_batch and (not dry_run or no_data_check):
         raise click.UsageError("--check-batch applies only with --dry-run and reads the data (not with --no-data-check)")
+    import sys
+
+    from verifily_core.distributed import Launch, launched_here
     from verifily_core.errors import PushError
+
+    # each worker re-runs this very command line; a worker (WORLD_SIZE set) trains instead of launching
+    launch = Launch(command=tuple(sys.argv[1:]), node_rank=node_rank, master_addr=master_addr,
+                    master_port=master_port, rdzv_endpoint=rdzv_endpoint)
 
     evals: list[Any] = []
     pushes: list[Any] = []
@@ -70,13 +88,15 @@ def train(state: GlobalState, config_path: str, dry_run: bool, no_data_check: bo
         run_or_plan = do_train(config_path, dry_run=dry_run, resume_from=resume, overrides=overrides,
                                hf_token=state.hf_token, registries=state.registries, on_eval=evals.append,
                                check_data=not no_data_check, on_push=pushes.append, check_batch=check_batch,
-                               memory_limit=memory_limit if check_batch else None, **flags)
+                               memory_limit=memory_limit if check_batch else None, launch=launch, **flags)
     except PushError as exc:
         if exc.run is not None:  # trained, sealed and evaluated; only the push failed (reported next)
             _print_results(exc.run, evals, fmt)
         raise
     if dry_run:
         _print_plan(run_or_plan.describe(), fmt)
+        return
+    if run_or_plan is None or launched_here():  # a worker other than rank 0, or rank 0 printed it
         return
     _print_results(run_or_plan, evals, fmt)
     for pushed in pushes:

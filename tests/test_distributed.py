@@ -1,0 +1,141 @@
+"""Data-parallel training in two CPU processes over gloo (``verifily train --nproc 2``): one sealed
+run, the losses of one process with the same global batch, evaluation on rank 0, a dying worker,
+resume, and a dataset that differs between ranks. Each run starts real worker processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from verifily_core.distributed import TEST_BREAK_DATA_HASH_RANK, TEST_EXIT_AT_STEP
+from verifily_core.testing import make_sft_rows, write_jsonl
+from verifily_core.testing.pytest_plugin import run_verifily
+
+pytestmark = pytest.mark.slow
+
+
+def _config(folder: Path, model_dir: Path, **training) -> Path:
+    data = folder / "data"
+    write_jsonl(data / "train.jsonl", make_sft_rows(32, seed=1))  # 4 steps of 8 rows
+    write_jsonl(data / "test.jsonl", make_sft_rows(6, seed=3))
+    cfg = {
+        "task": "sft", "base_model": str(model_dir),
+        "data_paths": {s: str(data / f"{s}.jsonl") for s in ("train", "test")},
+        "training": {"num_epochs": 1, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 0.01,
+                     "logging_steps": 1, "save_steps": 2, "max_seq_length": 48, "warmup_ratio": 0.0, **training},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "eval": {"enabled": True, "metrics": ["exact_match"], "bootstrap_resamples": 10, "max_new_tokens": 4},
+        "data_checks": {"leakage": "off"},
+        "output": {"dir": str(folder / "runs")},
+    }
+    path = folder / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _runs(folder: Path) -> list[Path]:
+    return sorted(p for p in (folder / "runs").iterdir() if p.name.startswith("run_"))
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in _log(run) if "loss" in r}
+
+
+def _adapter(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(verifily_tiny_model) -> Path:
+    return verifily_tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory, model_dir):
+    """An uninterrupted run in two processes (per-device batch 4) and its command's result."""
+    folder = tmp_path_factory.mktemp("two")
+    res = run_verifily("train", "--config", _config(folder, model_dir), "--nproc", "2", cwd=folder)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return folder, res
+
+
+def test_two_processes_seal_one_run_with_the_losses_of_one_process(two, model_dir, tmp_path):
+    folder, res = two
+    runs = _runs(folder)
+    assert len(runs) == 1 and not runs[0].name.endswith((".partial", ".failed")), runs
+    run = runs[0]
+    meta = json.loads((run / "run_meta.json").read_text())
+    assert meta["status"] == "completed"
+    assert meta["distributed"] == {"world_size": 2, "num_nodes": 1, "backend": "gloo", "per_device_batch_size": 4,
+                                   "gradient_accumulation_steps": 1, "global_batch_size": 8}
+    assert yaml.safe_load((run / "config.yaml").read_text())["compute"]["num_processes"] == 2
+    assert res.stdout.count("Run completed:") == 1 and res.stderr.count("Run run_") == 1, res.stdout + res.stderr
+    assert "[rank 1]" not in res.stderr
+    assert "step 4/4" in res.stderr and res.stderr.count("step 4/4") == 1
+    # evaluation after training ran once, on rank 0, into the sealed run
+    assert (run / "eval" / "eval_results.json").is_file() or any((run / "eval").iterdir())
+    verify = run_verifily("reproduce", "--run", run, "--verify-only", cwd=folder)
+    assert verify.returncode == 0 and "MATCH" in verify.stdout, verify.stdout + verify.stderr
+
+    # one process with the global batch (8) sees the same rows per optimizer step
+    one = run_verifily("train", "--config", _config(tmp_path, model_dir), "--batch-size", "8", "eval.enabled=false",
+                       cwd=tmp_path)
+    assert one.returncode == 0, one.stdout + one.stderr
+    single = _runs(tmp_path)[0]
+    a, b = _losses(run), _losses(single)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+    assert a[4] < a[1]  # it learns
+    wa, wb = _adapter(run), _adapter(single)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert (wa[key] - wb[key]).abs().max().item() < 1e-5, key
+    # the per-device batch and the world size enter the config hash; the global batch is the same
+    single_meta = json.loads((single / "run_meta.json").read_text())
+    assert single_meta["distributed"]["global_batch_size"] == 8 and single_meta["distributed"]["world_size"] == 1
+    assert single_meta["hashes"]["config_hash"] != meta["hashes"]["config_hash"]
+
+
+def test_a_dying_worker_fails_the_run_and_resume_finishes_it_as_uninterrupted(two, model_dir, tmp_path):
+    config = _config(tmp_path, model_dir)
+    res = run_verifily("train", "--config", config, "--nproc", "2", cwd=tmp_path, env={TEST_EXIT_AT_STEP: "1:3"})
+    assert res.returncode == 3, res.stdout + res.stderr
+    runs = _runs(tmp_path)
+    assert len(runs) == 1 and runs[0].name.endswith(".failed"), runs
+    meta = json.loads((runs[0] / "run_meta.json").read_text())
+    assert meta["status"] == "failed" and meta["error"] == "distributed training failed: rank 1 exited with code 17"
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: distributed training failed: rank 1 exited with code 17; the run is marked failed: "
+                      f"{runs[0]}"], res.stderr
+
+    resumed = run_verifily("train", "--config", config, "--nproc", "2", "--resume", runs[0], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    done = _runs(tmp_path)
+    assert len(done) == 1 and "." not in done[0].name, done
+    uninterrupted = _runs(two[0])[0]
+    got, want = (json.loads((r / "run_meta.json").read_text())["metrics"] for r in (done[0], uninterrupted))
+    assert got["train_steps"] == want["train_steps"] == 4
+    assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-5)
+    assert _losses(done[0]) == pytest.approx(_losses(uninterrupted), abs=1e-5)
+    wa, wb = _adapter(done[0]), _adapter(uninterrupted)
+    assert all((wa[k] - wb[k]).abs().max().item() < 1e-5 for k in wa)
+
+
+def test_a_rank_with_other_data_fails_every_rank_naming_it(model_dir, tmp_path):
+    res = run_verifily("train", "--config", _config(tmp_path, model_dir), "--nproc", "2", cwd=tmp_path,
+                       env={TEST_BREAK_DATA_HASH_RANK: "1"})
+    assert res.returncode == 2, res.stdout + res.stderr
+    errors = [line for line in res.stderr.splitlines() if "Error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("Error: the dataset differs between the processes of this run: "
+                                                     "rank 1 (sha256:000"), res.stderr
+    assert not (tmp_path / "runs").exists() or not _runs(tmp_path)
