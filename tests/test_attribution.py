@@ -183,6 +183,35 @@ def test_leave_out_of_the_planted_value_helps_the_hurt_slice_most(planted, verif
     assert table.exit_code == 0 and "reused" in table.output and f"{HURT}" in table.output
     bad = verifily_cli("attribute", "--run", planted, "--leave-out", "source", "--values", "forum")
     assert bad.exit_code == 1 and "source=forum carried by no training row" in bad.output
+    # the report shows the checks: one row per variant and slice shown, with the deltas of leave_out.json
+    page = tmp_path / "report.html"
+    assert verifily_cli("report", "--runs", planted, "--out", page).exit_code == 0
+    html = page.read_text()
+    table = html[html.index('<table class="checks">'):].split("</table>")[0]
+    web = on_hurt["web"]
+    assert "source=web left out" in table and f"{web['delta']:+.4f}" in table
+    assert f"[{web['ci_low']:+.4f}, {web['ci_high']:+.4f}]" in table
+
+
+@pytest.mark.slow
+def test_leave_out_on_a_budget_trains_variants_in_parallel_processes(planted, verifily_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERIFILY_DATASETS_DIR", str(tmp_path / "store"))
+    res = verifily_cli("attribute", "--run", planted, "--leave-out", "source", "--values", "human,web",
+                       "--max-steps", "30", "--jobs", "2", "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["max_steps"] == 30 and doc["baseline"] != planted.name  # the full data on the same budget
+    runs = {name: planted.parent / name for name in [doc["baseline"], *(v["run_id"] for v in doc["variants"])]}
+    metas = {name: json.loads((path / "run_meta.json").read_text()) for name, path in runs.items()}
+    assert all(m["status"] == "completed" and m["metrics"]["train_steps"] == 30 for m in metas.values())
+    assert metas[doc["baseline"]]["metrics"]["train_rows"] == 112
+    assert [metas[v["run_id"]]["metrics"]["train_rows"] for v in doc["variants"]] == [80, 96]
+    # the deltas are verifily compare's, against the budget baseline
+    web = doc["variants"][1]
+    compared = json.loads(verifily_cli("compare", "--runs", f"{runs[doc['baseline']]},{runs[web['run_id']]}",
+                                       "--metric", "main", "--slice-by", "source", "--format", "json").stdout)
+    overall = next(o for o in web["slices"] if o["slice"] == "overall")
+    assert overall["delta"] == pytest.approx(compared["deltas"][web["run_id"]])
 
 
 @pytest.mark.slow

@@ -23,6 +23,9 @@ PLUGIN_FILES = ("labels.json",)
 ALLOWED = {
     ("config.py", "local"): "core-spec.md section 8 gives compute.mode the default 'local'",
     ("datasets/resolve.py", "local"): "the dataset id of explicit data_paths files, not the backend",
+    ("attribution/__init__.py", "loss"): "the attribution objective 'loss' (a test row's loss), not the metric",
+    ("attribution/gradients.py", "loss"): "the attribution objective 'loss' (a test row's loss), not the metric",
+    ("commands/attribute.py", "loss"): "the choice --objective loss (a test row's loss), not the metric",
     ("report/gather.py", "loss"): "the training-loss field of train_log.jsonl lines (run-directory.md), not the metric",
 }
 """``(file under verifily_core, literal)`` pairs that are not references to a plugin, with the reason."""

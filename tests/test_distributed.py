@@ -139,3 +139,23 @@ def test_a_rank_with_other_data_fails_every_rank_naming_it(model_dir, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("Error: the dataset differs between the processes of this run: "
                                                      "rank 1 (sha256:000"), res.stderr
     assert not (tmp_path / "runs").exists() or not _runs(tmp_path)
+
+
+def test_a_streamed_split_is_shared_between_processes_as_one_process_reads_it(model_dir, tmp_path):
+    """Streaming and two processes: rank r takes the shuffled stream's positions r, r + 2, ..., so
+    the two per-device batches of 4 are the one batch of 8 a single process takes."""
+    streamed = {"streaming": True, "shuffle_buffer": 8, "max_steps": 4}
+    two_dir, one_dir = tmp_path / "two", tmp_path / "one"
+    res = run_verifily("train", "--config", _config(two_dir, model_dir, **streamed), "--nproc", "2",
+                       "eval.enabled=false", cwd=two_dir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    one = run_verifily("train", "--config", _config(one_dir, model_dir, **streamed), "--batch-size", "8",
+                       "eval.enabled=false", cwd=one_dir)
+    assert one.returncode == 0, one.stdout + one.stderr
+    (run,), (single,) = _runs(two_dir), _runs(one_dir)
+    a, b = _losses(run), _losses(single)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
+    wa, wb = _adapter(run), _adapter(single)
+    assert all((wa[k] - wb[k]).abs().max().item() < 1e-5 for k in wa)

@@ -273,20 +273,21 @@ def attribute(run_path: str | Path, test_slice: str | None = None, test_data: st
 
 def leave_out(run_path: str | Path, key: str, values: list[str] | None = None, test_slice: str | None = None,
               max_steps: int | None = None, fraction: float | None = None, store: str | None = None,
-              hf_token: str | None = None, registries: Registries | None = None,
+              hf_token: str | None = None, registries: Registries | None = None, jobs: int = 1,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Retrain a completed run once per value of the tag ``key`` (``values``, or all), each time
     without the training rows of that value (a derived dataset version in ``store``), and compare
     each with the run per slice of ``key`` (and of ``test_slice``'s key); with ``max_steps`` or
     ``fraction`` (of the run's steps) every variant and a full-data baseline train on that budget.
-    Finished variants are reused; ``progress`` receives a line before each training. Returns what
+    Finished variants are reused; ``jobs`` above 1 trains that many at once, each in its own
+    ``verifily train`` process; ``progress`` receives a line before each training. Returns what
     ``eval/attribution/leave_out.json`` holds."""
     from verifily_core.attribution import parse_slice
     from verifily_core.attribution.checks import leave_out as _leave_out
 
     return _leave_out(run_path, key, values, target=parse_slice(test_slice), max_steps=max_steps, fraction=fraction,
                       registries=plugins_or_installed(registries), store=store, hf_token=hf_token,
-                      progress=progress)
+                      jobs=jobs, progress=progress)
 
 
 def reproduce(run_path: str | Path, verify_only: bool = False, output_dir: str | None = None, device: str = "auto",

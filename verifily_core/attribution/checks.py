@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from verifily_core.attribution.counterfactual import (
-    Variant, compare_variants, derive_version, ensure_slices, outcome, train_variant,
+    Variant, compare_variants, derive_version, ensure_slices, outcome, plan_variant, train_variants,
 )
 from verifily_core.errors import ConfigError
 
@@ -35,9 +35,9 @@ def validate_top(run_path: str | Path, k: int, scores: Sequence[dict[str, Any]],
     derived = derive_version(dataset, lambda i, _row: i in worst, f"the {k} most harmful rows", f"validate{k}",
                              registries=registries, store=opened)
     slice_by = [target[0]] if target else []
-    variant = train_variant(run, cfg, derived, opened, f"{run.run_id} without its {k} most harmful rows",
-                            f"without the {k} most harmful rows", k, registries=registries, slice_by=slice_by,
-                            hf_token=hf_token)
+    spec = plan_variant(run, cfg, derived, opened, f"{run.run_id} without its {k} most harmful rows",
+                        f"without the {k} most harmful rows", k, registries=registries, slice_by=slice_by)
+    variant, = train_variants([spec], run.path.parent, hf_token=hf_token)
     ensure_slices(run, slice_by, registries, hf_token)
     result = compare_variants(run.path, [variant], slice_by, registries=registries, seed=cfg.seed)
     name = f"{target[0]}={target[1]}" if target else "overall"
@@ -51,7 +51,7 @@ def validate_top(run_path: str | Path, k: int, scores: Sequence[dict[str, Any]],
 def leave_out(run_path: str | Path, key: str, values: Sequence[str] | None = None, *,
               target: tuple[str, str] | None = None, max_steps: int | None = None, fraction: float | None = None,
               registries: Any, store: str | Path | None = None, hf_token: str | None = None,
-              progress: Any = None) -> dict[str, Any]:
+              jobs: int = 1, progress: Any = None) -> dict[str, Any]:
     """Retrain the run once per value of the tag ``key`` (``values``, or every value its training
     rows carry), each without that value's rows, and compare every variant with the run (or, with
     a budget, with the full data retrained on the same budget) per slice of ``key`` and of
@@ -59,6 +59,7 @@ def leave_out(run_path: str | Path, key: str, values: Sequence[str] | None = Non
 
     :param max_steps: train every variant (and the baseline) for this many optimizer steps.
     :param fraction: the same, as a fraction of the run's own steps.
+    :param jobs: variants trained at once (each in its own ``verifily train`` process when above 1).
     :raises ConfigError: both budgets, an unknown key or value.
     """
     run, cfg, dataset, opened = _open(run_path, registries, store)
@@ -84,22 +85,20 @@ def leave_out(run_path: str | Path, key: str, values: Sequence[str] | None = Non
         max_steps = max(1, math.ceil(fraction * steps))
     slice_by = list(dict.fromkeys([key, *([target[0]] if target else [])]))
     steps_tag = f"-{max_steps}steps" if max_steps else ""
-    variants: list[Variant] = []
+    specs = []
     for value in chosen:
-        if progress:
-            progress(f"training without {key}={value} ({seen[value]} rows)")
         derived = derive_version(dataset, lambda _i, row, v=value: str((row.get("tags") or {}).get(key)) == v,
                                  f"rows with {key}={value}", f"without-{key}-{value}", registries=registries,
                                  store=opened)
-        variants.append(train_variant(run, cfg, derived, opened, f"{run.run_id} without {key}={value}{steps_tag}",
-                                      f"{key}={value} left out", seen[value], registries=registries,
-                                      max_steps=max_steps, slice_by=slice_by, hf_token=hf_token))
+        specs.append(plan_variant(run, cfg, derived, opened, f"{run.run_id} without {key}={value}{steps_tag}",
+                                  f"{key}={value} left out", seen[value], registries=registries,
+                                  max_steps=max_steps, slice_by=slice_by))
+    if max_steps:  # the run trained longer: the full data on the same budget is the fair baseline
+        specs.append(plan_variant(run, cfg, None, opened, f"{run.run_id} full data{steps_tag}", "the full data", 0,
+                                  registries=registries, max_steps=max_steps, slice_by=slice_by))
+    variants: list[Variant] = train_variants(specs, run.path.parent, jobs=jobs, hf_token=hf_token, progress=progress)
     if max_steps:
-        if progress:
-            progress(f"training the full data with the same budget ({max_steps} steps)")
-        base = train_variant(run, cfg, None, opened, f"{run.run_id} full data{steps_tag}", "full data", 0,
-                             registries=registries, max_steps=max_steps, slice_by=slice_by, hf_token=hf_token)
-        baseline = base.run_path
+        baseline = variants.pop().run_path
     else:
         ensure_slices(run, slice_by, registries, hf_token)
         baseline = run.path

@@ -67,7 +67,9 @@ def derive_version(dataset: Any, drop: Callable[[int, Mapping[str, Any]], bool],
         raise DataError(f"{rule}: every training row would be removed; nothing would be left to train on")
     digest = hashlib.sha256(json.dumps([dataset.content_hash, removed]).encode()).hexdigest()[:10]
     version = f"{dataset.version}-{_SLUG.sub('_', slug)[:48]}-{digest}"
-    dataset_id = dataset.dataset_id if dataset.ref else "local"
+    from verifily_core.datasets.resolve import PATHS_DATASET_ID
+
+    dataset_id = dataset.dataset_id if dataset.ref else PATHS_DATASET_ID
     origin = {"ref": dataset.ref, "content_hash": dataset.content_hash, "rule": rule,
               "removed_rows": len(removed), "removed": {"train": removed}}
     existing = next((v for v in store.versions(dataset_id) if v.version == version), None)
@@ -86,13 +88,22 @@ def derive_version(dataset: Any, drop: Callable[[int, Mapping[str, Any]], bool],
                             registries=registries, derived_from=origin)
 
 
-def train_variant(run: Any, cfg: Any, dataset: Any | None, store: Any, name: str, label: str, removed: int, *,
-                  registries: Any, max_steps: int | None = None, slice_by: Sequence[str] = (),
-                  hf_token: str | None = None) -> Variant:
-    """Train ``cfg`` (the run's config) on ``dataset`` (a derived version; ``None``: the run's own
-    data) with at most ``max_steps`` steps, evaluated with ``slice_by`` added to its slices, into the
-    run's output folder; a completed run there with the same config hash is reused."""
-    from verifily_core.training import execute_plan, plan_training
+@attrs.define
+class VariantSpec:
+    """A variant to train: its plan (the run's config on ``dataset``) and what it removed."""
+
+    label: str
+    removed: int
+    dataset: str
+    plan: Any
+
+
+def plan_variant(run: Any, cfg: Any, dataset: Any | None, store: Any, name: str, label: str, removed: int, *,
+                 registries: Any, max_steps: int | None = None, slice_by: Sequence[str] = ()) -> VariantSpec:
+    """The run's config ``cfg`` on ``dataset`` (a derived version; ``None``: the run's own data),
+    at most ``max_steps`` steps, evaluated with ``slice_by`` added to its slices, into the run's
+    output folder, named ``name``."""
+    from verifily_core.training import plan_training
 
     data = cfg.to_dict()
     if dataset is not None:
@@ -101,13 +112,92 @@ def train_variant(run: Any, cfg: Any, dataset: Any | None, store: Any, name: str
     data["training"] = {**data["training"], "attribution_checkpoints": 0,
                         **({"max_steps": max_steps} if max_steps else {})}
     data["eval"] = {**data["eval"], "slice_by_tags": list(dict.fromkeys([*data["eval"]["slice_by_tags"], *slice_by]))}
-    plan = plan_training(data, registries=registries)
     ref = dataset.ref if dataset is not None else (cfg.dataset_version or "data_paths")
-    done = finished_run(run.path.parent, plan.config_hash)
-    if done is not None:
-        return Variant(label, removed, ref, done.name, done, True)
-    made = execute_plan(plan, hf_token=hf_token)
-    return Variant(label, removed, ref, made.run_id, made.path, False)
+    return VariantSpec(label, removed, ref, plan_training(data, registries=registries))
+
+
+def train_variants(specs: Sequence[VariantSpec], folder: Path, *, jobs: int = 1, hf_token: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> list[Variant]:
+    """Train every spec not already finished in ``folder`` (a completed run with its config
+    hash), ``jobs`` at a time: one in this process, or several as ``verifily train`` processes
+    (each through the config's compute backend). Returns the variants in the order of ``specs``.
+
+    :raises TrainingError: a variant's training failed (its last error line and log named).
+    """
+    from verifily_core.training import execute_plan
+
+    found: dict[int, tuple[Path, bool]] = {}
+    pending = []
+    for i, spec in enumerate(specs):
+        done = finished_run(folder, spec.plan.config_hash)
+        if done is not None:
+            found[i] = (done, True)
+        else:
+            pending.append(i)
+    if jobs <= 1:
+        for i in pending:
+            if progress:
+                progress(f"training {specs[i].label} ({specs[i].removed} rows removed)")
+            found[i] = (execute_plan(specs[i].plan, hf_token=hf_token).path, False)
+    elif pending:
+        for i, path in _train_in_processes([specs[i] for i in pending], pending, jobs, hf_token, progress):
+            found[i] = (path, False)
+        missing = [specs[i].label for i in pending if finished_run(folder, specs[i].plan.config_hash) is None]
+        if missing:
+            from verifily_core.errors import TrainingError
+
+            raise TrainingError(f"no completed run for {', '.join(missing)} in {folder}")
+    return [Variant(s.label, s.removed, s.dataset, found[i][0].name, found[i][0], found[i][1])
+            for i, s in enumerate(specs)]
+
+
+def _train_in_processes(specs: Sequence[VariantSpec], keys: Sequence[int], jobs: int, hf_token: str | None,
+                        progress: Callable[[str], None] | None) -> list[tuple[int, Path]]:
+    """``verifily train`` for each spec, ``jobs`` processes at a time; ``(key, run path)`` of each."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from verifily_core.errors import TrainingError
+    from verifily_core.files import write_text
+
+    env = {**os.environ, **({"HF_TOKEN": hf_token} if hf_token else {})}
+    out: list[tuple[int, Path]] = []
+    with tempfile.TemporaryDirectory(prefix=".variants-") as tmp:
+        queue = list(zip(keys, specs))
+        running: list[tuple[int, VariantSpec, Any, Any]] = []
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    key, spec = queue.pop(0)
+                    config = write_text(Path(tmp) / f"variant{key}.yaml", spec.plan.config.to_yaml())
+                    if progress:
+                        progress(f"training {spec.label} ({spec.removed} rows removed) in a separate process")
+                    output = tempfile.TemporaryFile(dir=tmp)  # the process's output, read if it fails
+                    proc = subprocess.Popen([sys.executable, "-m", "verifily_core.cli", "--quiet", "train",
+                                             "--config", str(config)], stdout=output, stderr=subprocess.STDOUT, env=env)
+                    running.append((key, spec, proc, output))
+                time.sleep(0.2)
+                for item in [r for r in running if r[2].poll() is not None]:
+                    running.remove(item)
+                    key, spec, proc, output = item
+                    output.seek(0)
+                    lines = output.read().decode("utf-8", errors="replace").strip().splitlines()
+                    output.close()
+                    if proc.returncode != 0:
+                        errors = [line for line in lines if line.startswith("Error:")] or lines[-1:]
+                        raise TrainingError(f"training {spec.label} failed (exit {proc.returncode}): "
+                                            f"{errors[-1] if errors else 'no output'}")
+                    done = finished_run(Path(spec.plan.config.output.dir), spec.plan.config_hash)
+                    if done is not None:
+                        out.append((key, done))
+        finally:
+            for _, _, proc, output in running:  # a failure or an interrupt stops the others
+                proc.terminate()
+                proc.wait()
+                output.close()
+    return out
 
 
 def finished_run(folder: Path, config_hash: str) -> Path | None:

@@ -38,6 +38,8 @@ from verifily_core.console import out
 @click.option("--max-steps", type=click.IntRange(min=1), help="With --leave-out: train each variant this many steps.")
 @click.option("--fraction", type=click.FloatRange(min=0, max=1, min_open=True),
               help="With --leave-out: train each variant this fraction of the run's steps.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --leave-out: variants trained at once, each in its own `verifily train` process.")
 @click.option("--store", type=click.Path(file_okay=False),
               help="Dataset store for derived versions [default: the run's].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per gradient pass [default: eval.batch_size].")
@@ -49,7 +51,7 @@ from verifily_core.console import out
 def attribute(state: GlobalState, run_path: str, test_slice: str | None, test_data: str | None, top: int,
               projection: int, damping: float, method: str, objective: str, validate: int | None,
               leave_out_key: str | None, values: str | None, max_steps: int | None, fraction: float | None,
-              store: str | None, batch_size: int | None, device: str, no_verify: bool, fmt: str) -> None:
+              jobs: int, store: str | None, batch_size: int | None, device: str, no_verify: bool, fmt: str) -> None:
     """Score every training row by its influence on a test slice, and check claims by retraining.
 
     Writes eval/attribution/ in the run (row_scores.jsonl, by_tag.json, attribution.json, and
@@ -60,10 +62,10 @@ def attribute(state: GlobalState, run_path: str, test_slice: str | None, test_da
     from verifily_core import api
 
     if leave_out_key is not None:
-        _leave_out(state, run_path, leave_out_key, values, test_slice, max_steps, fraction, store, fmt)
+        _leave_out(state, run_path, leave_out_key, values, test_slice, max_steps, fraction, jobs, store, fmt)
         return
-    if values or max_steps or fraction:
-        raise click.UsageError("--values, --max-steps and --fraction go with --leave-out")
+    if values or max_steps or fraction or jobs > 1:
+        raise click.UsageError("--values, --max-steps, --fraction and --jobs go with --leave-out")
     result = api.attribute(run_path, test_slice=test_slice, test_data=test_data, projection=projection,
                            damping=damping, batch_size=batch_size, device=device, hf_token=state.hf_token,
                            registries=state.registries, verify=not no_verify, method=method, objective=objective,
@@ -91,13 +93,13 @@ def attribute(state: GlobalState, run_path: str, test_slice: str | None, test_da
 
 
 def _leave_out(state: GlobalState, run_path: str, key: str, values: str | None, test_slice: str | None,
-               max_steps: int | None, fraction: float | None, store: str | None, fmt: str) -> None:
+               max_steps: int | None, fraction: float | None, jobs: int, store: str | None, fmt: str) -> None:
     from verifily_core import api
     from verifily_core.console import note
 
     doc = api.leave_out(run_path, key, [v.strip() for v in values.split(",") if v.strip()] if values else None,
                         test_slice=test_slice, max_steps=max_steps, fraction=fraction, store=store,
-                        hf_token=state.hf_token, registries=state.registries, progress=note)
+                        hf_token=state.hf_token, registries=state.registries, jobs=jobs, progress=note)
     if fmt == "json":
         out(json.dumps(doc, indent=2, ensure_ascii=False))
         return

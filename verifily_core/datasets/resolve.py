@@ -15,6 +15,9 @@ from verifily_core.errors import ConfigError, DataError
 
 log = logging.getLogger("verifily.datasets")
 
+PATHS_DATASET_ID = "local"
+"""The dataset id of a version made of explicit ``data_paths`` files (and of versions derived from it)."""
+
 
 EVALUATED_SPLIT = "test"
 """The split that evaluation reads (after training, and ``verifily eval`` without ``--test-data``)."""
@@ -141,7 +144,7 @@ def _from_paths(config: Any, task: Any) -> DatasetVersion:
         raise ConfigError("$.data_paths.train: a training file is required")
     files, schema = scan_splits(paths, task.validate_row)
     return DatasetVersion(
-        dataset_id="local", version="files", task=config.task, files=tuple(files), content_hash=content_hash(files),
+        dataset_id=PATHS_DATASET_ID, version="files", task=config.task, files=tuple(files), content_hash=content_hash(files),
         tag_keys=tuple(sorted(schema)), tag_schema=schema, created_at="", root="/", ref=None,
         row_schema=row_schema_of(config.task, task),
     )

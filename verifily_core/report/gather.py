@@ -169,14 +169,17 @@ def confusion_matrix(details: dict[str, Any], records: list[dict[str, Any]] | No
 
 def read_attribution(folder: Path) -> dict[str, Any] | None:
     """``eval/attribution/`` of ``verifily attribute``: ``settings`` and ``summary`` lines
-    (``attribution.json``), ``by_tag`` (``by_tag.json``) and the most ``harmful`` and ``helpful``
-    rows of ``row_scores.jsonl``; ``None`` when the run has none."""
+    (``attribution.json``), ``by_tag`` (``by_tag.json``), the most ``harmful`` and ``helpful``
+    rows of ``row_scores.jsonl``, and the retraining checks ``validate`` and ``leave_out``
+    (``None`` when not run); ``None`` when the run has none of these."""
     summary_path = folder / "attribution.json"
-    if not summary_path.is_file():
+    checks = {name: folder / f"{name}.json" for name in ("validate", "leave_out")}
+    if not summary_path.is_file() and not any(p.is_file() for p in checks.values()):
         return None
     try:
-        settings = files.read_json(summary_path)
+        settings = files.read_json(summary_path) if summary_path.is_file() else {}
         by_tag = files.read_json(folder / "by_tag.json") if (folder / "by_tag.json").is_file() else {}
+        found = {name: files.read_json(p) if p.is_file() else None for name, p in checks.items()}
     except (OSError, ValueError) as exc:
         raise EvalError(f"{folder}: unreadable attribution files ({exc}); re-run `verifily attribute`") from None
     rows_path = folder / "row_scores.jsonl"
@@ -186,4 +189,5 @@ def read_attribution(folder: Path) -> dict[str, Any] | None:
     return {"settings": settings if isinstance(settings, dict) else {}, "summary": list(summary or []),
             "by_tag": by_tag if isinstance(by_tag, dict) else {},
             "harmful": sorted(rows, key=lambda r: r["score"])[:ATTRIBUTION_SHOWN],
-            "helpful": sorted(rows, key=lambda r: -r["score"])[:ATTRIBUTION_SHOWN]}
+            "helpful": sorted(rows, key=lambda r: -r["score"])[:ATTRIBUTION_SHOWN],
+            **{name: doc if isinstance(doc, dict) else None for name, doc in found.items()}}

@@ -206,6 +206,32 @@ def _hard(data: ReportData) -> str:
     return "\n".join(out) if len(out) > 1 else ""
 
 
+def _checks(a: dict[str, Any]) -> list[str]:
+    """Tables of ``--validate`` and ``--leave-out``: each retrained variant's delta on the slices."""
+    out = []
+    variants = []
+    if a.get("validate"):
+        v = a["validate"]
+        variants += [(v, [o for o in (v.get("target"), v.get("overall")) if isinstance(o, dict)])]
+    if a.get("leave_out"):
+        doc = a["leave_out"]
+        wanted = {"overall", doc.get("target")}
+        variants += [(v, [o for o in v.get("slices") or [] if isinstance(o, dict) and (
+            o.get("slice") in wanted or str(o.get("slice", "")).startswith(f"{doc.get('key')}="))])
+            for v in doc.get("variants") or [] if isinstance(v, dict)]
+    rows = [[("text", v.get("label")), ("num", v.get("removed_rows")), ("text", v.get("run_id")), ("text", o.get("slice")),
+             ("num", _signed(o.get("delta"))), ("num", f"[{_signed(o.get('ci_low'))}, {_signed(o.get('ci_high'))}]"),
+             ("text", "yes" if o.get("significant") else "no")] for v, outcomes in variants for o in outcomes]
+    if rows:
+        out += ["<h3>Checked by retraining</h3>",
+                _table(["Retrained", "Rows removed", "Run", "Slice", "Delta", "95% CI", "Significant"], rows, "checks")]
+    return out
+
+
+def _signed(value: Any) -> str:
+    return f"{value:+.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
 def _attribution(data: ReportData) -> str:
     out = []
     for r in data.runs:
@@ -213,9 +239,14 @@ def _attribution(data: ReportData) -> str:
         if not a:
             continue
         s = a["settings"]
+        if not s:  # only retraining checks (--leave-out)
+            out += [f"<h3>{esc(r.label)}</h3>", *_checks(a)]
+            continue
         out.append(f"<h3>{esc(r.label)}: influence on {esc(s.get('target', 'the test split'))}</h3>")
         out.append(f'<p class="muted">{esc(s.get("method", ""))}; {esc(s.get("train_rows", "?"))} training rows, '
-                   f'{esc(s.get("test_rows", "?"))} test rows. A positive score: the row lowered the loss (helped).</p>')
+                   f'{esc(s.get("test_rows", "?"))} test rows. A positive score: training on the row made the test '
+                   'rows more likely right (it helped).</p>')
+        out += _checks(a)
         if a["summary"]:
             out.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in a["summary"]) + "</ul>")
         tag_rows = [[key, value, ("num", st.get("rows")), ("num", f"{st.get('mean', 0):+.4g}"),
