@@ -159,3 +159,16 @@ def test_a_streamed_split_is_shared_between_processes_as_one_process_reads_it(mo
         assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step])
     wa, wb = _adapter(run), _adapter(single)
     assert all((wa[k] - wb[k]).abs().max().item() < 1e-5 for k in wa)
+
+
+def test_reproduce_retrains_a_distributed_run_in_as_many_processes(two, tmp_path):
+    folder, _ = two
+    run = _runs(folder)[0]
+    res = run_verifily("reproduce", "--run", run, "--output-dir", tmp_path / "again", "--format", "json", cwd=folder)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)  # the child's summary went to stderr: stdout is the JSON alone
+    assert doc["verdict"] in ("MATCH", "REPRODUCIBLE"), doc
+    (new,) = [p for p in (tmp_path / "again").iterdir() if p.name.startswith("run_")]
+    meta = json.loads((new / "run_meta.json").read_text())
+    assert meta["distributed"]["world_size"] == 2 and meta["status"] == "completed"
+    assert _losses(new) == pytest.approx(_losses(run), abs=1e-5)

@@ -205,6 +205,48 @@ def batch_advice_line(report: Mapping[str, Any]) -> str:
     return line + ("; to fit, try: " + "; ".join(advice) if advice else "")
 
 
+def train_plan(plan: TrainPlan, hf_token: str | None = None) -> Any:
+    """:func:`execute_plan` in this process, or, for a plan of several processes in a process no
+    launcher started (``verifily reproduce`` or ``attribute --leave-out`` of a distributed run),
+    ``verifily train --config`` in a child process, which starts the workers; returns the run
+    sealed either way.
+
+    :raises TrainingError: the child process failed (its error line was printed) or sealed no run.
+    """
+    from verifily_core.distributed import world
+
+    c = plan.config.compute
+    if c.num_processes * c.num_nodes <= 1 or world().is_distributed:
+        return execute_plan(plan, hf_token=hf_token)
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    from verifily_core.errors import TrainingError
+    from verifily_core.files import write_text
+    from verifily_core.runs import load_run
+
+    out = Path(plan.config.output.dir)
+    before = set(out.iterdir()) if out.is_dir() else set()
+    env = {**os.environ, **({"HF_TOKEN": hf_token} if hf_token else {})}
+    with tempfile.TemporaryDirectory(prefix=".verifily-plan-") as tmp:
+        config = write_text(Path(tmp) / "config.yaml", yaml.safe_dump(plan.config.to_dict(), sort_keys=False))
+        try:  # its progress and error lines on stderr; its summary too, so a caller's stdout stays its own
+            sink: Any = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            sink = subprocess.DEVNULL
+        code = subprocess.call([sys.executable, "-m", "verifily_core.cli", "train", "--config", str(config)],
+                               env=env, stdout=sink)
+    made = sorted(p for p in (set(out.iterdir()) if out.is_dir() else set()) - before if (p / "run_meta.json").is_file())
+    if code or not made:
+        raise TrainingError(f"training in {c.num_processes * c.num_nodes} processes failed (exit {code}); "
+                            f"see the error above" + (f" and {made[-1]}" if made else ""))
+    return load_run(made[-1])
+
+
 def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str | None = None,
                  on_eval: Any = None, on_push: Any = None) -> Any:
     """Resolve the dataset, build the job, run it on the configured backend, tell the

@@ -124,7 +124,7 @@ def train_variants(specs: Sequence[VariantSpec], folder: Path, *, jobs: int = 1,
 
     :raises TrainingError: a variant's training failed (its last error line and log named).
     """
-    from verifily_core.training import execute_plan
+    from verifily_core.training import train_plan
 
     found: dict[int, tuple[Path, bool]] = {}
     pending = []
@@ -138,7 +138,7 @@ def train_variants(specs: Sequence[VariantSpec], folder: Path, *, jobs: int = 1,
         for i in pending:
             if progress:
                 progress(f"training {specs[i].label} ({specs[i].removed} rows removed)")
-            found[i] = (execute_plan(specs[i].plan, hf_token=hf_token).path, False)
+            found[i] = (train_plan(specs[i].plan, hf_token=hf_token).path, False)
     elif pending:
         for i, path in _train_in_processes([specs[i] for i in pending], pending, jobs, hf_token, progress):
             found[i] = (path, False)

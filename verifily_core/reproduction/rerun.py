@@ -104,7 +104,7 @@ def compare_metrics(before: dict[str, float | None], after: dict[str, float | No
 def _retrain(original: Run, orig_eval: EvalResult | None, output_dir: str | Path | None, device: str,
              hf_token: str | None, registries: Any, result: ReproduceResult) -> tuple[Run, Path]:
     from verifily_core.config import TrainConfig
-    from verifily_core.training import execute_plan, plan_training
+    from verifily_core.training import plan_training, train_plan
 
     data = _unredacted(TrainConfig.from_yaml(original.path / "config.yaml").to_dict())
     data["output"].update({"dir": str(output_dir or original.path.parent), "name": f"reproduce-{original.run_id}",
@@ -117,7 +117,7 @@ def _retrain(original: Run, orig_eval: EvalResult | None, output_dir: str | Path
         data["dataset_version"] = ref
         result.notes.append(f"dataset_version {data['dataset_version'].split('@')[0]}@latest pinned to {ref}, the "
                             "version the run used (so the new run's config hash differs)")
-    new = execute_plan(plan_training(data, registries=registries), hf_token=hf_token)
+    new = train_plan(plan_training(data, registries=registries), hf_token=hf_token)
     if new.config_hash != original.config_hash and not pinned:
         result.notes.append(f"the reproduced run's config hash differs ({original.config_hash} vs {new.config_hash})")
     if new.data_hash != original.data_hash:
