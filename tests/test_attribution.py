@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from verifily_core.attribution.gradients import ProjectedGradients, row_losses
+from verifily_core.attribution.gradients import ProjectedGradients, row_losses, row_margins
 from verifily_core.attribution.scores import by_tag, influence
 from verifily_core.testing import make_planted_keyword_rows, write_jsonl
 
@@ -81,6 +81,20 @@ def test_influence_is_its_formula_in_both_forms():
     lam = 0.1 * float((p ** 2).sum()) / (20 * 5000)
     direct = p @ torch.linalg.solve(p.T @ p / 20 + lam * torch.eye(5000, dtype=p.dtype), g)
     assert torch.allclose(influence(wide, wide_test, 0.1).double(), direct, rtol=1e-4, atol=1e-6)
+
+
+def test_margins_are_the_negative_log_odds_of_the_reference():
+    model = _Tiny()
+    x, y = torch.randn(5, 6), torch.tensor([0, 2, 1, 1, 0])
+    with torch.no_grad():
+        p = torch.softmax(model(x).logits, -1)[torch.arange(5), y].double()
+        assert torch.allclose(row_margins(model, {"x": x, "labels": y}).double(), -torch.log(p / (1 - p)), atol=1e-5)
+        assert torch.allclose(row_losses(model, {"x": x, "labels": y}).double(), -torch.log(p), atol=1e-5)
+        sets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+        logits = model(x).logits.double()
+        q = torch.where(sets.bool(), torch.sigmoid(logits), 1 - torch.sigmoid(logits))  # each yes/no right
+        assert torch.allclose(row_margins(model, {"x": x, "labels": sets}).double(),
+                              -torch.log(q / (1 - q)).mean(1), atol=1e-5)
 
 
 def test_per_tag_means_and_intervals():

@@ -285,3 +285,14 @@ def test_encoder_custom_head_and_qlora_paths_learn_label_sets(request, tmp_path,
     assert all(isinstance(p["prediction"], list) and set(p["prediction"]) <= set(LABELS) for p in preds)
     results = json.loads((run / "eval" / "eval_results.json").read_text())
     assert results["overall"]["metrics"]["micro_f1"]["value"] == pytest.approx(_hand_metrics(preds)["micro_f1"])
+
+
+def test_attribution_scores_every_training_row_of_a_multilabel_run(trained, verifily_subprocess):
+    tmp_path, run = trained
+    proc = verifily_subprocess("attribute", "--run", run, "--top", "3", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    rows = _read_jsonl(run / "eval" / "attribution" / "row_scores.jsonl")
+    assert len(rows) == doc["train_rows"] == len(_read_jsonl(Path(tmp_path) / "data" / "train.jsonl"))
+    assert all(math.isfinite(r["score"]) for r in rows) and len({r["score"] for r in rows}) > len(rows) // 2
+    assert isinstance(rows[0]["reference"], str) and set(doc["by_tag"]) >= {"source"}
