@@ -128,3 +128,34 @@ def test_a_conversation_in_a_csv_cell_is_refused_with_what_to_do(tmp_path, store
     path.write_text('messages\n"[{""role"": ""user"", ""content"": ""hi""}]"\n', encoding="utf-8")
     res = run("dataset", "create", "--id", "c", "--version", "v1", "--task", "sft", "--train", path)
     assert res.exit_code == 2 and "not text" in res.output and "Parquet" in res.output
+
+
+def test_label_sets_from_csv_cells_and_parquet_lists_hash_as_their_jsonl(tmp_path, store):
+    rows = [{"text": "apple river", "labels": ["fruit", "water"]}, {"text": "the day", "labels": []},
+            {"text": "a chair", "labels": ["home"]}]
+    assert run("dataset", "create", "--id", "ref", "--version", "v1", "--task", "classification",
+               "--train", write_jsonl(tmp_path / "rows.jsonl", rows)).exit_code == 0
+    csv_path = tmp_path / "rows.csv"  # a JSON array or ;-separated values; [] for no label
+    csv_path.write_text('review,topics\napple river,"[""fruit"", ""water""]"\nthe day,[]\na chair, home \n',
+                        encoding="utf-8")
+    res = run("dataset", "create", "--id", "csv", "--version", "v1", "--task", "classification", "--train", csv_path,
+              "--map", "text=review,labels=topics")
+    assert res.exit_code == 0, res.output
+    semi = tmp_path / "semi.csv"  # an unmapped column named like the list field fills it
+    semi.write_text("text,labels\napple river,fruit; water\nthe day,[]\na chair,home\n", encoding="utf-8")
+    assert run("dataset", "create", "--id", "semi", "--version", "v1", "--task", "classification",
+               "--train", semi).exit_code == 0
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [r["text"] for r in rows], "labels": [r["labels"] for r in rows]}),
+                   tmp_path / "rows.parquet")
+    assert run("dataset", "create", "--id", "pq", "--version", "v1", "--task", "classification",
+               "--train", tmp_path / "rows.parquet").exit_code == 0
+    want = (store / "ref" / "v1" / "train.jsonl").read_bytes()
+    for name in ("csv", "semi", "pq"):
+        assert (store / name / "v1" / "train.jsonl").read_bytes() == want, name
+    bad = tmp_path / "bad.csv"
+    bad.write_text('text,labels\napple,"[fruit"\n', encoding="utf-8")
+    res = run("dataset", "create", "--id", "bad", "--version", "v1", "--task", "classification", "--train", bad)
+    assert res.exit_code == 2 and f"{bad}:2: '[fruit' starts like a JSON array but is not one" in res.output

@@ -66,6 +66,10 @@ class Task(ABC):
     prediction_scores: ClassVar[tuple[str, ...]] = ()
     """Per-example scores that mean something without a reference (``p_pred``): what
     ``verifily predict`` shows; scores that compare with a reference are left out there."""
+    list_fields: ClassVar[tuple[str, ...]] = ()
+    """Row fields that hold a list of strings (classification's ``labels``): ``verifily dataset
+    create`` reads a CSV/TSV cell for one as a JSON array (``["a", "b"]``) or as ``;``-separated
+    values (``a;b``), and an unmapped column of that name fills it."""
     label_predictions: ClassVar[bool] = False
     """Whether predictions and references are labels of a closed set: ``verifily report``
     then counts a confusion matrix from ``predictions.jsonl`` when the evaluation wrote none."""

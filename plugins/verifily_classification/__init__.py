@@ -47,6 +47,7 @@ class ClassificationTask(Task):
     prediction_scores = ("p_pred", "probabilities")
     streams = True
     label_predictions = True
+    list_fields = ("labels",)
 
     def __init__(self) -> None:
         self._label_sets: dict[str, Any] = {}  # job id -> LabelSet, resolved once per training job

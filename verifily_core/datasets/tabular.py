@@ -7,7 +7,9 @@ Each input record becomes a row: ``--map text=review,label=sentiment,tags.source
 the column each field comes from (``tags.<key>`` fills a tag); an unmapped column named like a
 field of the task is that field, a ``tags.<key>`` column is a tag and a ``tags`` object column
 holds tags; other columns are left out and named in the command's output. Empty cells and
-nulls are left out too, so the row simply lacks that field or tag. CSV/TSV cells are text.
+nulls are left out too, so the row simply lacks that field or tag. CSV/TSV cells are text; a
+cell of a list field the task declares (``Task.list_fields``: classification's ``labels``) is a
+JSON array (``["a", "b"]``, ``[]`` for none) or ``;``-separated values (``a;b``).
 Rows are validated as they are converted, so a problem names the input file and record.
 """
 
@@ -97,19 +99,21 @@ def records(path: str | Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def map_record(record: Mapping[str, Any], mapping: Mapping[str, str], where: str,
-               fields: Any = None, ignored: set[str] | None = None) -> dict[str, Any]:
+               fields: Any = None, ignored: set[str] | None = None, lists: Any = ()) -> dict[str, Any]:
     """One row from one record (see the module's rules).
 
     :param fields: the row fields an unmapped column may fill (``None``: any).
     :param ignored: collects the names of the columns left out.
-    :raises DataError: a mapped column the record lacks (the columns it has are named).
+    :param lists: the list fields whose text cells are read as lists (:func:`text_list`).
+    :raises DataError: a mapped column the record lacks (the columns it has are named), a list
+        cell that starts like a JSON array but is not one.
     """
     row: dict[str, Any] = {}
     for target, source in mapping.items():
         if source not in record:
             raise DataError(f"{where}: no column {source!r} (--map {target}={source}); "
                             f"its columns: {', '.join(map(str, record)) or '(none)'}")
-        _put(row, target, record[source])
+        _put(row, target, text_list(record[source], where) if target in lists else record[source])
     used = set(mapping.values())
     for column, value in record.items():
         if column in used:
@@ -119,10 +123,25 @@ def map_record(record: Mapping[str, Any], mapping: Mapping[str, str], where: str
             for key, tag in value.items():
                 _put(row, f"tags.{key}", tag)
         elif fields is None or name in fields or (name.startswith("tags.") and name.count(".") == 1):
-            _put(row, name, value)
+            _put(row, name, text_list(value, where) if name in lists else value)
         elif ignored is not None:
             ignored.add(name)
     return row
+
+
+def text_list(value: Any, where: str) -> Any:
+    """A list field's text cell as a list: a JSON array (``["a", "b"]``, ``[]``) or ``;``-separated
+    values (``a; b``), each stripped; other values (a Parquet list, an empty cell) as they are."""
+    if not isinstance(value, str) or not value.strip():
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise DataError(f"{where}: {text[:40]!r} starts like a JSON array but is not one; write "
+                            '["a", "b"] or a;b') from None
+    return [part.strip() for part in text.split(";") if part.strip()]
 
 
 def _put(row: dict[str, Any], target: str, value: Any) -> None:
@@ -137,12 +156,13 @@ def _put(row: dict[str, Any], target: str, value: Any) -> None:
 
 
 def to_jsonl(path: str | Path, out: str | Path, mapping: Mapping[str, str], fields: Any = None,
-             validate_row: Any = None, ignored: set[str] | None = None) -> Path:
+             validate_row: Any = None, ignored: set[str] | None = None, lists: Any = ()) -> Path:
     """Write the rows of a CSV/TSV/Parquet/JSON-array file (or of a JSONL file, mapped) to ``out``.
 
     :param fields: the row fields unmapped columns may fill (see :func:`map_record`).
     :param validate_row: the task's row check; its first problem is raised naming the record.
     :param ignored: collects the names of the columns left out.
+    :param lists: list fields, whose CSV/TSV text cells are read as lists (:func:`text_list`).
     :raises DataError: an unreadable file, a missing mapped column, a bad row, a value JSON
         cannot hold.
     """
@@ -157,7 +177,7 @@ def to_jsonl(path: str | Path, out: str | Path, mapping: Mapping[str, str], fiel
     def lines() -> Iterator[str]:
         for number, record in source:
             where = f"{path}:{number}" if fmt in ("jsonl", "csv", "tsv") else f"{path} row {number}"
-            row = map_record(record, mapping, where, fields, ignored)
+            row = map_record(record, mapping, where, fields, ignored, lists if fmt in ("csv", "tsv") else ())
             problem = validate_row(row) if validate_row is not None else None
             if problem:
                 raise DataError(f"{where}: {problem}")
@@ -184,10 +204,11 @@ def prepare_inputs(paths: Mapping[str, str | Path], mapping: Mapping[str, str], 
     :raises ConfigError: a plan for a split the input already has.
     """
     work = Path(work)
-    fields = None if task is None else {*task.required_fields, *task.optional_fields, "id"}
+    lists = () if task is None else tuple(getattr(task, "list_fields", ()))
+    fields = None if task is None else {*task.required_fields, *task.optional_fields, *lists, "id"}
     check = None if task is None else task.validate_row
     files = {split: Path(p) if input_format(p) == "jsonl" and not mapping else
-             to_jsonl(p, work / f"{split}.converted.jsonl", mapping, fields, check, ignored)
+             to_jsonl(p, work / f"{split}.converted.jsonl", mapping, fields, check, ignored, lists)
              for split, p in paths.items()}
     if plan is None:
         return files, {}
