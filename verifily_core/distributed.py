@@ -272,8 +272,10 @@ def _after_failure(failures: dict[int, Any], run_dir: Path | None) -> int:
 
     stopped = {143, -signal.SIGTERM}
     causes = {r: f for r, f in sorted(failures.items()) if f.exitcode not in stopped} or dict(sorted(failures.items()))
-    rank, failure = next(iter(causes.items()))
     recorded = _recorded_error(run_dir)
+    if recorded is not None and recorded.startswith(PEER_LOST) and len(causes) > 1:
+        causes.pop(0, None)  # rank 0 saw a peer go (before the launcher stopped it): the peer is the cause
+    rank, failure = next(iter(causes.items()))
     if recorded is not None and 0 in causes and not recorded.startswith(PEER_LOST):
         # rank 0 failed on its own and said why (its line is printed above); keep its record
         code = failures[0].exitcode

@@ -54,8 +54,7 @@ def derive_version(dataset: Any, drop: Callable[[int, Mapping[str, Any]], bool],
 
     removed: list[int] = []
     kept = 0
-    rows = list(dataset.iter_rows("train"))
-    for i, row in enumerate(rows):
+    for i, row in enumerate(dataset.iter_rows("train")):  # streamed twice: never the whole split in memory
         if drop(i, row):
             removed.append(i)
         else:
@@ -82,7 +81,8 @@ def derive_version(dataset: Any, drop: Callable[[int, Mapping[str, Any]], bool],
     gone = set(removed)
     with tempfile.TemporaryDirectory(prefix=".derive-") as tmp:
         train = Path(tmp) / "train.jsonl"
-        write_lines(train, (json.dumps(r, ensure_ascii=False) + "\n" for i, r in enumerate(rows) if i not in gone))
+        write_lines(train, (json.dumps(r, ensure_ascii=False) + "\n"
+                            for i, r in enumerate(dataset.iter_rows("train")) if i not in gone))
         paths = {"train": train, **{s: dataset.split_path(s) for s in ("val", "test") if dataset.has_split(s)}}
         return store.create(dataset_id, version, dataset.task, paths, tag_schema=dataset.tag_schema or None,
                             registries=registries, derived_from=origin)
