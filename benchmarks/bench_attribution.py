@@ -52,15 +52,15 @@ def main() -> None:
     train_s = float(run.metrics["train_runtime_s"])
     print(f"model: BERT hidden {args.hidden}, {args.layers} layers; {args.train} training rows, {args.test} test rows, "
           f"{run.metrics['train_steps']} steps")
-    print(f"{'what':34} {'seconds':>8} {'x training':>11}")
-    print(f"{'training (Trainer runtime)':34} {train_s:8.2f} {1.0:11.2f}")
+    print(f"{'what':44} {'seconds':>8} {'x training':>11}")
+    print(f"{'training (Trainer runtime)':44} {train_s:8.2f} {1.0:11.2f}")
     methods = ["final", "tracin"] if args.tracin else ["final"]
     for method in methods:
         started = time.perf_counter()
         result = attribute(run.path, method=method)
         took = time.perf_counter() - started
         label = f"attribute --method {method} ({result.settings['features']} features)"
-        print(f"{label:34} {took:8.2f} {took / train_s:11.2f}")
+        print(f"{label:44} {took:8.2f} {took / train_s:11.2f}")
 
 
 if __name__ == "__main__":
