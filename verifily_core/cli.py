@@ -99,6 +99,10 @@ class LazyGroup(click.Group):
         except VerifilyTrainError as exc:
             if not getattr(exc, "quiet", False):  # a worker whose error rank 0 or the launcher reports
                 _report(ctx, f"Error: {exc}", exc)
+            if "torch.distributed" in sys.modules:  # a distributed worker leaves its group with this code
+                from verifily_core.distributed import exit_joined
+
+                exit_joined(exc.exit_code)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)

@@ -191,6 +191,21 @@ def barrier() -> None:
             dist.barrier()
 
 
+def exit_joined(code: int) -> None:
+    """In a worker that joined a process group and failed: leave now with ``code``. Its peers see
+    it gone (a collective they wait in fails), and the interpreter's shutdown is skipped, where the
+    process group's threads, still running, would abort the process (SIGABRT) and hide ``code``
+    from the launcher. Does nothing in a process that joined no group."""
+    if not world().is_distributed:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def finish() -> None:
     """Leave the process group (safe to call when none was joined)."""
     if world().is_distributed:
