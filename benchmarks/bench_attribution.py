@@ -4,7 +4,8 @@ training that run took, on the same machine in one process.
 By default a small encoder (the BERT of ``bench_padding.py``, --hidden wide, --layers deep,
 built offline) is trained with LoRA and a head on 2,000 synthetic sentiment rows for
 --epochs epochs, then every training row is scored against 500 test rows (``final`` method,
-default projection), and with --tracin also over --snapshots snapshots. The target is at most
+default projection), and with --with-snapshots also by ``ensemble`` and ``tracin`` over
+--snapshots snapshots. The target is at most
 1x: explaining a run should cost no more than making it.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_attribution.py [--train 2000 --test 500 --epochs 3]
@@ -29,7 +30,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--snapshots", type=int, default=3)
-    parser.add_argument("--tracin", action="store_true", help="Also time --method tracin over the snapshots.")
+    parser.add_argument("--with-snapshots", action="store_true",
+                        help="Keep snapshots and also time --method ensemble and tracin over them.")
     args = parser.parse_args()
     import torch
 
@@ -45,7 +47,7 @@ def main() -> None:
     cfg = {"task": "classification", "base_model": str(model), "data_paths": data,
            "training": {"num_epochs": args.epochs, "batch_size": 16, "gradient_accumulation_steps": 1,
                         "learning_rate": 0.002, "logging_steps": 50, "save_steps": 100_000, "eval_steps": 100_000,
-                        "max_seq_length": 32, "attribution_checkpoints": args.snapshots if args.tracin else 0},
+                        "max_seq_length": 32, "attribution_checkpoints": args.snapshots if args.with_snapshots else 0},
            "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "eval": {"bootstrap_resamples": 50},
            "data_checks": {"leakage": "off"}, "output": {"dir": str(work / "runs")}}
     run = train(cfg)
@@ -54,7 +56,7 @@ def main() -> None:
           f"{run.metrics['train_steps']} steps")
     print(f"{'what':44} {'seconds':>8} {'x training':>11}")
     print(f"{'training (Trainer runtime)':44} {train_s:8.2f} {1.0:11.2f}")
-    methods = ["final", "tracin"] if args.tracin else ["final"]
+    methods = ["final", "ensemble", "tracin"] if args.with_snapshots else ["final"]
     for method in methods:
         started = time.perf_counter()
         result = attribute(run.path, method=method)

@@ -132,9 +132,11 @@ def planted(tmp_path_factory):
 
 @pytest.mark.slow
 def test_planted_rows_rank_as_harmful_and_their_tag_stands_out(planted, verifily_cli):
-    res = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--top", str(PLANTED), "--format", "json")
+    res = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--method", "final", "--top", str(PLANTED),
+                       "--format", "json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
+    assert doc["method"].startswith("influence at the final model")
     web = doc["by_tag"]["source"]["web"]
     assert web["rows"] == PLANTED and web["high"] < 0  # the interval excludes zero
     assert web["mean"] == min(v["mean"] for v in doc["by_tag"]["source"].values())
@@ -238,6 +240,19 @@ def test_tracin_uses_the_snapshots_the_run_kept(planted, verifily_cli):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["snapshots"] == [47, 93, 140] and doc["method"].startswith("TracIn")
+    web = doc["by_tag"]["source"]["web"]
+    assert web["high"] < 0 and web["mean"] == min(v["mean"] for v in doc["by_tag"]["source"].values())
+
+
+@pytest.mark.slow
+def test_the_ensemble_over_snapshots_ranks_the_planted_rows(planted, verifily_cli):
+    # the default (auto) for a run that kept snapshots
+    res = verifily_cli("attribute", "--run", planted, "--slice", HURT, "--top", str(PLANTED), "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["snapshots"] == [47, 93, 140] and doc["method"].startswith("influence averaged")
+    hits = sum(r["tags"]["source"] == "web" for r in doc["most_harmful"])
+    assert hits / PLANTED >= 0.8, doc["most_harmful"]  # measured 14 of 16
     web = doc["by_tag"]["source"]["web"]
     assert web["high"] < 0 and web["mean"] == min(v["mean"] for v in doc["by_tag"]["source"].values())
 

@@ -243,13 +243,15 @@ def push_run(run_path: str | Path, repo_id: str, merge: bool = False, dtype: str
 def attribute(run_path: str | Path, test_slice: str | None = None, test_data: str | Path | None = None,
               projection: int = 32, damping: float = 10.0, batch_size: int | None = None, device: str = "auto",
               hf_token: str | None = None, registries: Registries | None = None, verify: bool = True,
-              method: str = "final", objective: str = "margin", validate: int | None = None,
+              method: str = "auto", objective: str = "margin", validate: int | None = None,
               store: str | None = None) -> Any:
     """Score every training row of a completed run by its influence on the test rows
     (``test_slice`` ``"KEY=VALUE"``, or all), write the run's ``eval/attribution/`` and return the
     :class:`~verifily_core.attribution.AttributionResult` (``rows``, ``by_tag``, ``summary``,
-    ``ranked(n)``); ``method`` ``final`` (at the final model) or ``tracin`` (over the snapshots of
-    ``training.attribution_checkpoints``); ``objective`` ``margin`` or ``loss`` of the test rows.
+    ``ranked(n)``); ``method`` ``final`` (at the final model), ``ensemble`` (averaged over the
+    snapshots of ``training.attribution_checkpoints``) or ``tracin`` (TracIn over them); ``auto``
+    is ``ensemble`` for a run that kept snapshots, else ``final``;
+    ``objective`` ``margin`` or ``loss`` of the test rows.
     With ``validate=K`` the run is then retrained without its K most harmful rows (a derived dataset
     version in ``store``) and compared on the slice (``result.validation``). The run is verified
     first (``verify=False`` skips that)."""

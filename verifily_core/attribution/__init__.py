@@ -7,7 +7,9 @@ the rows are scored by their influence on the slice's mean loss at the final mod
 (:mod:`verifily_core.attribution.scores`). A run that kept snapshots of those weights during
 training (``training.attribution_checkpoints``) can be scored by TracIn (``tracin``): the sum
 over the snapshots of the step's learning rate times the inner product of a row's gradient with
-the slice's mean gradient. Scores are summarised per tag value with
+the slice's mean gradient; or by ``ensemble``: the influence at each snapshot (and the final
+model), each divided by its spread over the rows, averaged (an ensemble over the training
+trajectory, as TRAK ensembles over models). Scores are summarised per tag value with
 bootstrap intervals. The files go to the run's
 ``eval/attribution/`` and are sealed with the run's evaluation (``eval/eval_hashes.json``).
 """
@@ -27,7 +29,10 @@ ROWS_FILE = "row_scores.jsonl"
 TAGS_FILE = "by_tag.json"
 SUMMARY_FILE = "attribution.json"
 OBJECTIVES = {"margin": "the test rows' negative log-odds of their reference", "loss": "the test rows' loss"}
+AUTO = "auto"
+"""``--method auto``: ``ensemble`` when the run kept snapshots, else ``final``."""
 METHODS = {"final": "influence at the final model (projected gradients, Fisher-preconditioned)",
+           "ensemble": "influence averaged over the run's snapshots (each scaled to unit spread)",
            "tracin": "TracIn over the run's snapshots (projected gradients, learning-rate weighted)"}
 
 
@@ -62,21 +67,23 @@ def parse_slice(spec: str | None) -> tuple[str, str] | None:
 def attribute_run(run_path: str | Path, *, registries: Any, test_slice: str | None = None,
                   test_data: str | Path | None = None, projection: int = 32, damping: float = 10.0,
                   batch_size: int | None = None, device: str = "auto", hf_token: str | None = None,
-                  verify: bool = True, method: str = "final", objective: str = "margin") -> AttributionResult:
+                  verify: bool = True, method: str = "auto", objective: str = "margin") -> AttributionResult:
     """Score every training row of the run at ``run_path`` by its influence on the loss of the
     test rows (``test_slice`` ``KEY=VALUE`` of their tags, or all; ``test_data`` instead of the
     dataset's test split) and write ``eval/attribution/``; see the module docstring.
 
     :raises EvalError: the run is not completed or does not verify.
     :raises DataError: no test rows in the slice, or a dataset that does not verify.
-    :param method: ``final`` (influence at the final model) or ``tracin`` (over the run's snapshots).
+    :param method: ``final`` (influence at the final model), ``ensemble`` (influence averaged over
+        the run's snapshots) or ``tracin`` (TracIn over them); ``auto``: ``ensemble`` for a run that
+        kept snapshots, else ``final``.
     :param objective: what is explained of each test row: ``margin`` (its negative log-odds of the
         reference, see :func:`~verifily_core.attribution.gradients.row_margins`) or ``loss``.
     :raises ConfigError: a bad ``--slice`` or method, ``tracin`` for a run without snapshots, or a
         task whose training features carry no labels.
     """
-    if method not in METHODS:
-        raise ConfigError(f"--method {method}: use one of {', '.join(METHODS)}")
+    if method not in (AUTO, *METHODS):
+        raise ConfigError(f"--method {method}: use one of {AUTO}, {', '.join(METHODS)}")
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
     from verifily_core.evaluator import completed_run, verified_config
@@ -129,24 +136,34 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
         return (gradient_features(model, train_feats, collate, size, dev, projection, cfg.seed),
                 gradient_features(model, test_feats, collate, size, dev, projection, cfg.seed, objective=objective))
 
-    snaps = read_snapshots(run.path) if method == "tracin" else []
-    if method == "tracin" and not snaps:
-        raise ConfigError(f"{run.path}: kept no snapshots for --method tracin; train with "
+    if method == AUTO:
+        method = "ensemble" if read_snapshots(run.path) else "final"
+    snaps = read_snapshots(run.path) if method != "final" else []
+    if method != "final" and not snaps:
+        raise ConfigError(f"{run.path}: kept no snapshots for --method {method}; train with "
                           "training.attribution_checkpoints: N (e.g. 5), or use --method final")
-    if snaps:  # TracIn: sum over the trajectory of lr * <row gradient, slice gradient>
+    if not snaps:
+        phi, psi = features()
+        scores = influence(phi, psi, damping).tolist()
+    else:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        total = None
+        steps = int((run.metrics or {}).get("train_steps") or 0)
+        parts = []
+        if method == "ensemble" and snaps[-1]["step"] != steps:  # the final model is a member too
+            parts.append(_unit(influence(*features(), damping)))
         for snap in snaps:
             set_peft_model_state_dict(model, load_file(str(snap["path"])))
             phi, psi = features()
-            part = snap["lr"] * (phi.double() @ psi.double().mean(0))
-            total = part if total is None else total + part
-        scores = total.float().tolist()
-    else:
-        phi, psi = features()
-        scores = influence(phi, psi, damping).tolist()
+            if method == "tracin":  # lr * <row gradient, slice gradient> at each snapshot
+                parts.append(snap["lr"] * (phi.double() @ psi.double().mean(0)))
+            else:  # influence at each snapshot, on one scale
+                parts.append(_unit(influence(phi, psi, damping)))
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        scores = (total / (len(parts) if method == "ensemble" else 1)).float().tolist()
     rows = [{"index": i, "row_id": row_id(r), "score": s, "tags": dict(r.get("tags") or {}),
              "reference": _excerpt(task.reference(r))}
             for i, (r, s) in enumerate(zip(train_rows, scores))]
@@ -163,6 +180,12 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
     write_json(folder / SUMMARY_FILE, {**settings, "summary": summary})
     seal_eval(run.path / "eval", run.path, run.run_id)
     return AttributionResult(folder, target, rows, aggregate, summary, settings)
+
+
+def _unit(scores: Any) -> Any:
+    """Scores divided by their standard deviation (left as they are when all are equal)."""
+    spread = float(scores.double().std())
+    return scores.double() / spread if spread > 0 else scores.double()
 
 
 def _excerpt(value: Any, width: int = 80) -> str:

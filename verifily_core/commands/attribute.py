@@ -23,9 +23,10 @@ from verifily_core.console import out
               help="Random projection per side of each trained layer's gradient (more: finer, slower).")
 @click.option("--damping", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Damping of the curvature, relative to its mean eigenvalue.")
-@click.option("--method", type=click.Choice(["final", "tracin"]), default="final", show_default=True,
-              help="final: influence at the final model; tracin: over the snapshots the run kept "
-                   "(training.attribution_checkpoints).")
+@click.option("--method", type=click.Choice(["auto", "final", "ensemble", "tracin"]), default="auto", show_default=True,
+              help="final: influence at the final model; ensemble: influence averaged over the snapshots the run "
+                   "kept (training.attribution_checkpoints); tracin: TracIn over them; auto: ensemble when the run "
+                   "kept snapshots, else final.")
 @click.option("--objective", type=click.Choice(["margin", "loss"]), default="margin", show_default=True,
               help="What is explained of each test row: its negative log-odds of the reference, or its loss.")
 @click.option("--validate", type=click.IntRange(min=1), metavar="K",
