@@ -1,9 +1,10 @@
 """``verifily attribute``: which training rows helped or hurt a run on a test slice.
 
 The run's model is rebuilt as evaluation rebuilds it; every training row of its dataset
-version and every test row of the chosen slice gets a projected loss gradient of the trainable
-(LoRA and head) parameters (:mod:`verifily_core.attribution.gradients`). By default (``final``)
-the rows are scored by their influence on the slice's mean loss at the final model
+version gets a projected gradient of its loss, and every test row of the chosen slice one of its
+negative log-odds of the reference (``objective="margin"``) or of its loss, with respect to the
+trainable (LoRA and head) parameters (:mod:`verifily_core.attribution.gradients`). With
+``final`` the rows are scored by their influence on the slice at the final model
 (:mod:`verifily_core.attribution.scores`). A run that kept snapshots of those weights during
 training (``training.attribution_checkpoints``) can be scored by TracIn (``tracin``): the sum
 over the snapshots of the step's learning rate times the inner product of a row's gradient with
@@ -68,7 +69,7 @@ def attribute_run(run_path: str | Path, *, registries: Any, test_slice: str | No
                   test_data: str | Path | None = None, projection: int = 32, damping: float = 10.0,
                   batch_size: int | None = None, device: str = "auto", hf_token: str | None = None,
                   verify: bool = True, method: str = "auto", objective: str = "margin") -> AttributionResult:
-    """Score every training row of the run at ``run_path`` by its influence on the loss of the
+    """Score every training row of the run at ``run_path`` by its influence on the
     test rows (``test_slice`` ``KEY=VALUE`` of their tags, or all; ``test_data`` instead of the
     dataset's test split) and write ``eval/attribution/``; see the module docstring.
 
@@ -79,8 +80,8 @@ def attribute_run(run_path: str | Path, *, registries: Any, test_slice: str | No
         kept snapshots, else ``final``.
     :param objective: what is explained of each test row: ``margin`` (its negative log-odds of the
         reference, see :func:`~verifily_core.attribution.gradients.row_margins`) or ``loss``.
-    :raises ConfigError: a bad ``--slice`` or method, ``tracin`` for a run without snapshots, or a
-        task whose training features carry no labels.
+    :raises ConfigError: a bad ``--slice``, method or objective, ``ensemble`` or ``tracin`` for a
+        run without snapshots, or a task whose training features carry no labels.
     """
     if method not in (AUTO, *METHODS):
         raise ConfigError(f"--method {method}: use one of {AUTO}, {', '.join(METHODS)}")
@@ -169,7 +170,8 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
             for i, (r, s) in enumerate(zip(train_rows, scores))]
     aggregate = by_tag(scores, [r["tags"] for r in rows], seed=cfg.seed)
     summary = summary_lines(aggregate, target)
-    settings = {"method": METHODS[method], "objective": objective, "snapshots": [s["step"] for s in snaps], "target": target, "test_rows": len(test_rows), "test_data": test_info["path"],
+    settings = {"method": METHODS[method], "objective": objective, "snapshots": [s["step"] for s in snaps],
+                "target": target, "test_rows": len(test_rows), "test_data": test_info["path"],
                 "train_rows": len(train_rows), "projection": projection, "features": int(phi.shape[1]),
                 "damping": damping, "seed": cfg.seed, "run_id": run.run_id,
                 "seconds": round(time.monotonic() - started, 3)}
