@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from verifily_core.distributed import TEST_BREAK_DATA_HASH_RANK, TEST_EXIT_AT_STEP
-from verifily_core.testing import make_sft_rows, write_jsonl
+from verifily_core.testing import make_classification_rows, make_sft_rows, write_jsonl
 from verifily_core.testing.pytest_plugin import run_verifily
+from verifily_dpo.testing import make_preference_rows
 
 pytestmark = pytest.mark.slow
 
@@ -172,3 +173,52 @@ def test_reproduce_retrains_a_distributed_run_in_as_many_processes(two, tmp_path
     meta = json.loads((new / "run_meta.json").read_text())
     assert meta["distributed"]["world_size"] == 2 and meta["status"] == "completed"
     assert _losses(new) == pytest.approx(_losses(run), abs=1e-5)
+
+
+def _no_dropout(model_dir: Path, folder: Path) -> Path:
+    """A copy of ``model_dir`` with dropout off: each process draws its own masks, so only
+    without dropout do two processes compute one process's numbers."""
+    import shutil
+
+    out = folder / "model"
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    config.update({k: 0.0 for k in ("dropout_rate", "hidden_dropout_prob", "attention_probs_dropout_prob")
+                   if k in config})
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+OTHER_TASKS = {  # task, tiny model, rows
+    "seq2seq-sft": ("sft", "t5", lambda n, seed: make_sft_rows(n, seed=seed)),
+    "classification": ("classification", "bert", lambda n, seed: make_classification_rows(n, seed=seed)),
+    "dpo": ("dpo", "llama", lambda n, seed: make_preference_rows(n, seed=seed)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_TASKS))
+def test_other_tasks_and_models_train_in_two_processes_as_in_one(name, verifily_tiny_model, tmp_path):
+    """Seq2Seq SFT (T5, whose loss verifily weighs by the step's tokens), classification with a
+    head, and DPO through TRL: per-device batch 4 in 2 processes logs the losses of batch 8 in 1."""
+    task, kind, make = OTHER_TASKS[name]
+    model = _no_dropout(verifily_tiny_model(kind, pretrain_steps=0 if kind == "bert" else 60), tmp_path)
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", make(32, 1))
+    losses = {}
+    for procs, batch in ((2, 4), (1, 8)):
+        folder = tmp_path / f"p{procs}"
+        cfg = {"task": task, "base_model": str(model), "data_paths": {"train": str(data / "train.jsonl")},
+               "training": {"num_epochs": 1, "batch_size": batch, "gradient_accumulation_steps": 1,
+                            "learning_rate": 0.01, "logging_steps": 1, "max_seq_length": 48, "warmup_ratio": 0.0},
+               "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "eval": {"enabled": False},
+               "data_checks": {"leakage": "off"}, "output": {"dir": str(folder / "runs")}}
+        folder.mkdir()
+        (folder / "train.yaml").write_text(yaml.safe_dump(cfg))
+        res = run_verifily("train", "--config", folder / "train.yaml", "--nproc", procs, cwd=folder)
+        assert res.returncode == 0, res.stdout + res.stderr
+        (run,) = _runs(folder)
+        assert json.loads((run / "run_meta.json").read_text())["distributed"]["world_size"] == procs
+        losses[procs] = _losses(run)
+    assert sorted(losses[2]) == sorted(losses[1]) == [1, 2, 3, 4]
+    for step in losses[1]:
+        assert abs(losses[2][step] - losses[1][step]) < 1e-5, (name, step, losses)

@@ -161,7 +161,8 @@ class SFTTask(Task):
                       model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any, data_collator: Any,
                       callbacks: list[Any], options: Any) -> Any:
         """The default trainer on padding-free batches where ``task_options.packing`` allows
-        (:mod:`verifily_sft.packing`), scoring the val split with the validation metrics
+        (:mod:`verifily_sft.packing`), a Seq2Seq model's loss weighed by the step's target tokens
+        as a CausalLM's is (:mod:`verifily_sft.loss`), scoring the val split with the validation metrics
         (``training.validation_metrics``, default token and sequence accuracy) from the
         teacher-forced pass of its loss."""
         from verifily_sft.validation import metrics_function, top_choices
@@ -173,6 +174,10 @@ class SFTTask(Task):
         trainer = super().build_trainer(trainer_class, args_class, args, job=job, model=model, tokenizer=tokenizer,
                                         train_dataset=train_dataset, eval_dataset=eval_dataset,
                                         data_collator=data_collator, callbacks=callbacks, options=options)
+        if kind == "seq2seq":  # T5/BART ignore the Trainer's step-token count: weigh their loss ourselves
+            from verifily_sft.loss import weigh_by_step_tokens
+
+            weigh_by_step_tokens(trainer, model)
         names = job.config.training.validation_metrics
         names = self.validation_metrics if names is None else names
         if eval_dataset is not None and names:
