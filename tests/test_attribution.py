@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from verifily_core.attribution.gradients import ProjectedGradients, row_losses, row_margins
+from verifily_core.attribution.gradients import ProjectedGradients, gradient_features, row_losses, row_margins
 from verifily_core.attribution.scores import by_tag, influence
 from verifily_core.testing import make_planted_keyword_rows, write_jsonl
 
@@ -46,6 +46,43 @@ def test_unprojected_features_are_each_rows_exact_gradient():
     assert feats.shape == exact.shape == (7, grads.dim)
     assert torch.allclose(torch.sort(feats.abs(), 1).values, torch.sort(exact.abs(), 1).values, atol=1e-6)
     assert torch.allclose(feats @ feats.T, exact @ exact.T, atol=1e-5)
+
+
+class _Pooled(torch.nn.Module):
+    """Token embeddings, mean-pooled over the attention mask, then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(20, 6)
+        self.emb.weight.requires_grad_(False)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask[..., None].float()
+        pooled = (self.emb(input_ids) * mask).sum(1) / mask.sum(1)
+        return type("Out", (), {"logits": self.head(pooled)})()
+
+
+def _pad(rows):
+    longest = max(len(r["input_ids"]) for r in rows)
+    return {"input_ids": torch.tensor([r["input_ids"] + [0] * (longest - len(r["input_ids"])) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (longest - len(r["input_ids"]))
+                                            for r in rows]),
+            "labels": torch.tensor([r["labels"] for r in rows])}
+
+
+def test_row_gradients_do_not_depend_on_how_rows_are_batched():
+    """Batches by length or by token budget give each row, in input order, its gradient alone."""
+    gen = torch.Generator().manual_seed(2)
+    feats = [{"input_ids": torch.randint(1, 20, (n,), generator=gen).tolist(), "labels": i % 3}
+             for i, n in enumerate([3, 9, 1, 5, 9, 2, 7, 4, 6, 8, 1])]
+    model = _Pooled()
+    alone = torch.cat([gradient_features(model, [f], _pad, 1, "cpu") for f in feats])
+    for kwargs in ({"batch_size": 1}, {"batch_size": 4}, {"batch_size": 1, "max_tokens": 18}):
+        batched = gradient_features(model, feats, _pad, device="cpu", **kwargs)
+        assert torch.allclose(batched, alone, atol=1e-6), kwargs
+    assert alone.abs().sum(1).min() > 0  # every row has a gradient, each in its own place
 
 
 def test_projected_inner_products_estimate_the_true_ones():

@@ -18,6 +18,20 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Row indices, longest rows first (ties in input order), in batches of at most
+    ``max_tokens`` padded tokens (rows x the batch's longest row; at least one row each), so
+    batches of short rows hold more of them and each costs about the same memory."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * max(lengths[batches[-1][0]], 1) <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def map_sorted(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence[T]],
                label: str = "") -> list[T]:
     """``run(indices)`` on each batch of :func:`length_sorted_batches`, its results (one per

@@ -131,11 +131,14 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
         raise ConfigError(f"task '{cfg.task}' trains on features without labels that a loss can be computed "
                           "from row by row; attribution is not available for it")
     collate = task.data_collator(tok, kind, model)
-    size = batch_size or cfg.eval.batch_size
+    # without --batch-size: batches of as many padded tokens as a training batch may hold
+    budget = None if batch_size else cfg.training.batch_size * cfg.training.max_seq_length
 
     def features() -> tuple[Any, Any]:
-        return (gradient_features(model, train_feats, collate, size, dev, projection, cfg.seed),
-                gradient_features(model, test_feats, collate, size, dev, projection, cfg.seed, objective=objective))
+        return (gradient_features(model, train_feats, collate, batch_size or 1, dev, projection, cfg.seed,
+                                  max_tokens=budget),
+                gradient_features(model, test_feats, collate, batch_size or 1, dev, projection, cfg.seed,
+                                  objective=objective, max_tokens=budget))
 
     if method == AUTO:
         method = "ensemble" if read_snapshots(run.path) else "final"

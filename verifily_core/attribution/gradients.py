@@ -147,18 +147,35 @@ def _neg_log_odds(logp: torch.Tensor) -> torch.Tensor:
 def gradient_features(model: Any, features: list[dict[str, Any]], collate: Callable,
                       batch_size: int, device: str, k: int = 16, seed: int = 0,
                       progress: Callable[[Iterable], Iterable] | None = None,
-                      objective: str = "loss") -> torch.Tensor:
+                      objective: str = "loss", max_tokens: int | None = None) -> torch.Tensor:
     """``(rows, dim)`` projected gradients of ``features`` (the task's training features): of
-    each row's loss, or of what :data:`OBJECTIVES` names."""
+    each row's loss, or of what :data:`OBJECTIVES` names. Rows are batched by length, longest
+    first, ``batch_size`` rows at a time or, with ``max_tokens``, as many as that many padded
+    tokens hold (:mod:`verifily_core.batching`); a row's gradient does not depend on its batch,
+    and the result is in the order of ``features``."""
+    from verifily_core.batching import length_sorted_batches, token_budget_batches
+
     per_row = OBJECTIVES[objective]
     model.eval()  # no dropout: the gradient of the loss the model computes
     grads = ProjectedGradients(model, k, seed)
+    lengths = [_length(f) for f in features]
+    batches = token_budget_batches(lengths, max_tokens) if max_tokens else length_sorted_batches(lengths, batch_size)
     out = []
-    starts = range(0, len(features), batch_size)
     with grads:
-        for start in (progress(starts) if progress else starts):
-            batch = {k_: v.to(device) for k_, v in collate(features[start:start + batch_size]).items()}
+        for rows in (progress(batches) if progress else batches):
+            batch = {k_: v.to(device) for k_, v in collate([features[i] for i in rows]).items()}
             model.zero_grad(set_to_none=True)
             out.append(grads.features(per_row(model, batch)))
     model.zero_grad(set_to_none=True)
-    return torch.cat(out) if out else torch.zeros(0, grads.dim)
+    if not out:
+        return torch.zeros(0, grads.dim)
+    result = torch.empty(len(features), grads.dim)
+    result[torch.tensor([i for rows in batches for i in rows])] = torch.cat(out)
+    return result
+
+
+def _length(feature: dict[str, Any]) -> int:
+    """Tokens a row pads to: its input's, plus its target's where that is a sequence of its own."""
+    labels = feature.get("labels")
+    own_target = isinstance(labels, (list, tuple)) and len(labels) != len(feature.get("input_ids", ()))
+    return len(feature.get("input_ids", ())) + (len(labels) if own_target else 0)

@@ -43,7 +43,9 @@ from verifily_core.console import out
               help="With --leave-out: variants trained at once, each in its own `verifily train` process.")
 @click.option("--store", type=click.Path(file_okay=False),
               help="Dataset store for derived versions [default: the run's].")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per gradient pass [default: eval.batch_size].")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Rows per gradient pass [default: as many as a training batch's padded tokens "
+                   "(training.batch_size x training.max_seq_length) hold, rows batched by length].")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda, cuda:0, mps or cpu.")
 @click.option("--no-verify", is_flag=True, help="Skip checking the run's files against hashes.json.")
 @format_option()
