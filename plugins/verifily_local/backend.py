@@ -225,7 +225,8 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
         keep_rank_shards(trainer)
     trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
     _keep_reports_outside(trainer, Path(cfg.output.dir) / "tensorboard" / job.job_id)
-    writer.record_optimizations(describe_optimizations(cfg, device, model=model, trainer_args=trainer.args))
+    writer.record_optimizations(describe_optimizations(cfg, device, model=model, trainer_args=trainer.args,
+                                                        collator=trainer.data_collator))
     return trainer, guard, log_file
 
 

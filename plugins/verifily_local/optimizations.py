@@ -208,10 +208,12 @@ def enable_checkpointing(model: Any) -> None:
         model.config.use_cache = False  # a cache is useless while training and clashes with checkpointing
 
 
-def describe(config: Any, device: str, model: Any = None, trainer_args: Any = None) -> dict[str, Any]:
+def describe(config: Any, device: str, model: Any = None, trainer_args: Any = None,
+             collator: Any = None) -> dict[str, Any]:
     """What a run trains with, as recorded in ``run_meta.json`` (``optimizations``): the optimizer
     (the Trainer's choice when unset), precision, tf32, the attention the model was loaded with,
-    checkpointing and compilation."""
+    checkpointing, compilation and the form of the training batches (``batches``: the
+    collator's ``batch_form``, e.g. ``padding-free`` for packed SFT rows, else ``padded``)."""
     from verifily_core.modeling import training_precision, uses_gradient_checkpointing
 
     opts = config.training.optimizations
@@ -225,4 +227,5 @@ def describe(config: Any, device: str, model: Any = None, trainer_args: Any = No
         "attention_implementation": getattr(model_config, "_attn_implementation", None) or opts.attention_implementation,
         "gradient_checkpointing": uses_gradient_checkpointing(config, device),
         "compile": opts.compile_mode if opts.use_compile else None,
+        "batches": getattr(collator, "batch_form", "padded"),
     }

@@ -123,6 +123,9 @@ class FlatCollator(PadCollator):
     longest^2``; a batch is packed only when :func:`packing_pays` says the whole layer costs less
     packed, so long rows are never packed into a quadratic attention bill. Both forms are exact."""
 
+    batch_form = "padding-free"
+    """Recorded in the run's ``optimizations`` (``batches``)."""
+
     def __init__(self, pad_id: int, model: Any) -> None:
         super().__init__(pad_id)
         self.model = model

@@ -25,6 +25,11 @@ class DecoderInputsCollator:
         self.collate = collate
         self.shift = shift
 
+    @property
+    def batch_form(self) -> str:
+        """The wrapped collator's (recorded in the run's ``optimizations``)."""
+        return getattr(self.collate, "batch_form", "padded")
+
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collate(features)
         if "labels" in batch and "decoder_input_ids" not in batch:
