@@ -108,6 +108,21 @@ def test_evaluate_modules_work_offline(monkeypatch):
     assert set(MODULES) >= {"exact_match", "accuracy", "confusion_matrix", "loss", "micro_f1", "hamming_loss"}
     assert load("hamming_loss").compute(predictions=PREDS, references=REFS)["hamming_loss"] == pytest.approx(
         sk.hamming_loss(REFS, PREDS))
+    # label sets through the "multilabel" config, as evaluate's own f1 takes them
+    y, p = _indicator(ML_REFS), _indicator(ML_PREDS)
+    micro = load("micro_f1", config_name="multilabel")
+    assert micro.compute(predictions=ML_PREDS, references=ML_REFS, labels=ML_LABELS)["micro_f1"] == pytest.approx(
+        sk.f1_score(y, p, average="micro", zero_division=0))
+    for batch in range(0, 8, 3):  # evaluate's incremental form
+        micro.add_batch(predictions=ML_PREDS[batch:batch + 3], references=ML_REFS[batch:batch + 3])
+    assert micro.compute(labels=ML_LABELS)["micro_f1"] == pytest.approx(sk.f1_score(y, p, average="micro"))
+    assert load("hamming_loss", config_name="multilabel").compute(
+        predictions=ML_PREDS, references=ML_REFS, labels=ML_LABELS)["hamming_loss"] == pytest.approx(sk.hamming_loss(y, p))
+    cm = load("confusion_matrix", config_name="multilabel").compute(predictions=ML_PREDS, references=ML_REFS,
+                                                                    labels=ML_LABELS)["confusion_matrix"]
+    assert cm["multi_label"] and cm["labels"] == ML_LABELS
+    with pytest.raises(Exception):  # one label per row is not a label list
+        load("micro_f1", config_name="multilabel").compute(predictions=PREDS, references=REFS)
 
 
 # -- multi-label --------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ verifily's own evaluation calls the plugin metrics directly. Use it where an
     load("token_f1").compute(predictions=["the cat"], references=["cat"])  # {"token_f1": 1.0}
 
 Each module holds its data in memory (``keep_in_memory=True``): no cache files are written.
-The classification modules take one label per row (string features); multi-label label sets
-are scored by the plugin metrics themselves (``verifily_metrics.classification``).
+The classification modules take one label per row (string features), or with
+``config_name="multilabel"`` (as ``evaluate``'s own ``f1`` does) a list of labels per row::
+
+    load("micro_f1", config_name="multilabel").compute(predictions=[["a"], ["a", "b"]], references=[["a"], ["b"]])
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ class _VerifilyModule(evaluate.Metric):
             description=(type(self.metric).__doc__ or self.metric.name).strip().splitlines()[0],
             citation=_CITATION,
             inputs_description=self.inputs,
-            features=datasets.Features({name: datasets.Value(dtype) for name, dtype in self.input_types.items()}),
+            features=datasets.Features({name: self._feature(dtype) for name, dtype in self.input_types.items()}),
         )
+
+    def _feature(self, dtype: str) -> Any:
+        """The ``datasets`` feature of one input."""
+        return datasets.Value(dtype)
 
 
 class VerifilyTextMetric(_VerifilyModule):
@@ -90,39 +96,51 @@ class FormatComplianceModule(VerifilyTextMetric):
     metric = FormatCompliance()
 
 
-class AccuracyModule(VerifilyTextMetric):
+class VerifilyLabelMetric(VerifilyTextMetric):
+    """An ``evaluate`` module over predicted and reference labels, backed by a verifily
+    classification metric; ``config_name="multilabel"`` takes a list of labels per row."""
+
+    inputs = ("predictions: list of str (with config_name='multilabel': list of lists of str); references: "
+              "the same; labels=: the label set, in order; metric options as keywords.")
+
+    def _feature(self, dtype: str) -> Any:
+        value = datasets.Value(dtype)
+        return datasets.Sequence(value) if self.config_name == "multilabel" else value
+
+
+class AccuracyModule(VerifilyLabelMetric):
     metric = Accuracy()
 
 
-class MacroF1Module(VerifilyTextMetric):
+class MacroF1Module(VerifilyLabelMetric):
     metric = MacroF1()
 
 
-class WeightedF1Module(VerifilyTextMetric):
+class WeightedF1Module(VerifilyLabelMetric):
     metric = WeightedF1()
 
 
-class PerClassModule(VerifilyTextMetric):
+class PerClassModule(VerifilyLabelMetric):
     metric = PerClass()
 
 
-class ConfusionMatrixModule(VerifilyTextMetric):
+class ConfusionMatrixModule(VerifilyLabelMetric):
     metric = ConfusionMatrix()
 
 
-class ClassificationReportModule(VerifilyTextMetric):
+class ClassificationReportModule(VerifilyLabelMetric):
     metric = ClassificationReport()
 
 
-class MicroF1Module(VerifilyTextMetric):
+class MicroF1Module(VerifilyLabelMetric):
     metric = MicroF1()
 
 
-class SubsetAccuracyModule(VerifilyTextMetric):
+class SubsetAccuracyModule(VerifilyLabelMetric):
     metric = SubsetAccuracy()
 
 
-class HammingLossModule(VerifilyTextMetric):
+class HammingLossModule(VerifilyLabelMetric):
     metric = HammingLoss()
 
 
