@@ -153,8 +153,7 @@ def test_multilabel_metrics_equal_sklearn():
         assert got[label] == pytest.approx({"precision": pr[i], "recall": rc[i], "f1": f1[i], "support": support[i]})
     report = _compute(ClassificationReport(), **kw)
     expected = sk.classification_report(y, p, target_names=ML_LABELS, output_dict=True, zero_division=0)
-    expected.pop("samples avg")
-    assert set(report) == set(expected)
+    assert set(report) == set(expected) and "samples avg" in report
     for key, value in expected.items():
         assert report[key] == pytest.approx(value), key
     cm = _compute(ConfusionMatrix(), **kw)

@@ -340,9 +340,10 @@ class ClassificationReport(Metric):
 
     def compute(self, predictions: Sequence[Any], references: Sequence[Any],
                 rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> dict[str, Any]:
-        """Keys as in ``sklearn.metrics.classification_report(output_dict=True)``; multi-label rows
-        get ``micro avg`` in place of ``accuracy`` (as scikit-learn's multi-label report; its
-        ``samples avg`` is left out)."""
+        """Keys as in ``sklearn.metrics.classification_report(output_dict=True, zero_division=0)``;
+        multi-label rows get ``micro avg`` in place of ``accuracy`` and ``samples avg`` (each row's
+        precision, recall and F1 of its label set, averaged over rows), as scikit-learn's
+        multi-label report."""
         names, totals = _totals(predictions, references, kwargs.get("labels"))
         pc = per_class(totals)
         support = pc["support"]
@@ -366,6 +367,9 @@ class ClassificationReport(Metric):
             report[avg] = {key: float(_average(pc[src], weights))
                            for key, src in (("precision", "precision"), ("recall", "recall"), ("f1-score", "f1"))}
             report[avg]["support"] = int(total)
+        if c["multi_label"]:
+            report["samples avg"] = {**_samples_average(label_counts(predictions, references, names)[1], k),
+                                     "support": int(total)}
         return report
 
     def write_artifacts(self, details: Mapping[str, Any], out_dir: Any) -> list[str]:
@@ -385,6 +389,20 @@ def _average(values: Any, weights: Any) -> float:
     if weights is None:
         return float(np.mean(values)) if len(values) else 0.0
     return float(np.average(values, weights=weights)) if weights.sum() > 0 else 0.0
+
+
+def _samples_average(rows: Any, k: int) -> dict[str, float]:
+    """Precision, recall and F1 of each row's label set (0 where undefined), averaged over the
+    rows of :func:`label_counts` ``rows``."""
+    import numpy as np
+
+    tp, fp, fn = (rows[:, 1 + i * k:1 + (i + 1) * k].sum(axis=1) for i in range(3))
+
+    def mean_ratio(num: Any, den: Any) -> float:
+        return float(np.where(den > 0, num / np.where(den > 0, den, 1), 0.0).mean()) if len(rows) else 0.0
+
+    return {"precision": mean_ratio(tp, tp + fp), "recall": mean_ratio(tp, tp + fn),
+            "f1-score": mean_ratio(2 * tp, 2 * tp + fp + fn)}
 
 
 def _totals(predictions: Sequence[Any], references: Sequence[Any], labels: Any) -> tuple[list[str], Any]:
