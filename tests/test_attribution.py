@@ -289,7 +289,7 @@ def test_the_ensemble_over_snapshots_ranks_the_planted_rows(planted, verifily_cl
     doc = json.loads(res.stdout)
     assert doc["snapshots"] == [47, 93, 140] and doc["method"].startswith("influence averaged")
     hits = sum(r["tags"]["source"] == "web" for r in doc["most_harmful"])
-    assert hits / PLANTED >= 0.8, doc["most_harmful"]  # measured 14 of 16
+    assert hits / PLANTED >= 0.8, doc["most_harmful"]  # measured 15 of 16
     web = doc["by_tag"]["source"]["web"]
     assert web["high"] < 0 and web["mean"] == min(v["mean"] for v in doc["by_tag"]["source"].values())
 

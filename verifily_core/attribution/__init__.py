@@ -32,7 +32,7 @@ SUMMARY_FILE = "attribution.json"
 OBJECTIVES = {"margin": "the test rows' negative log-odds of their reference", "loss": "the test rows' loss"}
 AUTO = "auto"
 """``--method auto``: ``ensemble`` when the run kept snapshots, else ``final``."""
-METHODS = {"final": "influence at the final model (projected gradients, Fisher-preconditioned)",
+METHODS = {"final": "influence at the final model (unit projected gradients, Fisher-preconditioned)",
            "ensemble": "influence averaged over the run's snapshots (each scaled to unit spread)",
            "tracin": "TracIn over the run's snapshots (projected gradients, learning-rate weighted)"}
 
@@ -102,7 +102,7 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
                projection: int, damping: float, batch_size: int | None, device: str,
                hf_token: str | None, method: str, objective: str) -> AttributionResult:
     from verifily_core.attribution.gradients import gradient_features
-    from verifily_core.attribution.scores import by_tag, influence, summary_lines
+    from verifily_core.attribution.scores import by_tag, influence, summary_lines, unit_rows
     from verifily_core.attribution.snapshots import read_snapshots
     from verifily_core.datasets import resolve_dataset, row_id
     from verifily_core.evaluation.seal import seal_eval
@@ -148,7 +148,7 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
                           "training.attribution_checkpoints: N (e.g. 5), or use --method final")
     if not snaps:
         phi, psi = features()
-        scores = influence(phi, psi, damping).tolist()
+        scores = influence(unit_rows(phi), unit_rows(psi), damping).tolist()
     else:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -156,14 +156,14 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
         steps = int((run.metrics or {}).get("train_steps") or 0)
         parts = []
         if method == "ensemble" and snaps[-1]["step"] != steps:  # the final model is a member too
-            parts.append(_unit(influence(*features(), damping)))
+            parts.append(_unit(influence(*map(unit_rows, features()), damping)))
         for snap in snaps:
             set_peft_model_state_dict(model, load_file(str(snap["path"])))
             phi, psi = features()
             if method == "tracin":  # lr * <row gradient, slice gradient> at each snapshot
                 parts.append(snap["lr"] * (phi.double() @ psi.double().mean(0)))
             else:  # influence at each snapshot, on one scale
-                parts.append(_unit(influence(phi, psi, damping)))
+                parts.append(_unit(influence(unit_rows(phi), unit_rows(psi), damping)))
         total = parts[0]
         for part in parts[1:]:
             total = total + part
@@ -176,7 +176,7 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
     settings = {"method": METHODS[method], "objective": objective, "snapshots": [s["step"] for s in snaps],
                 "target": target, "test_rows": len(test_rows), "test_data": test_info["path"],
                 "train_rows": len(train_rows), "projection": projection, "features": int(phi.shape[1]),
-                "damping": damping, "seed": cfg.seed, "run_id": run.run_id,
+                "gradients": "raw" if method == "tracin" else "unit", "damping": damping, "seed": cfg.seed, "run_id": run.run_id,
                 "seconds": round(time.monotonic() - started, 3)}
     folder = run.path / "eval" / FOLDER
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 A training row's score is ``phi_i^T (Phi^T Phi / N + lambda I)^{-1} g``: ``phi_i`` the row's
 projected loss gradient, ``Phi`` all training rows' (N of them), ``g`` the mean projected loss
-gradient of the test rows. ``Phi^T Phi / N`` is the empirical Fisher (Gauss-Newton) matrix of the
+gradient of the test rows. The attribution methods pass each row's gradient scaled to unit
+length (:func:`unit_rows`), so a row's direction counts, not its gradient's size. ``Phi^T Phi / N`` is the empirical Fisher (Gauss-Newton) matrix of the
 training loss, the curvature influence functions and TRAK divide by; ``lambda`` damps it
 (``damping`` times its mean eigenvalue). A gradient step on row ``i`` changes the test loss by
 about ``-lr * phi_i^T g``, so a positive score means the row helped the test rows (lowered their
@@ -29,6 +30,19 @@ def influence(train: torch.Tensor, test: torch.Tensor, damping: float = 0.1) -> 
         inner = torch.linalg.solve(lam * n * torch.eye(n, dtype=phi.dtype) + phi @ phi.T, phi @ g)
         x = (g - phi.T @ inner) / lam
     return (phi @ x).float()
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row of ``x`` divided by its length (a zero row stays zero).
+
+    A row's raw gradient grows with its loss and shrinks with its length, so without this a few
+    rows the model fits worst (or the shortest) would lead the ranking by the size of their
+    gradients alone, and the test rows with the largest gradients would decide what is
+    explained; unit rows make the score a question of direction, each test row one vote (the
+    normalised gradients of LESS and RelatIF). On the planted scenario of the tests it raised
+    precision at K over eight seeds from 0.70 to 0.89 (``final``) and 0.83 to 0.89
+    (``ensemble``); see docs/attribution.md."""
+    return x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def by_tag(scores: Sequence[float], tags: Sequence[Mapping[str, Any]], confidence: float = 0.95,
