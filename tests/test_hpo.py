@@ -228,3 +228,30 @@ def test_the_documented_example_search_checks_against_the_example_config():
     assert opts.n_trials == 5 and len(opts.search_space) == 9
     check_paths(read_config_file(root / "examples" / "classification-encoder.yaml"), opts)
     assert (root / "examples" / "hpo" / "hpo.yaml").read_text().split("\n", 1)[1] in (root / "docs" / "hpo.md").read_text()
+
+
+def test_a_failing_trial_is_one_line_and_a_multi_process_config_is_refused(tmp_path, verifily_tiny_bert_dir,
+                                                                          verifily_subprocess):
+    """A trial whose suggested config is invalid stops the study with exit 1 and one error line
+    (Optuna's own report of the failed trial, with its traceback, only under --verbose); a config
+    that trains in several processes is refused before any trial."""
+    config = _train_config(tmp_path, verifily_tiny_bert_dir)
+    search = tmp_path / "hpo.yaml"
+    search.write_text(yaml.safe_dump({"hpo": {"study_name": "bad", "n_trials": 1, "metric": "loss",
+                                              "search_space": {"training.learning_rate": {"choices": [1.5]}}}}))
+    base = ("hpo", "--config", config, "--search", search, "tracking.mlflow.enabled=false")
+    res = verifily_subprocess(*base, cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.splitlines() == ["Trial 0: training.learning_rate=1.5",
+                                       "Error: $.training.learning_rate: must be in (0, 1)"], res.stderr
+    verbose = verifily_subprocess(*base, "hpo.study_name=bad2", "--verbose", cwd=tmp_path)
+    assert verbose.returncode == 1 and "Trial 0 failed with parameters" in verbose.stderr, verbose.stderr
+    assert "Traceback" in verbose.stderr
+
+    res = verifily_subprocess(*base, "compute.num_processes=2", "hpo.study_name=two", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "Error: $.compute.num_processes: hpo trains its trials one at a time, in this process; set "
+        "compute.num_processes=1 (and compute.num_nodes=1) for the search, then train the best trial's config "
+        "with `verifily train --nproc N`"], res.stderr
+    assert not (tmp_path / "hpo" / "two").exists()  # refused before the study was created

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from verifily_core import hookimpl
+from verifily_core.cli import verbose_option
 
 HPO_HELP = "Search hyperparameters with Optuna; every trial is a sealed run."
 
@@ -28,6 +29,7 @@ def verifily_register_commands(cli: click.Group) -> None:
               help="The search file: an hpo section with the study settings and search_space.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table for people; json prints the trials and the best one.")
+@verbose_option
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.pass_context
 def hpo(ctx: click.Context, config_path: str, search_path: str, fmt: str, overrides: tuple[str, ...]) -> None:
@@ -65,7 +67,7 @@ def hpo(ctx: click.Context, config_path: str, search_path: str, fmt: str, overri
     state = ctx.obj
     from verifily_optuna.study import run_study
 
-    result = run_study(base, opts, state.registries, hf_token=state.hf_token)
+    result = run_study(base, opts, state.registries, hf_token=state.hf_token, verbose=state.verbose)
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
         return

@@ -104,19 +104,29 @@ class TrialPlugin:
 
 
 def run_study(base: Mapping[str, Any], opts: HpoOptions, registries: Any, hf_token: str | None = None,
-              on_trial: Any = None) -> StudyResult:
-    """Run (or resume) the study over the training config data ``base``; return its result."""
+              on_trial: Any = None, verbose: bool = False) -> StudyResult:
+    """Run (or resume) the study over the training config data ``base``; return its result.
+
+    A failing trial stops the study with its error (the command's one line); Optuna's own report
+    of it, with the traceback, is shown only when ``verbose``.
+
+    :raises ConfigError: ``base`` trains in several processes (trials train in this one).
+    """
     import optuna
     from optuna.trial import TrialState
 
     from verifily_core.config import TrainConfig
 
     cfg = TrainConfig.from_dict(base)
+    if cfg.compute.num_processes * cfg.compute.num_nodes > 1:
+        raise ConfigError("$.compute.num_processes: hpo trains its trials one at a time, in this process; set "
+                          "compute.num_processes=1 (and compute.num_nodes=1) for the search, then train the best "
+                          "trial's config with `verifily train --nproc N`")
     check_paths(base, opts)
     metric, direction = resolve_metric(opts, cfg, registries)
     study_dir = opts.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING if verbose else optuna.logging.ERROR)
     sampler = (optuna.samplers.TPESampler(seed=opts.sampler.seed) if opts.sampler.type == "tpe"
                else optuna.samplers.RandomSampler(seed=opts.sampler.seed))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=opts.pruner.n_startup_trials,
