@@ -223,3 +223,26 @@ def test_other_tasks_and_models_train_in_two_processes_as_in_one(name, verifily_
     assert sorted(losses[2]) == sorted(losses[1]) == [1, 2, 3, 4]
     for step in losses[1]:
         assert abs(losses[2][step] - losses[1][step]) < 1e-5, (name, step, losses)
+
+
+def test_the_python_api_starts_the_workers_itself(model_dir, tmp_path):
+    """``api.train(config, nproc=2)`` from a process no launcher started: two workers, one sealed
+    run, and ``on_eval`` receives the evaluation rank 0 wrote; several machines need a launch."""
+    import subprocess
+    import sys
+
+    config = _config(tmp_path, model_dir)
+    script = ("import json, sys, yaml\nfrom verifily_core.api import train\nfrom verifily_core.errors import ConfigError\n"
+              "seen = []\n"
+              f"cfg = yaml.safe_load(open({str(config)!r}))\n"
+              "run = train(cfg, nproc=2, on_eval=seen.append)\n"
+              "try:\n    train(cfg, nproc=2, nnodes=2)\nexcept ConfigError as exc:\n    refused = str(exc)\n"
+              "print(json.dumps({'run': str(run.path), 'world': run.distributed['world_size'],\n"
+              "                  'eval_n': seen[0].num_examples if seen else None, 'refused': refused}))\n")
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["world"] == 2 and out["eval_n"] == 6, out
+    assert out["refused"].startswith("compute.num_nodes above 1 need the rendezvous"), out
+    (run,) = _runs(tmp_path)
+    assert str(run) == out["run"] and json.loads((run / "run_meta.json").read_text())["status"] == "completed"

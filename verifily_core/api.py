@@ -90,9 +90,12 @@ def train(
     ``memory_limit``, bytes or a size such as ``"8GiB"``, else the device's memory).
 
     With ``compute.num_processes`` (``nproc``) or ``compute.num_nodes`` (``nnodes``) above 1 in a
-    process that no launcher started, ``launch`` (a :class:`~verifily_core.distributed.Launch`: the
-    command each worker runs and the rendezvous) starts the workers and the sealed run is returned
-    when they finish; without it that is a ConfigError. In a worker (``WORLD_SIZE`` set, e.g. under
+    process that no launcher started, the workers are started here and the sealed run is returned
+    when they finish: on one machine each runs ``verifily train`` on the resolved config;
+    ``launch`` (a :class:`~verifily_core.distributed.Launch`: the command each worker runs and the
+    rendezvous) chooses otherwise, and several machines need it (a ConfigError without it).
+    ``on_eval`` then receives the evaluation the workers wrote into the run; ``on_push`` is not
+    called (rank 0 pushes and prints its line). In a worker (``WORLD_SIZE`` set, e.g. under
     ``torchrun``) rank 0 returns the run and the other ranks ``None``.
     """
     import attrs
@@ -126,9 +129,21 @@ def train(
     if c.num_processes * c.num_nodes > 1 and not world().is_distributed:
         from verifily_core.training import launch_plan
 
-        return launch_plan(plan, launch, resume_from=resume_from)
+        run = launch_plan(plan, launch, resume_from=resume_from, hf_token=hf_token)
+        _deliver_from_run(run, on_eval)
+        return run
     with os_errors_as(TrainingError, "set output.dir elsewhere"):
         return execute_plan(plan, resume_from=resume_from, hf_token=hf_token, on_eval=on_eval, on_push=on_push)
+
+
+def _deliver_from_run(run: Any, on_eval: Any) -> None:
+    """``on_eval`` for a run the workers trained and evaluated in their own processes: the
+    EvalResult is read back from the sealed run (nothing when it was not evaluated)."""
+    if on_eval is None or run is None or not (run.path / "eval" / "eval_results.json").is_file():
+        return
+    from verifily_core.evaluation.result import load_eval_result
+
+    on_eval(load_eval_result(run.path))
 
 
 def evaluate(run_path: str | Path, test_data: str | None = None, metrics: list[str] | None = None,

@@ -101,11 +101,15 @@ def config_for_world(cfg: TrainConfig) -> TrainConfig:
     return attrs.evolve(cfg, compute=attrs.evolve(cfg.compute, num_processes=w.local_world_size, num_nodes=w.num_nodes))
 
 
-def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None) -> Any:
+def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None, hf_token: str | None = None) -> Any:
     """Start the workers of a distributed plan (``launch``: a :class:`~verifily_core.distributed.Launch`)
     and return the run they sealed (loaded from its directory).
 
-    :raises ConfigError: no launch command was given (the Python API without a launcher).
+    Without ``launch`` (the Python API) on one machine, each worker runs ``verifily train
+    --config`` on the plan's resolved config, written to a temporary file for the job
+    (``hf_token``, if any, reaches them in ``HF_TOKEN``).
+
+    :raises ConfigError: no ``launch`` for several machines (their rendezvous must be given).
     :raises VerifilyTrainError: a worker failed (the run marked failed; the line already printed).
     """
     from verifily_core import distributed
@@ -116,8 +120,11 @@ def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None) ->
     cfg = plan.config
     backend = plan.registries.backends.get(cfg.compute.mode)
     if launch is None:
-        raise ConfigError("compute.num_processes/num_nodes above 1 need a launcher: run `verifily train --nproc N`, "
-                          "or start this under torchrun or accelerate launch")
+        if cfg.compute.num_nodes > 1:
+            raise ConfigError("compute.num_nodes above 1 need the rendezvous: pass launch=Launch(...) with "
+                              "master_addr or rdzv_endpoint (verifily_core.distributed.Launch), or run "
+                              "`verifily train --nnodes N --node-rank R --master-addr HOST` on every machine")
+        return _launch_resolved(plan, resume_from, hf_token)
     if not backend.reads_data:
         raise ConfigError(f"compute.num_processes: compute backend '{cfg.compute.mode}' does not train on this "
                           "machine; set compute.num_processes=1")
@@ -143,6 +150,31 @@ def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None) ->
     if not final.is_dir():
         raise TrainingError(f"{final}: the workers finished but the run was not sealed; see the lines above")
     return load_run(final)
+
+
+def _launch_resolved(plan: TrainPlan, resume_from: str | None, hf_token: str | None) -> Any:
+    """:func:`launch_plan` with workers that run ``train --config`` on the plan's resolved config."""
+    import os
+    import tempfile
+
+    import yaml
+
+    from verifily_core.distributed import Launch
+    from verifily_core.files import write_text
+
+    saved = os.environ.get("HF_TOKEN")
+    with tempfile.TemporaryDirectory(prefix=".verifily-launch-") as tmp:
+        config = write_text(Path(tmp) / "config.yaml", yaml.safe_dump(plan.config.to_dict(), sort_keys=False))
+        if hf_token:
+            os.environ["HF_TOKEN"] = hf_token
+        try:
+            return launch_plan(plan, Launch(command=("train", "--config", str(config))), resume_from)
+        finally:
+            if hf_token:
+                if saved is None:
+                    os.environ.pop("HF_TOKEN", None)
+                else:
+                    os.environ["HF_TOKEN"] = saved
 
 
 def check_plan_data(plan: TrainPlan) -> TrainPlan:
