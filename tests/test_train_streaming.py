@@ -117,6 +117,29 @@ def test_a_streamed_classifier_learns_its_labels_from_a_streaming_pass(tmp_path,
     assert sorted(map(str, labels["labels"])) == sorted({str(r["label"]) for r in make_classification_rows(64, seed=1)})
 
 
+def test_a_row_that_cannot_be_prepared_is_named_by_its_file_line_while_streaming(tmp_path, verifily_tiny_bert_dir):
+    """Rows are prepared a chunk at a time as they stream; a row the task refuses is named by its
+    line in the split's file, not by its place in the chunk."""
+    data = tmp_path / "data"
+    rows = [dict(r, text_pair="short") for r in make_classification_rows(16, seed=1)]
+    rows[6]["text_pair"] = " ".join(["good"] * 40)  # line 7: alone longer than max_seq_length
+    write_jsonl(data / "train.jsonl", rows)
+    cfg = {"task": "classification", "base_model": str(verifily_tiny_bert_dir),
+           "data_paths": {"train": str(data / "train.jsonl")}, "task_options": {"truncation": "only_first"},
+           "training": {"streaming": True, "shuffle_buffer": 0, "max_steps": 4, "batch_size": 4,
+                        "gradient_accumulation_steps": 1, "max_seq_length": 16},
+           "lora": {"r": 4, "alpha": 8}, "eval": {"enabled": False}, "data_checks": {"leakage": "off"},
+           "output": {"dir": str(tmp_path / "runs")}}
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    res = train(config)
+    assert res.exit_code == 2, res.output + res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"Error: {data / 'train.jsonl'}:7: with task_options.truncation only_first the text_pair alone is longer "
+        "than training.max_seq_length (16 tokens)"), res.stderr
+
+
 def test_streaming_without_max_steps_is_a_config_error(tmp_path, verifily_tiny_llama_dir):
     res = train(make_config(tmp_path, verifily_tiny_llama_dir, streaming=True), "--dry-run")
     assert res.exit_code == 1

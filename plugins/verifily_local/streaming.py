@@ -14,6 +14,7 @@ window without parsing or tokenizing them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,7 +23,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from verifily_core.datasets.stream import RowStream
-from verifily_core.errors import TrainingError
+from verifily_core.errors import DataError, TrainingError
 from verifily_core.files import read_json, write_json
 
 STATE_FILE = "verifily_stream.json"
@@ -58,17 +59,33 @@ class StreamedFeatures(torch.utils.data.IterableDataset):
             self.on_start()
             self.on_start = None
         rows: list[dict[str, Any]] = []
-        for _, row in self.stream.rows(self.start):
+        lines: list[int] = []
+        for _, line, row in self.stream.located_rows(self.start):
             rows.append(row)
+            lines.append(line)
             if len(rows) == self.chunk:
-                yield from self._prepared(rows)
-                rows = []
+                yield from self._prepared(rows, lines)
+                rows, lines = [], []
 
-    def _prepared(self, rows: list[dict[str, Any]]) -> list[Any]:
-        feats, stats = self.prepare(rows)
+    def _prepared(self, rows: list[dict[str, Any]], lines: list[int]) -> list[Any]:
+        try:
+            feats, stats = self.prepare(rows)
+        except DataError as exc:
+            raise self._located(rows, lines, exc) from None
         self.stats["rows"] += stats.get("rows", len(rows))
         self.stats["truncated"] += stats.get("truncated", 0)
         return feats
+
+    def _located(self, rows: list[dict[str, Any]], lines: list[int], error: DataError) -> DataError:
+        """``error`` (a task's, naming a row by its place in the chunk) as ``file:line: ...`` of the
+        first row that fails on its own; ``error`` itself when none does."""
+        for row, line in zip(rows, lines):
+            try:
+                self.prepare([row])
+            except DataError as alone:
+                what = re.sub(r"^[\w ]*\brow 1: ", "", str(alone), count=1)
+                return DataError(f"{self.stream.path}:{line}: {what}")
+        return error
 
 
 def rows_trained(args: Any, global_step: int) -> int:

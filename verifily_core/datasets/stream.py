@@ -56,13 +56,18 @@ class RowStream:
 
     def rows(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(position, row)`` of this process's rows from global position ``start`` on, forever."""
+        for position, _, row in self.located_rows(start):
+            yield position, row
+
+    def located_rows(self, start: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """:meth:`rows` with each row's line number in :attr:`path`: ``(position, line, row)``."""
         first = start + self.rank  # this process's first position
         epoch = first // self.rows_per_epoch
         while True:
             yield from self._epoch(epoch, first)
             epoch += 1
 
-    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _epoch(self, epoch: int, first: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
         base = epoch * self.rows_per_epoch
         step = self.world_size
         skip_windows = max(0, first - base) // self.window  # windows wholly before ``first``
@@ -88,7 +93,7 @@ class RowStream:
                             "the file changed since it was verified")
 
     def _emit(self, window: list[tuple[int, str | None]], epoch: int, index: int, base: int, first: int,
-              step: int) -> Iterator[tuple[int, dict[str, Any]]]:
+              step: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
         order = window_order(len(window), self.seed, epoch, index) if self.shuffled else range(len(window))
         start = base + index * self.window
         for offset, slot in enumerate(order):
@@ -99,7 +104,7 @@ class RowStream:
             row, problem = parse_line(text, self.path, lineno)
             if problem or row is None:
                 raise DataError(problem or f"{self.path}:{lineno}: no row")
-            yield position, row
+            yield position, lineno, row
 
 
 def stream_for(dataset: Any, split: str, seed: int, shuffle_buffer: int, rank: int = 0,
