@@ -246,3 +246,29 @@ def test_the_python_api_starts_the_workers_itself(model_dir, tmp_path):
     assert out["refused"].startswith("compute.num_nodes above 1 need the rendezvous"), out
     (run,) = _runs(tmp_path)
     assert str(run) == out["run"] and json.loads((run / "run_meta.json").read_text())["status"] == "completed"
+
+
+def test_eval_in_two_processes_gives_the_results_of_one(two, tmp_path):
+    """``verifily eval --nproc 2``: each process predicts half the rows, rank 0 writes the results
+    of one process; what both would refuse is refused once."""
+    folder, _ = two
+    run = _runs(folder)[0]
+    one = run_verifily("eval", "--run", run, "--output", tmp_path / "one", cwd=folder)
+    assert one.returncode == 0, one.stdout + one.stderr
+    res = run_verifily("eval", "--run", run, "--output", tmp_path / "two", "--nproc", "2", cwd=folder)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("Full results:") == 1 and "[rank 1]" not in res.stdout + res.stderr
+    a, b = (json.loads((tmp_path / d / "eval_results.json").read_text()) for d in ("one", "two"))
+    assert a["overall"]["n"] == b["overall"]["n"] == 6
+    for name, value in a["overall"]["metrics"].items():
+        assert b["overall"]["metrics"][name]["value"] == pytest.approx(value["value"], abs=1e-6), name
+    rows = [[json.loads(line) for line in (tmp_path / d / "predictions.jsonl").read_text().splitlines()]
+            for d in ("one", "two")]
+    assert [r["prediction"] for r in rows[0]] == [r["prediction"] for r in rows[1]]  # in the rows' order
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "x"}\n')
+    res = run_verifily("eval", "--run", run, "--test-data", bad, "--nproc", "2", cwd=folder)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert [line for line in res.stderr.splitlines() if "Error:" in line] == [
+        f"Error: {bad}:1: missing required field 'output'"], res.stderr

@@ -104,6 +104,18 @@ def _stopped_by_launcher(signum: int, frame: Any) -> None:
     raise TrainingError(f"{PEER_LOST} (the launcher stopped this rank)")
 
 
+EXIT_STOPPED = 143
+"""The exit code of a worker that stopped because another one ended (as if SIGTERM ended it): the
+launcher never names such a worker as the cause."""
+
+
+def hold_stops() -> None:
+    """Ignore the launcher's stop (SIGTERM) from now on: this rank already knows a peer is gone
+    and is recording it; a stop arriving mid-write would leave the record unwritten."""
+    if world().is_distributed:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def peer_lost(exc: BaseException) -> bool:
     """``exc`` says another process of the job ended: the launcher's stop, or a collective whose peer
     closed its connection (gloo) or failed (nccl)."""
@@ -192,10 +204,11 @@ def barrier() -> None:
 
 
 def exit_joined(code: int) -> None:
-    """In a worker that joined a process group and failed: leave now with ``code``. Its peers see
-    it gone (a collective they wait in fails), and the interpreter's shutdown is skipped, where the
-    process group's threads, still running, would abort the process (SIGABRT) and hide ``code``
-    from the launcher. Does nothing in a process that joined no group."""
+    """In a worker that joined a process group (and failed, or has nothing left to do): leave now
+    with ``code``. Its peers see it gone (a collective they wait in fails), and the interpreter's
+    shutdown is skipped, where the process group's threads, still running, would abort the
+    process (SIGABRT) and hide ``code`` from the launcher. Does nothing in a process that joined
+    no group."""
     if not world().is_distributed:
         return
     import torch.distributed as dist
@@ -204,6 +217,26 @@ def exit_joined(code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def shard_map(run: Any, items: list[Any], device: str) -> list[Any] | None:
+    """``run(items)`` (one result per item) shared by the processes of a job: rank ``r`` of ``N``
+    runs ``items[r::N]``, and rank 0 gets every result in the order of ``items`` (and leaves the
+    job's process group) while the other ranks get ``None`` (still in the group: a command
+    leaves with :func:`exit_joined`). In a single process: ``run(items)``."""
+    w = world()
+    if not w.is_distributed:
+        return run(items)
+    init(device)
+    mine = run(items[w.rank::w.world_size])
+    parts = gather(list(mine))
+    if not w.is_main:
+        return None
+    finish()
+    merged: list[Any] = [None] * len(items)
+    for rank, part in enumerate(parts):
+        merged[rank::w.world_size] = part
+    return merged
 
 
 def finish() -> None:
@@ -219,8 +252,8 @@ def finish() -> None:
 
 @attrs.frozen
 class Launch:
-    """How ``verifily train --nproc`` starts its workers: the command each runs (``verifily``'s
-    arguments) and the rendezvous (torchrun's flags of the same names)."""
+    """How ``verifily train --nproc`` (or ``eval --nproc``) starts its workers: the command each
+    runs (``verifily``'s arguments) and the rendezvous (torchrun's flags of the same names)."""
 
     command: tuple[str, ...]
     node_rank: int = 0
@@ -247,9 +280,11 @@ def launched_here() -> bool:
     return bool(_launched)
 
 
-def launch(spec: Launch, nproc: int, nnodes: int, run_dir: Path | None, run_id: str) -> int:
+def launch(spec: Launch, nproc: int, nnodes: int, run_dir: Path | None, run_id: str,
+           what: str = "training") -> int:
     """Run ``python -m verifily_core.cli COMMAND`` in ``nproc`` worker processes (on each of
-    ``nnodes`` machines) through torch's elastic launcher and return the job's exit code.
+    ``nnodes`` machines) through torch's elastic launcher and return the job's exit code
+    (``what`` the job does, for its failure line).
 
     The workers train the run ``run_id`` (``VERIFILY_RUN_ID``), which rank 0 writes at ``run_dir``
     (the resumed run, or ``<output.dir>/<run_id>.partial``). When a worker fails and the run is left
@@ -272,7 +307,7 @@ def launch(spec: Launch, nproc: int, nnodes: int, run_dir: Path | None, run_id: 
         run(args)
         return 0
     except ChildFailedError as exc:
-        return _after_failure(exc.failures, run_dir if spec.node_rank == 0 else None)
+        return _after_failure(exc.failures, run_dir if spec.node_rank == 0 else None, what)
 
 
 def _describe(failure: Any) -> str:
@@ -281,11 +316,11 @@ def _describe(failure: Any) -> str:
     return f"exited with code {failure.exitcode}"
 
 
-def _after_failure(failures: dict[int, Any], run_dir: Path | None) -> int:
+def _after_failure(failures: dict[int, Any], run_dir: Path | None, what: str = "training") -> int:
     """Mark the unsealed run failed, print the one error line, return the exit code."""
     from verifily_core.run_writer import mark_failed
 
-    stopped = {143, -signal.SIGTERM}
+    stopped = {EXIT_STOPPED, -signal.SIGTERM}
     causes = {r: f for r, f in sorted(failures.items()) if f.exitcode not in stopped} or dict(sorted(failures.items()))
     recorded = _recorded_error(run_dir)
     if recorded is not None and recorded.startswith(PEER_LOST) and len(causes) > 1:
@@ -295,11 +330,13 @@ def _after_failure(failures: dict[int, Any], run_dir: Path | None) -> int:
         # rank 0 failed on its own and said why (its line is printed above); keep its record
         code = failures[0].exitcode
         return code if 1 <= code <= 6 else 3
-    message = f"distributed training failed: rank {rank} {_describe(failure)}"
+    message = f"distributed {what} failed: rank {rank} {_describe(failure)}"
     marked = mark_failed(run_dir, message) if run_dir is not None else None
     if marked is not None:
         print(f"Error: {message}; the run is marked failed: {marked}", file=sys.stderr)
         return 3
+    if 1 <= failure.exitcode <= 6:
+        return failure.exitcode  # a verifily error with no run to mark: that rank printed why
     code = failures[0].exitcode if 0 in failures else 3
     if 0 in failures and 1 <= code <= 6:
         return code  # failed before the run was created; rank 0 printed why

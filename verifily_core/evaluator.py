@@ -38,8 +38,14 @@ def evaluate(
     verify: bool = True,
     hard_by: str | None = None,
     plot: bool | str | Path = False,
+    shard: bool = True,
 ) -> Any:
     """Evaluate a completed run and write ``eval/`` files; returns the ``EvalResult``.
+
+    In a process of a job of several (``WORLD_SIZE`` above 1: ``verifily eval --nproc N``, or
+    started by ``torchrun``), each process predicts a share of the rows; rank 0 gathers them,
+    computes and writes the results and returns them, the others return ``None``. ``shard=False``
+    evaluates in this process alone (rank 0 after distributed training, the others waiting).
 
     :param test_data: a JSONL file instead of the run's dataset test split.
     :param metrics: metric names (default: ``eval.metrics`` of the run, else the task's defaults).
@@ -62,11 +68,14 @@ def evaluate(
         from verifily_core.report.plots import require_matplotlib
 
         require_matplotlib()
+    from verifily_core.distributed import world
+
     run = completed_run(run_path, "evaluate it")
-    with nullcontext() if output else lock_run(run.path):  # one writer of the run's eval/ at a time
+    # one writer of the run's eval/ at a time: rank 0 of a sharded evaluation
+    with nullcontext() if output or (shard and not world().is_main) else lock_run(run.path):
         result = _evaluate(run, test_data, metrics, slice_by, hard_examples, output, device, batch_size, hf_token,
-                           registries, verify, hard_by)
-        if plot is not False:
+                           registries, verify, hard_by, shard)
+        if result is not None and plot is not False:
             _plot(result, run, plot)
         return result
 
@@ -92,7 +101,7 @@ def _plot(result: Any, run: Any, plot: bool | str | Path) -> None:
 
 def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | None, slice_by: Sequence[str] | None,
               hard_examples: int | None, output: str | Path | None, device: str, batch_size: int | None,
-              hf_token: str | None, registries: Any, verify: bool, hard_by: str | None) -> Any:
+              hf_token: str | None, registries: Any, verify: bool, hard_by: str | None, shard: bool = True) -> Any:
     started = time.monotonic()
     cfg = verified_config(run, "evaluate it", verify)
     if cfg.model.trust_remote_code:
@@ -102,17 +111,33 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
     names = list(metrics or cfg.eval.metrics or task.eval_default_metrics(run.path))
     chosen = {name: registries.metrics.get(name) for name in names}
     keys = list(slice_by if slice_by is not None else cfg.eval.slice_by_tags)
-    rows, test_info = _test_rows(cfg, registries, task, test_data)
+    rows, test_info = read_test_rows(cfg, registries, task, test_data)
     n_test = len(rows)
     if cfg.eval.gold_set:
         rows = rows + _gold_rows(Path(cfg.eval.gold_set), task)
     needs = frozenset().union(*(m.reads for m in chosen.values()), {hard_by or cfg.eval.hard_by} - {None, *chosen})
-    try:
-        preds = Predictor(run, cfg, registries, task, device, batch_size or cfg.eval.batch_size, hf_token)(rows, needs)
+    from verifily_core.distributed import shard_map
+    from verifily_core.modeling import resolve_device
+
+    predict = Predictor(run, cfg, registries, task, device, batch_size or cfg.eval.batch_size, hf_token)
+    try:  # several processes (eval --nproc, torchrun) predict a share of the rows each; rank 0 goes on
+        if shard:
+            preds = shard_map(lambda share: predict(share, needs), rows, resolve_device(device))
+        else:
+            preds = predict(rows, needs)
     except VerifilyTrainError:
         raise
     except Exception as exc:
-        raise EvalError(f"prediction failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        from verifily_core import distributed
+
+        if distributed.world().is_distributed and distributed.peer_lost(exc):
+            raise distributed.QuietWorkerError(distributed.EXIT_STOPPED) from exc  # the failing rank says why
+        w = distributed.world()
+        where = f" on rank {w.rank}" if w.is_distributed else ""
+        raise EvalError(f"prediction failed{where}: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if preds is None:
+        return None  # another process of a sharded evaluation: rank 0 has the predictions
     records = _records(rows, preds)
     for record in records[n_test:]:
         record.update(split="gold", gold=True)
@@ -141,7 +166,12 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
     return result
 
 
-def _test_rows(cfg: TrainConfig, regs: Any, task: Any, test_data: str | Path | None) -> tuple[list[dict], dict]:
+def read_test_rows(cfg: TrainConfig, regs: Any, task: Any, test_data: str | Path | None) -> tuple[list[dict], dict]:
+    """The rows evaluation scores (``test_data``, else the run dataset's test split), validated by
+    the task, and what they are (``path``, ``sha256``, ``num_examples``, ``split``).
+
+    :raises DataError: the file or split is missing, or a row is invalid (``file:line``).
+    """
     from verifily_core.datasets import resolve_dataset
     from verifily_core.datasets.rows import iter_jsonl, scan_file
 

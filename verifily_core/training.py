@@ -330,7 +330,7 @@ def execute_plan(plan: TrainPlan, resume_from: str | None = None, hf_token: str 
     if cfg.eval.enabled and dataset is not None and dataset.has_split("test"):
         from verifily_core.evaluator import evaluate
 
-        result = evaluate(run.path, registries=plan.registries, hf_token=hf_token)
+        result = evaluate(run.path, registries=plan.registries, hf_token=hf_token, shard=False)  # rank 0 alone
         if on_eval is not None:
             on_eval(result)
     if cfg.output.push_to_hub:

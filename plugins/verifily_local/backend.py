@@ -82,9 +82,10 @@ def run_local(job: Any, resume_dir: Path | None = None) -> Run | None:
         if not main:  # rank 0 (or the launcher) records the failure
             raise
         if distributed.world().is_distributed and distributed.peer_lost(exc):
+            distributed.hold_stops()
             writer.fail(f"{distributed.PEER_LOST} ({type(exc).__name__})")
             if os.environ.get(distributed.ENV_RUN_ID):  # the --nproc launcher names the rank that ended
-                raise distributed.QuietWorkerError(TrainingError.exit_code) from exc
+                raise distributed.QuietWorkerError(distributed.EXIT_STOPPED) from exc
             raise TrainingError(f"{distributed.PEER_LOST}; the run is marked failed: {writer.path}") from exc
         _fail(writer, exc)
         raise

@@ -106,13 +106,13 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
     from verifily_core.attribution.snapshots import read_snapshots
     from verifily_core.datasets import resolve_dataset, row_id
     from verifily_core.evaluation.seal import seal_eval
-    from verifily_core.evaluator import _test_rows, load_run_model
+    from verifily_core.evaluator import load_run_model, read_test_rows
     from verifily_core.files import write_json, write_jsonl
     from verifily_core.modeling import quiet_libraries, resolve_device
 
     started = time.monotonic()
     task = registries.tasks.get(cfg.task)
-    test_rows, test_info = _test_rows(cfg, registries, task, test_data)
+    test_rows, test_info = read_test_rows(cfg, registries, task, test_data)
     if pair is not None:
         test_rows = [r for r in test_rows if str((r.get("tags") or {}).get(pair[0])) == pair[1]]
         if not test_rows:

@@ -34,20 +34,43 @@ def _csv(value: str | None) -> list[str] | None:
               help="Also draw PNGs of the slice metrics with intervals and the loss curves: into the evaluation "
                    "folder's plots/ (sealed with it), or into DIR. Needs matplotlib: pip install "
                    "'verifily-train[plots]'.")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Processes on this machine that share the prediction (one GPU each on CUDA); rank 0 gathers "
+                   "the predictions and computes and writes the results, the same as one process's.")
 @format_option(help="table for people; json prints eval_results.json.")
 @verbose_option
 @click.pass_obj
 def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: str | None, slice_by: str | None,
              hard_examples: int | None, hard_by: str | None, output: str | None, device: str, batch_size: int | None, no_verify: bool,
-             plot: str | None, fmt: str) -> None:
+             plot: str | None, nproc: int | None, fmt: str) -> None:
     """Evaluate a trained run: overall and per-tag-slice metrics, hard examples."""
     from verifily_core.api import evaluate
+    from verifily_core.distributed import world
     from verifily_core.evaluation import render_eval
 
+    if (nproc or 1) > 1 and not world().is_distributed:
+        import sys
+
+        from verifily_core.distributed import Launch, QuietWorkerError, launch
+        from verifily_core.evaluator import read_test_rows, completed_run, verified_config
+
+        # what every worker would refuse alike (the run, its files, the test rows) is refused once, here
+        cfg = verified_config(completed_run(run_path, "evaluate it"), "evaluate it", not no_verify)
+        read_test_rows(cfg, state.registries, state.registries.tasks.get(cfg.task), test_data)
+
+        code = launch(Launch(command=tuple(sys.argv[1:])), nproc or 1, 1, None, "", what="evaluation")
+        if code:  # the failing rank said why, or the launcher did
+            raise QuietWorkerError(code)
+        return  # rank 0 printed the results
     result = evaluate(run_path, test_data=test_data, metrics=_csv(metrics), slice_by=_csv(slice_by),
                       hard_examples=hard_examples, hard_by=hard_by, output=output, device=device, batch_size=batch_size,
                       hf_token=state.hf_token, registries=state.registries, verify=not no_verify,
                       plot=False if plot is None else (plot or True))
+    if result is None:  # another process of `eval --nproc`: rank 0 prints; leave without the
+        from verifily_core.distributed import exit_joined  # interpreter's shutdown (see exit_joined)
+
+        exit_joined(0)
+        return
     if no_verify:
         note(f"--no-verify: {run_path} was loaded without checking its files against its hashes")
     if fmt == "json":
