@@ -168,7 +168,8 @@ def _launch_resolved(plan: TrainPlan, resume_from: str | None, hf_token: str | N
         if hf_token:
             os.environ["HF_TOKEN"] = hf_token
         try:
-            return launch_plan(plan, Launch(command=("train", "--config", str(config))), resume_from)
+            command = ("train", "--config", str(config), *(("--resume", str(resume_from)) if resume_from else ()))
+            return launch_plan(plan, Launch(command=command), resume_from)
         finally:
             if hf_token:
                 if saved is None:
