@@ -272,3 +272,27 @@ def test_eval_in_two_processes_gives_the_results_of_one(two, tmp_path):
     assert res.returncode == 2, res.stdout + res.stderr
     assert [line for line in res.stderr.splitlines() if "Error:" in line] == [
         f"Error: {bad}:1: missing required field 'output'"], res.stderr
+
+
+def test_the_python_api_resumes_a_distributed_run_in_its_workers(model_dir, tmp_path):
+    """A run whose worker died, resumed with ``api.train(config, nproc=2, resume_from=run)``: the
+    workers continue it to the end."""
+    import subprocess
+    import sys
+
+    config = _config(tmp_path, model_dir)
+    script = ("import json, os, sys, yaml\nfrom pathlib import Path\nfrom verifily_core.api import train\n"
+              "from verifily_core.errors import VerifilyTrainError\n"
+              f"cfg = yaml.safe_load(open({str(config)!r}))\n"
+              f"os.environ[{TEST_EXIT_AT_STEP!r}] = '1:3'\n"
+              "try:\n    train(cfg, nproc=2)\nexcept VerifilyTrainError as exc:\n    code = exc.exit_code\n"
+              f"del os.environ[{TEST_EXIT_AT_STEP!r}]\n"
+              "(failed,) = [p for p in Path(cfg['output']['dir']).iterdir() if p.name.endswith('.failed')]\n"
+              "run = train(cfg, nproc=2, resume_from=str(failed))\n"
+              "print(json.dumps({'code': code, 'steps': run.metrics['train_steps'], 'status': run.status}))\n")
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"code": 3, "steps": 4, "status": "completed"}, out
+    (run,) = _runs(tmp_path)
+    assert "." not in run.name and _losses(run).keys() == {1, 2, 3, 4}
