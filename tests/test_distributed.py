@@ -80,6 +80,7 @@ def test_two_processes_seal_one_run_with_the_losses_of_one_process(two, model_di
                                    "gradient_accumulation_steps": 1, "global_batch_size": 8}
     assert yaml.safe_load((run / "config.yaml").read_text())["compute"]["num_processes"] == 2
     assert meta["optimizations"]["batches"] == "padding-free"  # each rank packs its own batch
+    assert meta["optimizations"]["parallelism"] == "ddp"  # what the Trainer's accelerator set up
     assert res.stdout.count("Run completed:") == 1 and res.stderr.count("Run run_") == 1, res.stdout + res.stderr
     assert "[rank 1]" not in res.stderr
     assert "step 4/4" in res.stderr and res.stderr.count("step 4/4") == 1

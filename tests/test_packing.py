@@ -119,6 +119,8 @@ def test_packed_and_padded_training_agree_step_by_step(tmp_path, verifily_tiny_l
         runs[packing] = train_run(cfg, tmp_path, packing)
     batches = {k: json.loads((r / "run_meta.json").read_text())["optimizations"]["batches"] for k, r in runs.items()}
     assert batches == {"on": "padding-free", "off": "padded"}  # the run says how it was batched
+    assert {json.loads((r / "run_meta.json").read_text())["optimizations"]["parallelism"]
+            for r in runs.values()} == {"none"}  # one process
     logs = {k: [json.loads(line) for line in (r / "train_log.jsonl").read_text().splitlines() if '"loss"' in line]
             for k, r in runs.items()}
     assert [e["step"] for e in logs["on"]] == [e["step"] for e in logs["off"]] == list(range(1, 7))

@@ -227,7 +227,8 @@ def _trainer(job: Any, writer: RunWriter, device: str, task: Any, options: Any, 
     trainer.remove_callback(transformers.PrinterCallback)  # our ProgressCallback prints instead
     _keep_reports_outside(trainer, Path(cfg.output.dir) / "tensorboard" / job.job_id)
     writer.record_optimizations(describe_optimizations(cfg, device, model=model, trainer_args=trainer.args,
-                                                        collator=trainer.data_collator))
+                                                        collator=trainer.data_collator,
+                                                        accelerator=getattr(trainer, "accelerator", None)))
     return trainer, guard, log_file
 
 

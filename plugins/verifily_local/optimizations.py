@@ -209,11 +209,13 @@ def enable_checkpointing(model: Any) -> None:
 
 
 def describe(config: Any, device: str, model: Any = None, trainer_args: Any = None,
-             collator: Any = None) -> dict[str, Any]:
+             collator: Any = None, accelerator: Any = None) -> dict[str, Any]:
     """What a run trains with, as recorded in ``run_meta.json`` (``optimizations``): the optimizer
     (the Trainer's choice when unset), precision, tf32, the attention the model was loaded with,
-    checkpointing, compilation and the form of the training batches (``batches``: the
-    collator's ``batch_form``, e.g. ``padding-free`` for packed SFT rows, else ``padded``)."""
+    checkpointing, compilation, the form of the training batches (``batches``: the
+    collator's ``batch_form``, e.g. ``padding-free`` for packed SFT rows, else ``padded``) and
+    the parallelism the Trainer's ``accelerator`` actually set up (``parallelism``: ``none``,
+    ``ddp``, or ``fsdp``/``deepspeed`` when an accelerate config asked for them and they ran)."""
     from verifily_core.modeling import training_precision, uses_gradient_checkpointing
 
     opts = config.training.optimizations
@@ -228,4 +230,17 @@ def describe(config: Any, device: str, model: Any = None, trainer_args: Any = No
         "gradient_checkpointing": uses_gradient_checkpointing(config, device),
         "compile": opts.compile_mode if opts.use_compile else None,
         "batches": getattr(collator, "batch_form", "padded"),
+        "parallelism": _parallelism(accelerator),
     }
+
+
+def _parallelism(accelerator: Any) -> str | None:
+    """``none``, ``ddp``, ``fsdp``, ``deepspeed`` (or the accelerate name of another) from the
+    accelerator's ``distributed_type``; ``None`` without an accelerator."""
+    kind = getattr(getattr(accelerator, "distributed_type", None), "value", None)
+    if kind is None:
+        return None
+    kind = str(kind).lower()
+    if kind == "no":
+        return "none"
+    return "ddp" if kind.startswith("multi_") else kind
