@@ -226,12 +226,20 @@ def test_other_tasks_and_models_train_in_two_processes_as_in_one(name, verifily_
         assert abs(losses[2][step] - losses[1][step]) < 1e-5, (name, step, losses)
 
 
-def test_the_python_api_starts_the_workers_itself(model_dir, tmp_path):
-    """``api.train(config, nproc=2)`` from a process no launcher started: two workers, one sealed
-    run, and ``on_eval`` receives the evaluation rank 0 wrote; several machines need a launch."""
+def _python_json(script: str, cwd: Path) -> dict:
+    """Run ``script`` in a fresh Python process (a process no launcher started) and return the
+    JSON object its last line prints."""
     import subprocess
     import sys
 
+    res = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_the_python_api_starts_the_workers_itself(model_dir, tmp_path):
+    """``api.train(config, nproc=2)`` from a process no launcher started: two workers, one sealed
+    run, and ``on_eval`` receives the evaluation rank 0 wrote; several machines need a launch."""
     config = _config(tmp_path, model_dir)
     script = ("import json, sys, yaml\nfrom verifily_core.api import train\nfrom verifily_core.errors import ConfigError\n"
               "seen = []\n"
@@ -240,9 +248,7 @@ def test_the_python_api_starts_the_workers_itself(model_dir, tmp_path):
               "try:\n    train(cfg, nproc=2, nnodes=2)\nexcept ConfigError as exc:\n    refused = str(exc)\n"
               "print(json.dumps({'run': str(run.path), 'world': run.distributed['world_size'],\n"
               "                  'eval_n': seen[0].num_examples if seen else None, 'refused': refused}))\n")
-    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = _python_json(script, tmp_path)
     assert out["world"] == 2 and out["eval_n"] == 6, out
     assert out["refused"].startswith("compute.num_nodes above 1 need the rendezvous"), out
     (run,) = _runs(tmp_path)
@@ -278,9 +284,6 @@ def test_eval_in_two_processes_gives_the_results_of_one(two, tmp_path):
 def test_the_python_api_resumes_a_distributed_run_in_its_workers(model_dir, tmp_path):
     """A run whose worker died, resumed with ``api.train(config, nproc=2, resume_from=run)``: the
     workers continue it to the end."""
-    import subprocess
-    import sys
-
     config = _config(tmp_path, model_dir)
     script = ("import json, os, sys, yaml\nfrom pathlib import Path\nfrom verifily_core.api import train\n"
               "from verifily_core.errors import VerifilyTrainError\n"
@@ -291,9 +294,7 @@ def test_the_python_api_resumes_a_distributed_run_in_its_workers(model_dir, tmp_
               "(failed,) = [p for p in Path(cfg['output']['dir']).iterdir() if p.name.endswith('.failed')]\n"
               "run = train(cfg, nproc=2, resume_from=str(failed))\n"
               "print(json.dumps({'code': code, 'steps': run.metrics['train_steps'], 'status': run.status}))\n")
-    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = _python_json(script, tmp_path)
     assert out == {"code": 3, "steps": 4, "status": "completed"}, out
     (run,) = _runs(tmp_path)
     assert "." not in run.name and _losses(run).keys() == {1, 2, 3, 4}
