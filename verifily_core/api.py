@@ -91,7 +91,8 @@ def train(
 
     With ``compute.num_processes`` (``nproc``) or ``compute.num_nodes`` (``nnodes``) above 1 in a
     process that no launcher started, the workers are started here and the sealed run is returned
-    when they finish: on one machine each runs ``verifily train`` on the resolved config;
+    when they finish: on one machine a child ``verifily train`` on the resolved config starts them
+    (its lines on stderr);
     ``launch`` (a :class:`~verifily_core.distributed.Launch`: the command each worker runs and the
     rendezvous) chooses otherwise, and several machines need it (a ConfigError without it).
     ``on_eval`` then receives the evaluation the workers wrote into the run; ``on_push`` is not
@@ -127,9 +128,10 @@ def train(
 
     c = plan.config.compute
     if c.num_processes * c.num_nodes > 1 and not world().is_distributed:
-        from verifily_core.training import launch_plan
+        from verifily_core.training import launch_plan, train_plan
 
-        run = launch_plan(plan, launch, resume_from=resume_from, hf_token=hf_token)
+        run = (train_plan(plan, hf_token=hf_token, resume_from=resume_from) if launch is None
+               else launch_plan(plan, launch, resume_from=resume_from))
         _deliver_from_run(run, on_eval)
         return run
     with os_errors_as(TrainingError, "set output.dir elsewhere"):

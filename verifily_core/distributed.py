@@ -298,7 +298,8 @@ def launch(spec: Launch, nproc: int, nnodes: int, run_dir: Path | None, run_id: 
     if not log.isEnabledFor(logging.DEBUG):
         for name in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher"):
             logging.getLogger(name).setLevel(logging.CRITICAL)  # the failure is reported in one line below
-    os.environ[ENV_RUN_ID] = run_id
+    saved = os.environ.get(ENV_RUN_ID)
+    os.environ[ENV_RUN_ID] = run_id  # for the workers only: restored below
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _launched.append(run_id)
     args = parse_args([*spec.torchrun_args(nproc, nnodes), "--module", "verifily_core.cli"])
@@ -308,6 +309,11 @@ def launch(spec: Launch, nproc: int, nnodes: int, run_dir: Path | None, run_id: 
         return 0
     except ChildFailedError as exc:
         return _after_failure(exc.failures, run_dir if spec.node_rank == 0 else None, what)
+    finally:
+        if saved is None:
+            os.environ.pop(ENV_RUN_ID, None)
+        else:
+            os.environ[ENV_RUN_ID] = saved
 
 
 def _describe(failure: Any) -> str:

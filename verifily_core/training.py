@@ -101,15 +101,11 @@ def config_for_world(cfg: TrainConfig) -> TrainConfig:
     return attrs.evolve(cfg, compute=attrs.evolve(cfg.compute, num_processes=w.local_world_size, num_nodes=w.num_nodes))
 
 
-def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None, hf_token: str | None = None) -> Any:
+def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None) -> Any:
     """Start the workers of a distributed plan (``launch``: a :class:`~verifily_core.distributed.Launch`)
-    and return the run they sealed (loaded from its directory).
+    and return the run they sealed (loaded from its directory). Without a launch, see
+    :func:`train_plan`.
 
-    Without ``launch`` (the Python API) on one machine, each worker runs ``verifily train
-    --config`` on the plan's resolved config, written to a temporary file for the job
-    (``hf_token``, if any, reaches them in ``HF_TOKEN``).
-
-    :raises ConfigError: no ``launch`` for several machines (their rendezvous must be given).
     :raises VerifilyTrainError: a worker failed (the run marked failed; the line already printed).
     """
     from verifily_core import distributed
@@ -119,12 +115,6 @@ def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None, hf
 
     cfg = plan.config
     backend = plan.registries.backends.get(cfg.compute.mode)
-    if launch is None:
-        if cfg.compute.num_nodes > 1:
-            raise ConfigError("compute.num_nodes above 1 need the rendezvous: pass launch=Launch(...) with "
-                              "master_addr or rdzv_endpoint (verifily_core.distributed.Launch), or run "
-                              "`verifily train --nnodes N --node-rank R --master-addr HOST` on every machine")
-        return _launch_resolved(plan, resume_from, hf_token)
     if not backend.reads_data:
         raise ConfigError(f"compute.num_processes: compute backend '{cfg.compute.mode}' does not train on this "
                           "machine; set compute.num_processes=1")
@@ -150,32 +140,6 @@ def launch_plan(plan: TrainPlan, launch: Any, resume_from: str | None = None, hf
     if not final.is_dir():
         raise TrainingError(f"{final}: the workers finished but the run was not sealed; see the lines above")
     return load_run(final)
-
-
-def _launch_resolved(plan: TrainPlan, resume_from: str | None, hf_token: str | None) -> Any:
-    """:func:`launch_plan` with workers that run ``train --config`` on the plan's resolved config."""
-    import os
-    import tempfile
-
-    import yaml
-
-    from verifily_core.distributed import Launch
-    from verifily_core.files import write_text
-
-    saved = os.environ.get("HF_TOKEN")
-    with tempfile.TemporaryDirectory(prefix=".verifily-launch-") as tmp:
-        config = write_text(Path(tmp) / "config.yaml", yaml.safe_dump(plan.config.to_dict(), sort_keys=False))
-        if hf_token:
-            os.environ["HF_TOKEN"] = hf_token
-        try:
-            command = ("train", "--config", str(config), *(("--resume", str(resume_from)) if resume_from else ()))
-            return launch_plan(plan, Launch(command=command), resume_from)
-        finally:
-            if hf_token:
-                if saved is None:
-                    os.environ.pop("HF_TOKEN", None)
-                else:
-                    os.environ["HF_TOKEN"] = saved
 
 
 def check_plan_data(plan: TrainPlan) -> TrainPlan:
@@ -238,19 +202,25 @@ def batch_advice_line(report: Mapping[str, Any]) -> str:
     return line + ("; to fit, try: " + "; ".join(advice) if advice else "")
 
 
-def train_plan(plan: TrainPlan, hf_token: str | None = None) -> Any:
-    """:func:`execute_plan` in this process, or, for a plan of several processes in a process no
-    launcher started (``verifily reproduce`` or ``attribute --leave-out`` of a distributed run),
-    ``verifily train --config`` in a child process, which starts the workers; returns the run
-    sealed either way.
+def train_plan(plan: TrainPlan, hf_token: str | None = None, resume_from: str | None = None) -> Any:
+    """:func:`execute_plan` in this process, or, for a plan of several processes on one machine in
+    a process no launcher started (``verifily reproduce`` or ``attribute --leave-out`` of a
+    distributed run, the Python API without ``launch``), ``verifily train --config`` (with
+    ``--resume``) in a child process, which starts the workers; returns the run sealed either way.
 
-    :raises TrainingError: the child process failed (its error line was printed) or sealed no run.
+    :raises ConfigError: the plan spans several machines (their rendezvous must be given).
+    :raises TrainingError: the child process failed (its error line was printed; the error keeps
+        its exit code) or sealed no run.
     """
     from verifily_core.distributed import world
 
     c = plan.config.compute
     if c.num_processes * c.num_nodes <= 1 or world().is_distributed:
-        return execute_plan(plan, hf_token=hf_token)
+        return execute_plan(plan, resume_from=resume_from, hf_token=hf_token)
+    if c.num_nodes > 1:
+        raise ConfigError("compute.num_nodes above 1 need the rendezvous: pass launch=Launch(...) with "
+                          "master_addr or rdzv_endpoint (verifily_core.distributed.Launch), or run "
+                          "`verifily train --nnodes N --node-rank R --master-addr HOST` on every machine")
     import os
     import subprocess
     import sys
@@ -271,12 +241,15 @@ def train_plan(plan: TrainPlan, hf_token: str | None = None) -> Any:
             sink: Any = sys.stderr.fileno()
         except (AttributeError, OSError, ValueError):
             sink = subprocess.DEVNULL
-        code = subprocess.call([sys.executable, "-m", "verifily_core.cli", "train", "--config", str(config)],
+        resume = ["--resume", str(resume_from)] if resume_from else []
+        code = subprocess.call([sys.executable, "-m", "verifily_core.cli", "train", "--config", str(config), *resume],
                                env=env, stdout=sink)
     made = sorted(p for p in (set(out.iterdir()) if out.is_dir() else set()) - before if (p / "run_meta.json").is_file())
     if code or not made:
-        raise TrainingError(f"training in {c.num_processes * c.num_nodes} processes failed (exit {code}); "
+        err = TrainingError(f"training in {c.num_processes * c.num_nodes} processes failed (exit {code}); "
                             f"see the error above" + (f" and {made[-1]}" if made else ""))
+        err.exit_code = code if 1 <= code <= 6 else TrainingError.exit_code
+        raise err
     return load_run(made[-1])
 
 
