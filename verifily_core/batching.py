@@ -12,9 +12,14 @@ from typing import Callable, Sequence, TypeVar
 T = TypeVar("T")
 
 
+def _longest_first(lengths: Sequence[int]) -> list[int]:
+    """Row indices by length, longest first (ties in input order)."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Row indices in batches of ``batch_size``, longest rows first (ties in input order)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    order = _longest_first(lengths)
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -22,9 +27,8 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[i
     """Row indices, longest rows first (ties in input order), in batches of at most
     ``max_tokens`` padded tokens (rows x the batch's longest row; at least one row each), so
     batches of short rows hold more of them and each costs about the same memory."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
-    for i in order:
+    for i in _longest_first(lengths):
         if batches and (len(batches[-1]) + 1) * max(lengths[batches[-1][0]], 1) <= max_tokens:
             batches[-1].append(i)
         else:

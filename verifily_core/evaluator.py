@@ -130,9 +130,9 @@ def _evaluate(run: Any, test_data: str | Path | None, metrics: Sequence[str] | N
     except Exception as exc:
         from verifily_core import distributed
 
-        if distributed.world().is_distributed and distributed.peer_lost(exc):
-            raise distributed.QuietWorkerError(distributed.EXIT_STOPPED) from exc  # the failing rank says why
         w = distributed.world()
+        if w.is_distributed and distributed.peer_lost(exc):
+            raise distributed.QuietWorkerError(distributed.EXIT_STOPPED) from exc  # the failing rank says why
         where = f" on rank {w.rank}" if w.is_distributed else ""
         raise EvalError(f"prediction failed{where}: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc

@@ -140,6 +140,9 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
                 gradient_features(model, test_feats, collate, batch_size or 1, dev, projection, cfg.seed,
                                   objective=objective, max_tokens=budget))
 
+    def unit_influence(phi: Any, psi: Any) -> Any:
+        return influence(unit_rows(phi), unit_rows(psi), damping)
+
     if method == AUTO:
         method = "ensemble" if read_snapshots(run.path) else "final"
     snaps = read_snapshots(run.path) if method != "final" else []
@@ -148,7 +151,7 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
                           "training.attribution_checkpoints: N (e.g. 5), or use --method final")
     if not snaps:
         phi, psi = features()
-        scores = influence(unit_rows(phi), unit_rows(psi), damping).tolist()
+        scores = unit_influence(phi, psi).tolist()
     else:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -156,14 +159,14 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
         steps = int((run.metrics or {}).get("train_steps") or 0)
         parts = []
         if method == "ensemble" and snaps[-1]["step"] != steps:  # the final model is a member too
-            parts.append(_unit(influence(*map(unit_rows, features()), damping)))
+            parts.append(_unit(unit_influence(*features())))
         for snap in snaps:
             set_peft_model_state_dict(model, load_file(str(snap["path"])))
             phi, psi = features()
             if method == "tracin":  # lr * <row gradient, slice gradient> at each snapshot
                 parts.append(snap["lr"] * (phi.double() @ psi.double().mean(0)))
             else:  # influence at each snapshot, on one scale
-                parts.append(_unit(influence(unit_rows(phi), unit_rows(psi), damping)))
+                parts.append(_unit(unit_influence(phi, psi)))
         total = parts[0]
         for part in parts[1:]:
             total = total + part
@@ -176,7 +179,8 @@ def _attribute(run: Any, cfg: Any, registries: Any, pair: tuple[str, str] | None
     settings = {"method": METHODS[method], "objective": objective, "snapshots": [s["step"] for s in snaps],
                 "target": target, "test_rows": len(test_rows), "test_data": test_info["path"],
                 "train_rows": len(train_rows), "projection": projection, "features": int(phi.shape[1]),
-                "gradients": "raw" if method == "tracin" else "unit", "damping": damping, "seed": cfg.seed, "run_id": run.run_id,
+                "gradients": "raw" if method == "tracin" else "unit", "damping": damping, "seed": cfg.seed,
+                "run_id": run.run_id,
                 "seconds": round(time.monotonic() - started, 3)}
     folder = run.path / "eval" / FOLDER
     folder.mkdir(parents=True, exist_ok=True)

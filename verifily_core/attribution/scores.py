@@ -3,9 +3,10 @@
 A training row's score is ``phi_i^T (Phi^T Phi / N + lambda I)^{-1} g``: ``phi_i`` the row's
 projected loss gradient, ``Phi`` all training rows' (N of them), ``g`` the mean projected loss
 gradient of the test rows. The attribution methods pass each row's gradient scaled to unit
-length (:func:`unit_rows`), so a row's direction counts, not its gradient's size. ``Phi^T Phi / N`` is the empirical Fisher (Gauss-Newton) matrix of the
-training loss, the curvature influence functions and TRAK divide by; ``lambda`` damps it
-(``damping`` times its mean eigenvalue). A gradient step on row ``i`` changes the test loss by
+length (:func:`unit_rows`), so a row's direction counts, not its gradient's size.
+``Phi^T Phi / N`` is the empirical Fisher (Gauss-Newton) matrix of the training loss, the
+curvature influence functions and TRAK divide by; ``lambda`` damps it (``damping`` times its
+mean eigenvalue). A gradient step on row ``i`` changes the test loss by
 about ``-lr * phi_i^T g``, so a positive score means the row helped the test rows (lowered their
 loss) and a negative one that it hurt them. Scores rank rows; their scale has no unit.
 """

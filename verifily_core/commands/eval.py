@@ -52,7 +52,7 @@ def eval_cmd(state: GlobalState, run_path: str, test_data: str | None, metrics: 
         import sys
 
         from verifily_core.distributed import Launch, QuietWorkerError, launch
-        from verifily_core.evaluator import read_test_rows, completed_run, verified_config
+        from verifily_core.evaluator import completed_run, read_test_rows, verified_config
 
         # what every worker would refuse alike (the run, its files, the test rows) is refused once, here
         cfg = verified_config(completed_run(run_path, "evaluate it"), "evaluate it", not no_verify)
